@@ -1,0 +1,30 @@
+# Entry points for people and CI. `make help` lists them.
+# Deploy and Lambda targets live in mk/*.mk, included below, so each part of the system keeps its own recipes.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+VENV := $(CURDIR)/.venv
+# Test tools (moto, cargo-lambda, checkov, hadolint, kosoku) come from requirements-dev.txt into .venv.
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: help tools run test
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+tools: $(VENV)/.installed ## Install the test tools into .venv
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+run: ## Start the server locally on :8080 (no AWS needed)
+	cargo run --release -p server --bin websocket-server
+
+test: tools ## Run every check (what CI runs)
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace
+
+include $(wildcard mk/*.mk)

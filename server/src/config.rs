@@ -1,0 +1,230 @@
+//! Every setting of the server, read once at start-up from environment variables or the matching
+//! `--flags`, and validated before anything listens, so that a bad deployment fails at once with one
+//! line naming the variable instead of misbehaving later.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The command line: the server's settings, and an optional subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "websocket-server",
+    version,
+    args_override_self = true,
+    about = "WebSocket broadcast server: every JSON message a client sends reaches every client.",
+    after_help = "Every option can also be set by the environment variable shown in brackets."
+)]
+pub struct Cli {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The settings (shared by the subcommands, so `healthcheck` probes the configured port).
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Exit 0 only if GET /health on 127.0.0.1:PORT answers 200 within 2 s (the container health
+    /// check, so the image needs no curl).
+    Healthcheck,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Text,
+    /// One JSON object per line, for CloudWatch Logs.
+    Json,
+}
+
+/// The server's settings. Field docs are the `--help` text; the README's table repeats them.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port of the WebSocket and health endpoints.
+    #[arg(long, env = "PORT", default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Port of the admin endpoint serving Prometheus metrics at /metrics (keep it off the load
+    /// balancer); 0 disables it.
+    #[arg(long, env = "METRICS_PORT", default_value_t = 9090)]
+    pub metrics_port: u16,
+
+    /// Most WebSocket connections this process holds; further upgrades get HTTP 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Largest message a client may send, in bytes; over it the connection is closed with 1009.
+    #[arg(long, env = "MAX_MESSAGE_SIZE", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1..=(64 << 20)))]
+    pub max_message_size: u64,
+
+    /// Largest single frame a client may send, in bytes (at most MAX_MESSAGE_SIZE); over it: 1009.
+    #[arg(long, env = "MAX_FRAME_SIZE", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1..=(64 << 20)))]
+    pub max_frame_size: u64,
+
+    /// Messages that may wait for one client; a client that falls further behind is disconnected
+    /// with 1013 so it never slows anyone else.
+    #[arg(long, env = "CLIENT_QUEUE_SIZE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub client_queue_size: u32,
+
+    /// How often the server pings each client (keep it below the load balancer's idle timeout).
+    #[arg(long, env = "PING_INTERVAL", default_value = "30s", value_parser = positive_duration)]
+    pub ping_interval: Duration,
+
+    /// How long a client has to answer a ping (or to accept bytes) before it is dropped.
+    #[arg(long, env = "PONG_TIMEOUT", default_value = "15s", value_parser = positive_duration)]
+    pub pong_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, how long to wait for clients to finish the close handshake before exiting.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub drain_timeout: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives such as
+    /// `info,server=debug`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = log_filter)]
+    pub log_level: String,
+
+    /// How often to print the CloudWatch Embedded Metric Format line with the connection count
+    /// (what auto scaling tracks); 0 disables it.
+    #[arg(long, env = "EMF_INTERVAL", default_value = "60s", value_parser = duration)]
+    pub emf_interval: Duration,
+
+    /// CloudWatch namespace of the EMF metrics.
+    #[arg(long, env = "METRICS_NAMESPACE", default_value = "WebSocketService", value_parser = cloudwatch_name)]
+    pub metrics_namespace: String,
+
+    /// Value of the `ServiceName` dimension of the EMF metrics.
+    #[arg(long, env = "SERVICE_NAME", default_value = "websocket-server", value_parser = cloudwatch_name)]
+    pub service_name: String,
+}
+
+impl Config {
+    /// Checks the rules that involve more than one setting, naming the variables in the error.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.metrics_port == self.port {
+            return Err(format!(
+                "METRICS_PORT (--metrics-port) must differ from PORT (--port), both are {}",
+                self.port
+            ));
+        }
+        if self.max_frame_size > self.max_message_size {
+            return Err(format!(
+                "MAX_FRAME_SIZE (--max-frame-size) is {} but may not exceed MAX_MESSAGE_SIZE ({})",
+                self.max_frame_size, self.max_message_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Cli {
+    /// Parses and validates the command line and environment, or exits: 0 after `--help` or
+    /// `--version`, 2 with one line on standard error naming the bad setting.
+    pub fn load() -> Cli {
+        match Cli::try_parse() {
+            Ok(cli) => match cli.config.validate() {
+                Ok(()) => cli,
+                Err(message) => exit_with_config_error(&message),
+            },
+            Err(err) if !err.use_stderr() => err.exit(),
+            Err(err) => {
+                // clap's message is several lines; its first names the flag and value, e.g.
+                // "error: invalid value 'x' for '--port <PORT>': invalid digit found in string".
+                let rendered = err.render().to_string();
+                let first = rendered.lines().next().unwrap_or("invalid arguments");
+                exit_with_config_error(first.trim_start_matches("error: "))
+            }
+        }
+    }
+}
+
+fn exit_with_config_error(message: &str) -> ! {
+    eprintln!("websocket-server: configuration error: {message}");
+    std::process::exit(2)
+}
+
+/// A duration as `30s`, `500ms`, `2m`, or a bare number of seconds.
+fn duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(value)
+        .map_err(|err| format!("{err} (write e.g. 30s, 500ms or a number of seconds)"))
+}
+
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    match duration(value)? {
+        Duration::ZERO => Err("must be greater than zero".to_owned()),
+        positive => Ok(positive),
+    }
+}
+
+fn log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|err| err.to_string())
+}
+
+/// CloudWatch namespaces and dimension values: 1 to 255 characters, no control characters.
+fn cloudwatch_name(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
+        return Err("must be 1 to 255 printable characters".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let argv = std::iter::once("websocket-server").chain(args.iter().copied());
+        let cli = Cli::try_parse_from(argv).map_err(|err| err.to_string())?;
+        cli.config.validate()?;
+        Ok(cli.config)
+    }
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(duration("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(duration("soon").is_err());
+        assert!(positive_duration("0").is_err());
+    }
+
+    #[test]
+    fn cross_setting_rules_name_both_variables() {
+        let err = parse(&["--port", "9000", "--metrics-port", "9000"]).unwrap_err();
+        assert!(
+            err.contains("METRICS_PORT") && err.contains("PORT"),
+            "{err}"
+        );
+        let err = parse(&["--max-message-size", "100", "--max-frame-size", "200"]).unwrap_err();
+        assert!(err.contains("MAX_FRAME_SIZE"), "{err}");
+    }
+
+    #[test]
+    fn log_filter_rejects_garbage() {
+        assert!(log_filter("info,server=debug").is_ok());
+        assert!(log_filter("info,=[").is_err());
+    }
+}

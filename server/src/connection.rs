@@ -1,0 +1,541 @@
+//! One WebSocket connection, from upgrade to close.
+//!
+//! Reading and writing run side by side in the connection's task: the reader turns client frames
+//! into broadcasts (or echoes), the writer drains the connection's queue in batches (everything
+//! queued, then one flush), keeps the heartbeat, and watches for the three things that end a
+//! connection from the server's side: the drain, eviction as a slow consumer, and a silent peer.
+//! Whichever side finishes first decides the `CloseReason`, which picks the close code, the
+//! metric label and the log line.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Sleep, sleep};
+use tracing::{debug, info};
+use warp::ws::{Message, WebSocket};
+
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+
+/// The first frame on `/wss`, as the replaced server sent it.
+pub const GREETING: &str = r#"{"connection":"ok"}"#;
+
+/// How long a close handshake the server starts (other than on drain) may take before the socket
+/// is simply dropped: a peer that misbehaved gets no more patience than that.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a connection does with the messages its client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/wss`: greet, then broadcast every JSON message to every client as `{"message": …}`.
+    Broadcast,
+    /// `/echo`: send every data frame back unchanged (conformance runs and latency probes).
+    Echo,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        match self {
+            Route::Broadcast => "wss",
+            Route::Echo => "echo",
+        }
+    }
+}
+
+/// Why a connection ended. Also the `reason` label of `websocket_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client started the close handshake.
+    ClientClosed,
+    /// The TCP connection ended or failed without a close handshake.
+    ConnectionLost,
+    /// The client fell a whole queue behind, or did not accept bytes for the pong timeout.
+    SlowConsumer,
+    /// The client answered nothing for the pong timeout after a ping.
+    PingTimeout,
+    /// A frame or message over the configured limit.
+    MessageTooBig,
+    /// A frame that breaks RFC 6455.
+    ProtocolError,
+    /// A text frame that is not UTF-8.
+    InvalidUtf8,
+    /// The process is draining.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// The metric label and log field.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::ConnectionLost => "connection_lost",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::ServerShutdown => "server_shutdown",
+        }
+    }
+
+    /// The close code the server sends, if it starts the close handshake (RFC 6455, 7.4.1).
+    fn close_code(self) -> Option<u16> {
+        match self {
+            CloseReason::ServerShutdown => Some(1001),
+            CloseReason::ProtocolError => Some(1002),
+            CloseReason::InvalidUtf8 => Some(1007),
+            CloseReason::MessageTooBig => Some(1009),
+            CloseReason::SlowConsumer => Some(1013),
+            CloseReason::ClientClosed | CloseReason::ConnectionLost | CloseReason::PingTimeout => {
+                None
+            }
+        }
+    }
+
+    fn from_read_error(err: &warp::Error) -> CloseReason {
+        use std::error::Error as _;
+        match err
+            .source()
+            .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+        {
+            Some(tungstenite::Error::Capacity(_)) => CloseReason::MessageTooBig,
+            Some(tungstenite::Error::Protocol(_)) => CloseReason::ProtocolError,
+            Some(tungstenite::Error::Utf8(_)) => CloseReason::InvalidUtf8,
+            _ => CloseReason::ConnectionLost,
+        }
+    }
+}
+
+/// Heartbeat timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    /// Time between pings.
+    pub ping_interval: Duration,
+    /// Time a client has to answer a ping, or to take bytes the server is writing.
+    pub pong_timeout: Duration,
+}
+
+/// Everything a connection needs from the rest of the server.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The broadcast hub (used by `/wss`).
+    pub hub: Arc<Hub>,
+    /// Process-wide counters.
+    pub metrics: Arc<Metrics>,
+    /// Heartbeat timing.
+    pub heartbeat: Heartbeat,
+    /// Queue length of an `/echo` connection (`/wss` queues belong to the hub).
+    pub queue_size: usize,
+    /// How long to wait for the client's close reply once the drain has started.
+    pub drain_timeout: Duration,
+    /// The drain signal.
+    pub shutdown: Shutdown,
+}
+
+/// Per-connection figures for the close log line, shared by the reader and the writer.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    last_heard_ms: AtomicU64,
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: Instant::now(),
+            last_heard_ms: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    fn heard(&self) {
+        let elapsed = self.opened.elapsed().as_millis() as u64;
+        self.last_heard_ms.store(elapsed, Ordering::Relaxed);
+    }
+
+    fn heard_since(&self, moment: Instant) -> bool {
+        let moment_ms = moment.duration_since(self.opened).as_millis() as u64;
+        self.last_heard_ms.load(Ordering::Relaxed) >= moment_ms
+    }
+}
+
+impl Connection {
+    /// Serves one upgraded socket until it closes. `client` is the address to log.
+    pub async fn serve(self, socket: WebSocket, route: Route, client: String) {
+        // The opened-connections count doubles as a process-unique connection id.
+        let id = self.metrics.connections_opened.inc() + 1;
+        self.metrics.connections.inc();
+        info!(conn = id, client = %client, route = route.label(), "connection opened");
+
+        let activity = Activity::new();
+        let reason = match route {
+            Route::Broadcast => self.serve_broadcast(socket, &activity).await,
+            Route::Echo => self.serve_echo(socket, &activity).await,
+        };
+
+        self.metrics.connections.dec();
+        self.metrics.connection_closed(reason.label());
+        info!(
+            conn = id,
+            client = %client,
+            route = route.label(),
+            reason = reason.label(),
+            duration_ms = activity.opened.elapsed().as_millis() as u64,
+            received = activity.received.load(Ordering::Relaxed),
+            sent = activity.sent.load(Ordering::Relaxed),
+            "connection closed"
+        );
+    }
+
+    async fn serve_broadcast(&self, socket: WebSocket, activity: &Activity) -> CloseReason {
+        let (mut sink, stream) = socket.split();
+        // Join before greeting, so that everything broadcast after the greeting reaches this client.
+        let mut membership = self.hub.join();
+        if sink.send(Message::text(GREETING)).await.is_err() {
+            return CloseReason::ConnectionLost;
+        }
+        let inbound = Inbound::Broadcast(&self.hub);
+        self.run(
+            sink,
+            stream,
+            inbound,
+            &mut membership.queue,
+            &mut membership.evicted,
+            activity,
+        )
+        .await
+    }
+
+    async fn serve_echo(&self, socket: WebSocket, activity: &Activity) -> CloseReason {
+        let (sink, stream) = socket.split();
+        let (echo, mut queue) = mpsc::channel(self.queue_size);
+        // An echo client only slows itself (the reader waits for room), so it is never evicted.
+        let (_never_evicted, mut evicted) = oneshot::channel();
+        self.run(
+            sink,
+            stream,
+            Inbound::Echo(echo),
+            &mut queue,
+            &mut evicted,
+            activity,
+        )
+        .await
+    }
+
+    async fn run(
+        &self,
+        sink: SplitSink<WebSocket, Message>,
+        mut stream: SplitStream<WebSocket>,
+        inbound: Inbound<'_>,
+        queue: &mut mpsc::Receiver<Message>,
+        evicted: &mut oneshot::Receiver<()>,
+        activity: &Activity,
+    ) -> CloseReason {
+        let mut writer = Writer {
+            sink,
+            shutdown: self.shutdown.clone(),
+            evicted,
+            heartbeat: HeartbeatTimer::new(self.heartbeat),
+            activity,
+            metrics: &self.metrics,
+        };
+        let reason = tokio::select! {
+            reason = read_frames(&mut stream, inbound, &self.metrics, activity) => reason,
+            reason = writer.run(queue) => reason,
+        };
+        let patience = match reason {
+            CloseReason::ServerShutdown => self.drain_timeout,
+            _ => CLOSE_HANDSHAKE_TIMEOUT,
+        };
+        close(writer.sink, stream, reason, patience).await;
+        reason
+    }
+}
+
+/// Where the reader sends a client's data frames.
+enum Inbound<'a> {
+    Broadcast(&'a Hub),
+    Echo(mpsc::Sender<Message>),
+}
+
+async fn read_frames(
+    stream: &mut SplitStream<WebSocket>,
+    inbound: Inbound<'_>,
+    metrics: &Metrics,
+    activity: &Activity,
+) -> CloseReason {
+    while let Some(frame) = stream.next().await {
+        activity.heard();
+        let message = match frame {
+            Ok(message) => message,
+            Err(err) => {
+                debug!(error = %err, "read failed");
+                return CloseReason::from_read_error(&err);
+            }
+        };
+        if message.is_close() {
+            return CloseReason::ClientClosed;
+        }
+        // Pings are answered by the WebSocket layer; pongs only count as signs of life.
+        if !(message.is_text() || message.is_binary()) {
+            continue;
+        }
+        activity.received.fetch_add(1, Ordering::Relaxed);
+        metrics.messages_received.inc();
+        metrics
+            .bytes_received
+            .inc_by(message.as_bytes().len() as u64);
+        match &inbound {
+            Inbound::Broadcast(hub) => match envelope(message.as_bytes()) {
+                Some(frame) => {
+                    metrics.messages_broadcast.inc();
+                    hub.broadcast(frame);
+                }
+                None => metrics.messages_dropped("invalid_json", 1),
+            },
+            Inbound::Echo(echo) => {
+                if echo.send(message).await.is_err() {
+                    return CloseReason::ConnectionLost;
+                }
+            }
+        }
+    }
+    CloseReason::ConnectionLost
+}
+
+/// Wraps a client's JSON in the broadcast envelope `{"message":<json>}`, serialized once.
+///
+/// Text and binary frames are treated alike, as the replaced Node server did (it parsed whatever
+/// bytes arrived). The JSON is validated, then forwarded as the client wrote it rather than
+/// re-encoded: the value is the same, the sender's key order is kept, and no tree is built.
+/// Returns `None` for anything that is not one JSON value in UTF-8.
+pub fn envelope(payload: &[u8]) -> Option<Message> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let value: &RawValue = serde_json::from_str(text).ok()?;
+    let json = value.get();
+    let mut framed = String::with_capacity(json.len() + 12);
+    framed.push_str(r#"{"message":"#);
+    framed.push_str(json);
+    framed.push('}');
+    Some(Message::text(framed))
+}
+
+/// The writing half and the events that can interrupt it.
+struct Writer<'a> {
+    sink: SplitSink<WebSocket, Message>,
+    shutdown: Shutdown,
+    evicted: &'a mut oneshot::Receiver<()>,
+    heartbeat: HeartbeatTimer,
+    activity: &'a Activity,
+    metrics: &'a Metrics,
+}
+
+impl Writer<'_> {
+    async fn run(&mut self, queue: &mut mpsc::Receiver<Message>) -> CloseReason {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = self.shutdown.draining() => return CloseReason::ServerShutdown,
+                _ = &mut *self.evicted => return CloseReason::SlowConsumer,
+                _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(self.activity) {
+                    Beat::Dead => return CloseReason::PingTimeout,
+                    Beat::Alive => continue,
+                    Beat::Ping => Message::ping(bytes::Bytes::new()),
+                },
+                frame = queue.recv() => match frame {
+                    Some(frame) => frame,
+                    None => return CloseReason::ConnectionLost,
+                },
+            };
+            if let Err(reason) = self.write(first, queue).await {
+                return reason;
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued, then flushes once; gives up as soon as the
+    /// drain starts, the client is evicted, or the client stays silent past the pong timeout while
+    /// the write is stuck.
+    async fn write(
+        &mut self,
+        first: Message,
+        queue: &mut mpsc::Receiver<Message>,
+    ) -> Result<(), CloseReason> {
+        let batch = write_batch(&mut self.sink, first, queue, queue.max_capacity());
+        tokio::pin!(batch);
+        loop {
+            tokio::select! {
+                biased;
+                written = &mut batch => {
+                    let (frames, bytes) = written.map_err(|_| CloseReason::ConnectionLost)?;
+                    self.activity.sent.fetch_add(frames, Ordering::Relaxed);
+                    self.metrics.messages_delivered.inc_by(frames);
+                    self.metrics.bytes_sent.inc_by(bytes);
+                    return Ok(());
+                }
+                _ = self.shutdown.draining() => return Err(CloseReason::ServerShutdown),
+                _ = &mut *self.evicted => return Err(CloseReason::SlowConsumer),
+                // No ping can go out while the socket is stuck; the timer still runs, so a client that
+                // neither reads nor says anything for the pong timeout is let go.
+                _ = self.heartbeat.timer.as_mut() => {
+                    if let Beat::Dead = self.heartbeat.beat(self.activity) {
+                        return Err(CloseReason::SlowConsumer);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Feeds `first` and up to `limit` more queued frames, then flushes once. Returns the data frames
+/// and payload bytes written (pings are not counted).
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    first: Message,
+    queue: &mut mpsc::Receiver<Message>,
+    limit: usize,
+) -> Result<(u64, u64), warp::Error> {
+    let mut frames = 0;
+    let mut bytes = 0;
+    let mut next = Some(first);
+    while let Some(frame) = next {
+        if frame.is_text() || frame.is_binary() {
+            frames += 1;
+            bytes += frame.as_bytes().len() as u64;
+        }
+        sink.feed(frame).await?;
+        next = if frames < limit as u64 {
+            queue.try_recv().ok()
+        } else {
+            None
+        };
+    }
+    sink.flush().await?;
+    Ok((frames, bytes))
+}
+
+/// What the heartbeat timer decided when it fired.
+enum Beat {
+    /// Send a ping now.
+    Ping,
+    /// The client answered in time; nothing to send yet.
+    Alive,
+    /// No sign of life since the last ping, for the whole pong timeout.
+    Dead,
+}
+
+/// One timer for both the next ping and the pong deadline, so an idle connection holds one timer.
+struct HeartbeatTimer {
+    settings: Heartbeat,
+    timer: std::pin::Pin<Box<Sleep>>,
+    ping_sent: Option<Instant>,
+}
+
+impl HeartbeatTimer {
+    fn new(settings: Heartbeat) -> Self {
+        HeartbeatTimer {
+            settings,
+            timer: Box::pin(sleep(settings.ping_interval)),
+            ping_sent: None,
+        }
+    }
+
+    /// Called when the timer fires; re-arms it.
+    fn beat(&mut self, activity: &Activity) -> Beat {
+        let now = tokio::time::Instant::now();
+        match self.ping_sent {
+            Some(sent) if !activity.heard_since(sent) => Beat::Dead,
+            Some(sent) => {
+                self.ping_sent = None;
+                let next_ping = tokio::time::Instant::from_std(sent) + self.settings.ping_interval;
+                self.timer.as_mut().reset(next_ping.max(now));
+                Beat::Alive
+            }
+            None => {
+                self.ping_sent = Some(now.into_std());
+                self.timer.as_mut().reset(now + self.settings.pong_timeout);
+                Beat::Ping
+            }
+        }
+    }
+}
+
+/// Ends the connection politely where that makes sense: the server's close frame and the client's
+/// reply for server-side reasons, the reply to the client's close frame, or nothing for a peer
+/// that is gone or silent.
+async fn close(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut stream: SplitStream<WebSocket>,
+    reason: CloseReason,
+    patience: Duration,
+) {
+    let handshake = async {
+        match reason.close_code() {
+            // After our close frame, wait for the client's (the stream ends after it).
+            Some(code)
+                if sink
+                    .send(Message::close_with(code, reason.label()))
+                    .await
+                    .is_ok() =>
+            {
+                while let Some(Ok(_)) = stream.next().await {}
+            }
+            // Sends the reply the WebSocket layer queued when the client's close frame arrived.
+            None if reason == CloseReason::ClientClosed => {
+                let _ = sink.close().await;
+            }
+            _ => {}
+        }
+    };
+    let _ = tokio::time::timeout(patience, handshake).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(message: Message) -> String {
+        message.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn envelope_wraps_json_as_written() {
+        assert_eq!(
+            text(envelope(br#" {"b":1,"a":[true]} "#).unwrap()),
+            r#"{"message":{"b":1,"a":[true]}}"#
+        );
+        assert_eq!(text(envelope(b"42").unwrap()), r#"{"message":42}"#);
+        assert_eq!(text(envelope(br#""hi""#).unwrap()), r#"{"message":"hi"}"#);
+    }
+
+    #[test]
+    fn envelope_refuses_what_is_not_one_json_value() {
+        for payload in [
+            &b"hello"[..],
+            b"{",
+            b"1 2",
+            b"",
+            b"\xff\xfe",
+            br#"{"a":1}x"#,
+        ] {
+            assert!(envelope(payload).is_none(), "{payload:?}");
+        }
+    }
+
+    #[test]
+    fn every_server_side_reason_has_a_close_code() {
+        assert_eq!(CloseReason::ServerShutdown.close_code(), Some(1001));
+        assert_eq!(CloseReason::MessageTooBig.close_code(), Some(1009));
+        assert_eq!(CloseReason::SlowConsumer.close_code(), Some(1013));
+        assert_eq!(CloseReason::PingTimeout.close_code(), None);
+    }
+}

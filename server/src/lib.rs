@@ -1,0 +1,155 @@
+//! The WebSocket broadcast server: every JSON message a client sends on `/wss` reaches every open
+//! client as `{"message": …}`.
+//!
+//! `main.rs` only wires these modules; [`run`] is the server itself, so that tests can start it
+//! in-process on a loopback port and stop it with a future instead of a signal.
+//!
+//! - [`config`]: settings from the environment and flags, validated at start-up.
+//! - [`routes`]: HTTP paths, status codes, and admission (drain, connection limit).
+//! - [`connection`]: one WebSocket from upgrade to close (reading, batched writing, heartbeat).
+//! - [`hub`]: the broadcast engine and its bounded per-client queues.
+//! - [`shutdown`]: the drain signal passed to everything that reacts to it.
+//! - [`metrics`]: Prometheus counters and the CloudWatch EMF line.
+//! - [`logging`], [`healthcheck`]: log output and the container health check.
+
+pub mod config;
+pub mod connection;
+pub mod healthcheck;
+pub mod hub;
+pub mod logging;
+pub mod metrics;
+pub mod routes;
+pub mod shutdown;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use config::Config;
+use connection::{Connection, Heartbeat};
+use hub::Hub;
+use metrics::Metrics;
+use routes::AppState;
+
+/// Pending connections the kernel queues per listener. The default (128) drops connects in a burst
+/// of clients reconnecting at once, and each dropped SYN costs that client a one-second retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// How long in-flight plain HTTP requests may take to finish once the drain is over.
+const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// The sockets the server serves on, bound before [`run`] so that a port in use is reported at once
+/// (and so tests can bind port 0 and learn the port).
+#[derive(Debug)]
+pub struct Listeners {
+    /// WebSocket and health endpoints.
+    pub public: TcpListener,
+    /// Prometheus metrics, if enabled.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the public port and, unless it is 0, the metrics port.
+    pub fn bind(config: &Config) -> io::Result<Listeners> {
+        let public = bind(SocketAddr::new(config.host, config.port))?;
+        let admin = match config.metrics_port {
+            0 => None,
+            port => Some(bind(SocketAddr::new(config.host, port))?),
+        };
+        Ok(Listeners { public, admin })
+    }
+}
+
+/// Binds a listener with a backlog large enough for reconnect storms.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves until `stop` completes, then drains: `/health` turns 503, upgrades are refused, every
+/// client gets close 1001, and this waits up to `DRAIN_TIMEOUT` for them before returning.
+pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output = ()>) {
+    let metrics = Arc::new(Metrics::new());
+    let hub = Hub::new(config.client_queue_size as usize, Arc::clone(&metrics));
+    let (drain, shutdown) = shutdown::channel();
+    let (close_listeners, listeners_closed) = shutdown::channel();
+    let permits = Arc::new(Semaphore::new(config.max_connections as usize));
+
+    let state = AppState {
+        connection: Connection {
+            hub,
+            metrics: Arc::clone(&metrics),
+            heartbeat: Heartbeat {
+                ping_interval: config.ping_interval,
+                pong_timeout: config.pong_timeout,
+            },
+            queue_size: config.client_queue_size as usize,
+            drain_timeout: config.drain_timeout,
+            shutdown: shutdown.clone(),
+        },
+        permits: Arc::clone(&permits),
+        max_message_size: config.max_message_size as usize,
+        max_frame_size: config.max_frame_size as usize,
+    };
+
+    info!(address = %listeners.public.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "serving WebSocket on /wss and /echo");
+    let mut servers = vec![tokio::spawn(
+        warp::serve(routes::public(state))
+            .incoming(listeners.public)
+            .graceful(closed(listeners_closed.clone()))
+            .run(),
+    )];
+    if let Some(admin) = listeners.admin {
+        info!(address = %admin.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "serving metrics on /metrics");
+        servers.push(tokio::spawn(
+            warp::serve(routes::admin(Arc::clone(&metrics)))
+                .incoming(admin)
+                .graceful(closed(listeners_closed))
+                .run(),
+        ));
+    }
+    if !config.emf_interval.is_zero() {
+        tokio::spawn(metrics::emf_loop(
+            Arc::clone(&metrics),
+            config.emf_interval,
+            config.metrics_namespace.clone(),
+            config.service_name.clone(),
+            shutdown,
+        ));
+    }
+
+    stop.await;
+    info!(connections = metrics.connections.get(), drain_timeout = ?config.drain_timeout, "draining");
+    drain.drain();
+    let all_permits = permits.acquire_many(config.max_connections);
+    match tokio::time::timeout(config.drain_timeout, all_permits).await {
+        Ok(_) => info!("all connections closed"),
+        Err(_) => warn!(
+            connections = metrics.connections.get(),
+            "drain timeout reached; dropping the remaining connections"
+        ),
+    }
+    close_listeners.drain();
+    for server in servers {
+        let _ = tokio::time::timeout(HTTP_SHUTDOWN_GRACE, server).await;
+    }
+    info!("stopped");
+}
+
+async fn closed(mut signal: shutdown::Shutdown) {
+    signal.draining().await
+}
