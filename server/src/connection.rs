@@ -132,8 +132,6 @@ pub struct Connection {
     pub heartbeat: Heartbeat,
     /// Queue length of an `/echo` connection (`/wss` queues belong to the hub).
     pub queue_size: usize,
-    /// How long to wait for the client's close reply once the drain has started.
-    pub drain_timeout: Duration,
     /// The drain signal.
     pub shutdown: Shutdown,
 }
@@ -252,11 +250,7 @@ impl Connection {
             reason = read_frames(&mut stream, inbound, &self.metrics, activity) => reason,
             reason = writer.run(queue) => reason,
         };
-        let patience = match reason {
-            CloseReason::ServerShutdown => self.drain_timeout,
-            _ => CLOSE_HANDSHAKE_TIMEOUT,
-        };
-        close(writer.sink, stream, reason, patience).await;
+        close(writer.sink, stream, reason, writer.shutdown).await;
         reason
     }
 }
@@ -471,12 +465,13 @@ impl HeartbeatTimer {
 
 /// Ends the connection politely where that makes sense: the server's close frame and the client's
 /// reply for server-side reasons, the reply to the client's close frame, or nothing for a peer
-/// that is gone or silent.
+/// that is gone or silent. During a drain the wait lasts until the drain ends; otherwise up to
+/// `CLOSE_HANDSHAKE_TIMEOUT`.
 async fn close(
     mut sink: SplitSink<WebSocket, Message>,
     mut stream: SplitStream<WebSocket>,
     reason: CloseReason,
-    patience: Duration,
+    mut shutdown: Shutdown,
 ) {
     let handshake = async {
         match reason.close_code() {
@@ -496,7 +491,11 @@ async fn close(
             _ => {}
         }
     };
-    let _ = tokio::time::timeout(patience, handshake).await;
+    tokio::select! {
+        _ = handshake => {}
+        _ = shutdown.terminating() => {}
+        _ = sleep(CLOSE_HANDSHAKE_TIMEOUT), if reason != CloseReason::ServerShutdown => {}
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,8 @@ use routes::AppState;
 /// of clients reconnecting at once, and each dropped SYN costs that client a one-second retry.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// How long in-flight plain HTTP requests may take to finish once the drain is over.
+/// How long in-flight plain HTTP requests, and connections cut at the drain deadline, may take to
+/// finish once the drain is over.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// The sockets the server serves on, bound before [`run`] so that a port in use is reported at once
@@ -85,8 +86,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output = ()>) {
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(config.client_queue_size as usize, Arc::clone(&metrics));
-    let (drain, shutdown) = shutdown::channel();
-    let (close_listeners, listeners_closed) = shutdown::channel();
+    let (lifecycle, shutdown) = shutdown::channel();
     let permits = Arc::new(Semaphore::new(config.max_connections as usize));
 
     let state = AppState {
@@ -98,7 +98,6 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
                 pong_timeout: config.pong_timeout,
             },
             queue_size: config.client_queue_size as usize,
-            drain_timeout: config.drain_timeout,
             shutdown: shutdown.clone(),
         },
         permits: Arc::clone(&permits),
@@ -110,7 +109,7 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
     let mut servers = vec![tokio::spawn(
         warp::serve(routes::public(state))
             .incoming(listeners.public)
-            .graceful(closed(listeners_closed.clone()))
+            .graceful(terminated(shutdown.clone()))
             .run(),
     )];
     if let Some(admin) = listeners.admin {
@@ -118,7 +117,7 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         servers.push(tokio::spawn(
             warp::serve(routes::admin(Arc::clone(&metrics)))
                 .incoming(admin)
-                .graceful(closed(listeners_closed))
+                .graceful(terminated(shutdown.clone()))
                 .run(),
         ));
     }
@@ -134,22 +133,27 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
 
     stop.await;
     info!(connections = metrics.connections.get(), drain_timeout = ?config.drain_timeout, "draining");
-    drain.drain();
-    let all_permits = permits.acquire_many(config.max_connections);
-    match tokio::time::timeout(config.drain_timeout, all_permits).await {
+    lifecycle.drain();
+    let every_connection_closed = || permits.acquire_many(config.max_connections);
+    let drained = tokio::time::timeout(config.drain_timeout, every_connection_closed()).await;
+    lifecycle.terminate();
+    match drained {
         Ok(_) => info!("all connections closed"),
-        Err(_) => warn!(
-            connections = metrics.connections.get(),
-            "drain timeout reached; dropping the remaining connections"
-        ),
+        Err(_) => {
+            warn!(
+                connections = metrics.connections.get(),
+                "drain timeout reached; dropping the remaining connections"
+            );
+            // They stop waiting for their clients at once; this only lets them log their close.
+            let _ = tokio::time::timeout(HTTP_SHUTDOWN_GRACE, every_connection_closed()).await;
+        }
     }
-    close_listeners.drain();
     for server in servers {
         let _ = tokio::time::timeout(HTTP_SHUTDOWN_GRACE, server).await;
     }
     info!("stopped");
 }
 
-async fn closed(mut signal: shutdown::Shutdown) {
-    signal.draining().await
+async fn terminated(mut shutdown: shutdown::Shutdown) {
+    shutdown.terminating().await
 }

@@ -1,47 +1,78 @@
-//! The drain signal, passed explicitly to everything that must react to it (routes, connections,
-//! the metrics loop) rather than kept in global state.
+//! The process's life cycle, passed explicitly to everything that must react to it (routes,
+//! connections, listeners, the metrics loop) rather than kept in global state.
 //!
-//! Draining is one-way: once the process has been told to stop, `/health` answers 503, new upgrades
-//! are refused, and every connection closes with 1001.
+//! Two one-way steps. Draining: `/health` answers 503, new upgrades are refused, and every
+//! connection closes with 1001 and waits for its client's close reply. Terminating (the drain
+//! finished, or `DRAIN_TIMEOUT` passed): connections still waiting give up and log their close
+//! line, and the listeners stop.
 
 use tokio::sync::watch;
 
-/// Starts the drain. Held by whoever owns the process's life cycle (`run`).
-#[derive(Debug)]
-pub struct DrainTrigger {
-    sender: watch::Sender<bool>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Serving,
+    Draining,
+    Terminating,
 }
 
-/// Tells its holder whether, and when, the process starts draining. Cheap to clone.
+/// Moves the process through its phases. Held by whoever owns the process's life cycle (`run`).
+#[derive(Debug)]
+pub struct Lifecycle {
+    sender: watch::Sender<Phase>,
+}
+
+/// Tells its holder whether, and when, the process drains and terminates. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Shutdown {
-    receiver: watch::Receiver<bool>,
+    receiver: watch::Receiver<Phase>,
 }
 
-/// A trigger and the first of its receivers.
-pub fn channel() -> (DrainTrigger, Shutdown) {
-    let (sender, receiver) = watch::channel(false);
-    (DrainTrigger { sender }, Shutdown { receiver })
+/// A life cycle in the serving phase, and the first of its receivers.
+pub fn channel() -> (Lifecycle, Shutdown) {
+    let (sender, receiver) = watch::channel(Phase::Serving);
+    (Lifecycle { sender }, Shutdown { receiver })
 }
 
-impl DrainTrigger {
-    /// Starts draining; every `Shutdown` sees it.
+impl Lifecycle {
+    /// Starts draining.
     pub fn drain(&self) {
-        self.sender.send_replace(true);
+        self.sender
+            .send_if_modified(|phase| advance(phase, Phase::Draining));
     }
+
+    /// Ends the drain: whatever is still open is let go.
+    pub fn terminate(&self) {
+        self.sender
+            .send_if_modified(|phase| advance(phase, Phase::Terminating));
+    }
+}
+
+fn advance(phase: &mut Phase, to: Phase) -> bool {
+    let moved = *phase < to;
+    *phase = (*phase).max(to);
+    moved
 }
 
 impl Shutdown {
     /// Whether the drain has started.
     pub fn is_draining(&self) -> bool {
-        *self.receiver.borrow()
+        *self.receiver.borrow() >= Phase::Draining
     }
 
     /// Completes once the drain has started (at once if it already has). Cancel-safe, so it can
     /// sit in a `select!` loop.
     pub async fn draining(&mut self) {
-        // An error means the trigger is gone, which only happens as the process ends: also a drain.
-        let _ = self.receiver.wait_for(|draining| *draining).await;
+        self.reach(Phase::Draining).await
+    }
+
+    /// Completes once the drain is over. Cancel-safe.
+    pub async fn terminating(&mut self) {
+        self.reach(Phase::Terminating).await
+    }
+
+    async fn reach(&mut self, phase: Phase) {
+        // An error means the life cycle is gone, which only happens as the process ends.
+        let _ = self.receiver.wait_for(|now| *now >= phase).await;
     }
 }
 
