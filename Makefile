@@ -9,7 +9,7 @@ VENV := $(CURDIR)/.venv
 # Test tools (moto, cargo-lambda, checkov, hadolint, kosoku) come from requirements-dev.txt into .venv.
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help tools run test
+.PHONY: help tools run test lint conformance
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
@@ -22,9 +22,16 @@ $(VENV)/.installed: requirements-dev.txt
 run: ## Start the server locally on :8080 (no AWS needed)
 	cargo run --release -p server --bin websocket-server
 
-test: tools ## Run every check (what CI runs)
+test: tools lint ## Run every check (what CI runs)
+	cargo test --workspace
+	$(MAKE) conformance
+
+lint: ## Formatting and clippy, warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --workspace
+
+conformance: tools ## Autobahn TestSuite sections 1-10 against /echo (kosoku)
+	cargo build -p server --bin websocket-server
+	scripts/autobahn.sh target/debug/websocket-server .artifacts/autobahn
 
 include $(wildcard mk/*.mk)
