@@ -113,6 +113,16 @@ pub struct Config {
     /// Value of the `ServiceName` dimension of the EMF metrics.
     #[arg(long, env = "SERVICE_NAME", default_value = "websocket-server", value_parser = cloudwatch_name)]
     pub service_name: String,
+
+    /// Redis pub/sub backplane, so that a message reaches the clients of every task
+    /// (`redis://host:6379`, or `rediss://:token@host:6379` with TLS and an auth token). Unset: each
+    /// process broadcasts to its own clients only.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// The Redis channel the tasks of one deployment share.
+    #[arg(long, env = "REDIS_CHANNEL", default_value = "websocket:broadcast", value_parser = redis_channel)]
+    pub redis_channel: String,
 }
 
 impl Config {
@@ -129,6 +139,9 @@ impl Config {
                 "MAX_FRAME_SIZE (--max-frame-size) is {} but may not exceed MAX_MESSAGE_SIZE ({})",
                 self.max_frame_size, self.max_message_size
             ));
+        }
+        if let Some(url) = &self.redis_url {
+            crate::backplane::redis_client(url)?;
         }
         Ok(())
     }
@@ -187,6 +200,16 @@ fn log_filter(value: &str) -> Result<String, String> {
 fn cloudwatch_name(value: &str) -> Result<String, String> {
     if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
         return Err("must be 1 to 255 printable characters".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+fn redis_channel(value: &str) -> Result<String, String> {
+    if value.is_empty()
+        || value.len() > 256
+        || value.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err("must be 1 to 256 characters without spaces".to_owned());
     }
     Ok(value.to_owned())
 }

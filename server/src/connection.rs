@@ -19,6 +19,7 @@ use tokio::time::{Sleep, sleep};
 use tracing::{debug, info};
 use warp::ws::{Message, WebSocket};
 
+use crate::backplane::Fanout;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -124,8 +125,10 @@ pub struct Heartbeat {
 /// Everything a connection needs from the rest of the server.
 #[derive(Debug, Clone)]
 pub struct Connection {
-    /// The broadcast hub (used by `/wss`).
+    /// The local broadcast hub `/wss` clients join.
     pub hub: Arc<Hub>,
+    /// Where `/wss` messages are broadcast: the local hub, or Redis to every task's hub.
+    pub fanout: Fanout,
     /// Process-wide counters.
     pub metrics: Arc<Metrics>,
     /// Heartbeat timing.
@@ -201,7 +204,7 @@ impl Connection {
         if sink.send(Message::text(GREETING)).await.is_err() {
             return CloseReason::ConnectionLost;
         }
-        let inbound = Inbound::Broadcast(&self.hub);
+        let inbound = Inbound::Broadcast(&self.fanout);
         self.run(
             sink,
             stream,
@@ -257,7 +260,7 @@ impl Connection {
 
 /// Where the reader sends a client's data frames.
 enum Inbound<'a> {
-    Broadcast(&'a Hub),
+    Broadcast(&'a Fanout),
     Echo(mpsc::Sender<Message>),
 }
 
@@ -289,10 +292,10 @@ async fn read_frames(
             .bytes_received
             .inc_by(message.as_bytes().len() as u64);
         match &inbound {
-            Inbound::Broadcast(hub) => match envelope(message.as_bytes()) {
+            Inbound::Broadcast(fanout) => match envelope(message.as_bytes()) {
                 Some(frame) => {
                     metrics.messages_broadcast.inc();
-                    hub.broadcast(frame);
+                    fanout.broadcast(frame).await;
                 }
                 None => metrics.messages_dropped("invalid_json", 1),
             },

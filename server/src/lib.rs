@@ -8,10 +8,12 @@
 //! - [`routes`]: HTTP paths, status codes, and admission (drain, connection limit).
 //! - [`connection`]: one WebSocket from upgrade to close (reading, batched writing, heartbeat).
 //! - [`hub`]: the broadcast engine and its bounded per-client queues.
+//! - [`backplane`]: optional Redis pub/sub, so a broadcast reaches the clients of every task.
 //! - [`shutdown`]: the drain signal passed to everything that reacts to it.
 //! - [`metrics`]: Prometheus counters and the CloudWatch EMF line.
 //! - [`logging`], [`healthcheck`]: log output and the container health check.
 
+pub mod backplane;
 pub mod config;
 pub mod connection;
 pub mod healthcheck;
@@ -31,6 +33,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
+use backplane::{Backplane, Fanout};
 use config::Config;
 use connection::{Connection, Heartbeat};
 use hub::Hub;
@@ -88,10 +91,24 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
     let hub = Hub::new(config.client_queue_size as usize, Arc::clone(&metrics));
     let (lifecycle, shutdown) = shutdown::channel();
     let permits = Arc::new(Semaphore::new(config.max_connections as usize));
+    let fanout = match &config.redis_url {
+        None => Fanout::Local(Arc::clone(&hub)),
+        Some(url) => {
+            let client = backplane::redis_client(url).expect("REDIS_URL is validated at start-up");
+            Fanout::Redis(Backplane::start(
+                client,
+                config.redis_channel.clone(),
+                Arc::clone(&hub),
+                &metrics,
+                shutdown.clone(),
+            ))
+        }
+    };
 
     let state = AppState {
         connection: Connection {
             hub,
+            fanout,
             metrics: Arc::clone(&metrics),
             heartbeat: Heartbeat {
                 ping_interval: config.ping_interval,

@@ -38,6 +38,12 @@ pub struct Metrics {
     pub bytes_received: Counter,
     /// Payload bytes written to clients.
     pub bytes_sent: Counter,
+    /// 1 while the Redis backplane is publishing and subscribed, else 0 (also 0 without Redis).
+    pub backplane_up: Gauge,
+    /// Times a backplane connection failed or was lost.
+    pub backplane_connection_failures: Counter,
+    /// Messages delivered to this task's clients only, because Redis could not carry them.
+    pub backplane_local_only: Counter,
 }
 
 impl Default for Metrics {
@@ -61,6 +67,9 @@ impl Metrics {
             messages_delivered: Counter::default(),
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
+            backplane_up: Gauge::default(),
+            backplane_connection_failures: Counter::default(),
+            backplane_local_only: Counter::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -112,6 +121,21 @@ impl Metrics {
             "sent_bytes",
             "Payload bytes written",
             metrics.bytes_sent.clone(),
+        );
+        registry.register(
+            "backplane_up",
+            "1 while the Redis backplane publishes and is subscribed",
+            metrics.backplane_up.clone(),
+        );
+        registry.register(
+            "backplane_connection_failures",
+            "Redis backplane connections failed or lost",
+            metrics.backplane_connection_failures.clone(),
+        );
+        registry.register(
+            "backplane_local_only",
+            "Messages delivered to this task's clients only, Redis being unavailable",
+            metrics.backplane_local_only.clone(),
         );
         metrics
     }

@@ -3,73 +3,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use server::healthcheck::http_request;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_websocket-server");
-
-/// A server process on free loopback ports.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-    port: u16,
-}
-
-impl Process {
-    async fn start(env: &[(&str, &str)]) -> Process {
-        let port = free_port();
-        let mut command = Command::new(BINARY);
-        command
-            .env_clear()
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("METRICS_PORT", free_port().to_string())
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = command.spawn().expect("start websocket-server");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + PATIENCE;
-        while !matches!(http_request(addr, "GET", "/health").await, Ok((200, _))) {
-            assert!(Instant::now() < deadline, "the server never became healthy");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Process { child, addr, port }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status();
-        assert!(status.unwrap().success(), "kill -{name}");
-    }
-
-    /// Waits for the process to exit (panics after `limit`) and returns its output.
-    async fn wait(mut self, limit: Duration) -> (Output, Duration) {
-        let started = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                started.elapsed() < limit,
-                "the process did not exit within {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (self.child.wait_with_output().unwrap(), started.elapsed())
-    }
-
-    fn healthcheck(&self) -> Output {
-        Command::new(BINARY)
-            .arg("healthcheck")
-            .env_clear()
-            .env("PORT", self.port.to_string())
-            .output()
-            .unwrap()
-    }
-}
 
 #[tokio::test]
 async fn sigterm_drains_clients_with_1001_then_exits_0() {
@@ -108,14 +46,15 @@ async fn sigterm_drains_clients_with_1001_then_exits_0() {
         other => panic!("expected 503 for an upgrade during the drain, got {other:?}"),
     }
 
-    let (output, waited) = server.wait(drain + Duration::from_secs(3)).await;
-    assert_eq!(output.status.code(), Some(0), "exit code");
+    let exit = server.wait(drain + Duration::from_secs(3)).await;
+    assert_eq!(exit.code, Some(0), "exit code");
+    let waited = exit.waited;
     assert!(
         waited <= drain + Duration::from_secs(2),
         "exited {waited:?} after the drain started"
     );
 
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stdout = exit.stdout;
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
@@ -167,8 +106,8 @@ async fn sigterm_drains_clients_with_1001_then_exits_0() {
 async fn sigint_with_no_clients_exits_0_at_once() {
     let server = Process::start(&[]).await;
     server.signal("INT");
-    let (output, _) = server.wait(Duration::from_secs(5)).await;
-    assert_eq!(output.status.code(), Some(0));
+    let exit = server.wait(Duration::from_secs(5)).await;
+    assert_eq!(exit.code, Some(0));
 }
 
 #[tokio::test]
@@ -215,6 +154,8 @@ fn every_bad_setting_is_refused_with_one_line_naming_it() {
         ("EMF_INTERVAL", "-5", "EMF_INTERVAL"),
         ("METRICS_NAMESPACE", "\u{7}", "METRICS_NAMESPACE"),
         ("SERVICE_NAME", &"x".repeat(300), "SERVICE_NAME"),
+        ("REDIS_URL", "http://:hunter2@cache:6379", "REDIS_URL"),
+        ("REDIS_CHANNEL", "two words", "REDIS_CHANNEL"),
     ];
     for (variable, value, named) in cases {
         let output = Command::new(BINARY)
@@ -236,6 +177,10 @@ fn every_bad_setting_is_refused_with_one_line_naming_it() {
         assert!(
             stderr.contains(named),
             "{variable}={value}: {stderr:?} does not name {named}"
+        );
+        assert!(
+            !stderr.contains("hunter2"),
+            "a secret in an error message: {stderr}"
         );
     }
 }
@@ -265,9 +210,13 @@ fn help_lists_every_setting() {
         "EMF_INTERVAL",
         "METRICS_NAMESPACE",
         "SERVICE_NAME",
+        "REDIS_URL",
+        "REDIS_CHANNEL",
     ] {
         assert!(
-            help.contains(&format!("[env: {variable}=")),
+            // Secret-bearing settings are listed without their value.
+            help.contains(&format!("[env: {variable}="))
+                || help.contains(&format!("[env: {variable}]")),
             "--help lacks {variable}"
         );
     }

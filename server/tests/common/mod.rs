@@ -2,8 +2,11 @@
 //! reading the server's own metrics.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::io::Read;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -78,30 +81,38 @@ impl TestServer {
         format!("ws://{}{}", self.addr, path)
     }
 
-    /// A value from the server's Prometheus text, e.g. `websocket_connections_closed_total{reason="slow_consumer"}`
-    /// (0 when the series does not exist yet).
     pub async fn metric(&self, series: &str) -> f64 {
-        let (status, body) = http_request(self.admin, "GET", "/metrics").await.unwrap();
-        assert_eq!(status, 200);
-        body.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+        metric(self.admin, series).await
     }
 
-    /// Waits until `series` reaches `value`; panics with the last value after `PATIENCE`.
     pub async fn wait_for_metric(&self, series: &str, value: f64) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let now = self.metric(series).await;
-            if now == value {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{series} is {now}, expected {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_for_metric(self.admin, series, value).await
+    }
+}
+
+/// A value from a server's Prometheus text on its admin port, e.g.
+/// `websocket_connections_closed_total{reason="slow_consumer"}` (0 when the series does not exist yet).
+pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let (status, body) = http_request(admin, "GET", "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `series` reaches `value`; panics with the last value after `PATIENCE`.
+pub async fn wait_for_metric(admin: SocketAddr, series: &str, value: f64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = metric(admin, series).await;
+        if now == value {
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {now}, expected {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -169,4 +180,131 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A `websocket-server` process on free loopback ports, killed when dropped. Its standard output
+/// and error are collected by threads, so a chatty server never blocks on a full pipe.
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub port: u16,
+    stdout: Collected,
+    stderr: Collected,
+}
+
+type Collected = Arc<Mutex<Vec<u8>>>;
+
+fn collect(mut pipe: impl Read + Send + 'static) -> Collected {
+    let buffer = Collected::default();
+    let sink = Arc::clone(&buffer);
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    buffer
+}
+
+/// What a finished process left.
+pub struct Exit {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub waited: Duration,
+}
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_websocket-server");
+
+impl Process {
+    /// Starts the binary with `env` on top of loopback ports and waits until it is healthy.
+    pub async fn start(env: &[(&str, &str)]) -> Process {
+        let port = free_port();
+        let admin_port = free_port();
+        let mut child = Command::new(BINARY)
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("METRICS_PORT", admin_port.to_string())
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start websocket-server");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        let process = Process {
+            child,
+            addr,
+            admin,
+            port,
+            stdout,
+            stderr,
+        };
+        let deadline = Instant::now() + PATIENCE;
+        while !matches!(http_request(addr, "GET", "/health").await, Ok((200, _))) {
+            let stderr = String::from_utf8_lossy(&process.stderr.lock().unwrap()).into_owned();
+            assert!(
+                Instant::now() < deadline,
+                "the server never became healthy: {stderr}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        process
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
+        assert!(status.unwrap().success(), "kill -{name}");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to exit (panics after `limit`).
+    pub async fn wait(mut self, limit: Duration) -> Exit {
+        let started = Instant::now();
+        while self.is_running() {
+            assert!(
+                started.elapsed() < limit,
+                "the process did not exit within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let code = self.child.wait().unwrap().code();
+        // The collecting threads see end-of-file once the process is gone.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stdout = String::from_utf8(self.stdout.lock().unwrap().clone()).unwrap();
+        Exit {
+            code,
+            stdout,
+            waited: started.elapsed(),
+        }
+    }
+
+    pub fn healthcheck(&self) -> Output {
+        Command::new(BINARY)
+            .arg("healthcheck")
+            .env_clear()
+            .env("PORT", self.port.to_string())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
