@@ -309,13 +309,11 @@ async fn rediss_with_an_auth_token() {
     let mut alone = vec![connect(&task_c.url("/wss")).await];
     next_text(&mut alone[0]).await;
     assert_exactly_once_in_order(&exchange(&mut alone, "alone", 3).await, 1, 3);
-    assert!(
-        metric(
-            task_c.admin,
-            "websocket_backplane_connection_failures_total"
-        )
-        .await
-            == 0.0
-    );
+    let failures = metric(
+        task_c.admin,
+        "websocket_backplane_connection_failures_total",
+    )
+    .await;
+    assert!(failures >= 1.0, "failed attempts are counted: {failures}");
     let _ = std::fs::remove_dir_all(dir);
 }
