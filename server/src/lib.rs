@@ -11,11 +11,13 @@
 //! - [`backplane`]: optional Redis pub/sub, so a broadcast reaches the clients of every task.
 //! - [`shutdown`]: the drain signal passed to everything that reacts to it.
 //! - [`metrics`]: Prometheus counters and the CloudWatch EMF line.
+//! - [`demo`]: the demo page at `/`.
 //! - [`logging`], [`healthcheck`]: log output and the container health check.
 
 pub mod backplane;
 pub mod config;
 pub mod connection;
+pub mod demo;
 pub mod healthcheck;
 pub mod hub;
 pub mod logging;

@@ -1,7 +1,8 @@
 //! The HTTP surface: which paths exist, what each answers, and the admission checks in front of a
 //! WebSocket upgrade (drain, connection limit).
 //!
-//! Public port: `GET /wss` (broadcast), `GET /echo`, `GET /health`. Admin port: `GET /metrics`.
+//! Public port: `GET /wss` (broadcast), `GET /echo`, `GET /health`, and the demo page (`GET /`).
+//! Admin port: `GET /metrics`.
 //! Anything else is 404, a known path with another method is 405, and a plain GET to a WebSocket
 //! path is 426 Upgrade Required.
 
@@ -45,6 +46,8 @@ pub fn public(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
         })
     };
     health
+        .or(crate::demo::routes())
+        .unify()
         .or(websocket("wss", Route::Broadcast, state.clone()))
         .unify()
         .or(websocket("echo", Route::Echo, state))

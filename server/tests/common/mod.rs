@@ -36,6 +36,11 @@ impl TestServer {
     /// Starts a server with the given `--flags` on top of the defaults. The drain is short because
     /// test clients that are not being read never answer the server's close frame.
     pub async fn start(flags: &[&str]) -> TestServer {
+        TestServer::start_at("127.0.0.1:0".parse().unwrap(), flags).await
+    }
+
+    /// Like `start`, on a given public address (to restart a server where clients reconnect).
+    pub async fn start_at(public: SocketAddr, flags: &[&str]) -> TestServer {
         let argv = [
             "websocket-server",
             "--host",
@@ -48,7 +53,7 @@ impl TestServer {
         let cli = Cli::try_parse_from(argv.iter().chain(flags)).expect("valid test flags");
         let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let listeners = Listeners {
-            public: bind(loopback).unwrap(),
+            public: bind(public).unwrap(),
             admin: Some(bind(loopback).unwrap()),
         };
         let addr = listeners.public.local_addr().unwrap();

@@ -1,0 +1,164 @@
+//! The demo page in a real browser: Debian's chromium, headless, driven through chromedriver. Two
+//! pages open; one sends, both show the message; the page refuses what is not JSON; and after the
+//! server restarts, the page reconnects by itself. A screenshot is kept in `.artifacts/`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+/// A chromedriver on a loopback port, killed when dropped.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+}
+
+impl ChromeDriver {
+    fn start() -> ChromeDriver {
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver must be installed (Debian package chromium-driver; .ci/run installs it)");
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ChromeDriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A new headless chromium with its own empty profile.
+    async fn open(&self, page: &str) -> Browser {
+        let profile = std::env::temp_dir().join(format!("demo-test-profile-{}", free_port()));
+        // The flags keep chromium off the network it has no access to here (see the machine notes).
+        let options = json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=900,700",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        });
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".to_owned(), options);
+        let browser = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("a chromium session");
+        browser.goto(page).await.unwrap();
+        browser
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn text(browser: &Browser, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until the element's text satisfies `accept`; panics with the last text after `PATIENCE`.
+async fn wait_for_text(browser: &Browser, css: &str, accept: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = browser.find(Locator::Css(css)).await;
+        if let Ok(element) = now {
+            let now = element.text().await.unwrap_or_default();
+            if accept(&now) {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "{css} still reads {now:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn send(browser: &Browser, message: &str) {
+    let input = browser.find(Locator::Css("#message")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(message).await.unwrap();
+    browser
+        .find(Locator::Css("#submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pages_see_each_others_messages_and_reconnect_after_a_restart() {
+    let server = TestServer::start(&[]).await;
+    let addr: SocketAddr = server.addr;
+    let page = format!("http://{addr}/");
+    let driver = ChromeDriver::start();
+    let first = driver.open(&page).await;
+    let second = driver.open(&format!("http://{addr}/index.html")).await;
+    for browser in [&first, &second] {
+        wait_for_text(browser, "#state", |state| state == "connected").await;
+    }
+
+    send(&first, r#"{"from": "the first page"}"#).await;
+    for browser in [&first, &second] {
+        wait_for_text(browser, "#messages li:first-child", |item| {
+            item == r#"{"from":"the first page"}"#
+        })
+        .await;
+    }
+
+    send(&second, "not json").await;
+    wait_for_text(&second, "#error", |error| error.starts_with("Not JSON")).await;
+    assert_eq!(text(&first, "#count").await, "1", "nothing was sent");
+
+    let screenshot = second.screenshot().await.unwrap();
+    assert!(screenshot.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let artifacts = concat!(env!("CARGO_MANIFEST_DIR"), "/../.artifacts");
+    std::fs::create_dir_all(artifacts).unwrap();
+    std::fs::write(format!("{artifacts}/demo-page.png"), screenshot).unwrap();
+
+    // The server drains (close 1001) and comes back on the same address: the pages reconnect.
+    server.stop().await;
+    wait_for_text(&first, "#state", |state| {
+        state.starts_with("server restarting")
+    })
+    .await;
+    let server = TestServer::start_at(addr, &[]).await;
+    for browser in [&first, &second] {
+        wait_for_text(browser, "#state", |state| state == "connected").await;
+    }
+    send(&second, r#"{"from": "after the restart"}"#).await;
+    for browser in [&first, &second] {
+        wait_for_text(browser, "#messages li:first-child", |item| {
+            item == r#"{"from":"after the restart"}"#
+        })
+        .await;
+    }
+
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+    server.stop().await;
+}
