@@ -9,7 +9,7 @@ VENV := $(CURDIR)/.venv
 # Test tools (moto, cargo-lambda, checkov, hadolint, kosoku) come from requirements-dev.txt into .venv.
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help tools run test lint conformance
+.PHONY: help tools run test lint conformance smoke
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
@@ -33,5 +33,8 @@ lint: ## Formatting and clippy, warnings as errors
 conformance: tools ## Autobahn TestSuite sections 1-10 against /echo (kosoku)
 	cargo build -p server --bin websocket-server
 	scripts/autobahn.sh target/debug/websocket-server .artifacts/autobahn
+
+smoke: ## Verify a live deployment (Terraform outputs, or URL=wss://.../wss ALB=<alb dns name>)
+	cargo run --quiet --release -p smoke -- $(if $(URL),--url '$(URL)') $(if $(ALB),--alb '$(ALB)')
 
 include $(wildcard mk/*.mk)
