@@ -1,0 +1,99 @@
+variable "name" {
+  description = "Name of the load balancer, its target group and its security group."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$", var.name))
+    error_message = "name must be 1-32 letters, digits or hyphens, not starting or ending with a hyphen (a load balancer name)."
+  }
+}
+
+variable "vpc_id" {
+  description = "VPC of the load balancer and its targets."
+  type        = string
+}
+
+variable "vpc_cidr_block" {
+  description = "IPv4 range of the VPC: the load balancer may only send to targets inside it."
+  type        = string
+
+  validation {
+    condition     = can(cidrhost(var.vpc_cidr_block, 0))
+    error_message = "vpc_cidr_block must be an IPv4 CIDR block."
+  }
+}
+
+variable "subnet_ids" {
+  description = "Public subnets of the load balancer, in at least two availability zones."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.subnet_ids) >= 2
+    error_message = "An Application Load Balancer needs subnets in at least two availability zones."
+  }
+}
+
+variable "target_port" {
+  description = "Port the targets (task IPs) listen on."
+  type        = number
+  default     = 8080
+
+  validation {
+    condition     = var.target_port >= 1 && var.target_port <= 65535
+    error_message = "target_port must be a TCP port (1-65535)."
+  }
+}
+
+variable "health_check_path" {
+  description = "Path the target group polls; it must answer 200 while the target should get traffic."
+  type        = string
+  default     = "/health"
+
+  validation {
+    condition     = startswith(var.health_check_path, "/")
+    error_message = "health_check_path must start with /."
+  }
+}
+
+variable "idle_timeout_seconds" {
+  description = "How long a connection may carry no data before the load balancer closes it. For WebSockets keep it above the server's ping interval so an idle but live client survives."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.idle_timeout_seconds >= 1 && var.idle_timeout_seconds <= 4000
+    error_message = "idle_timeout_seconds must be from 1 to 4000."
+  }
+}
+
+variable "deregistration_delay_seconds" {
+  description = "How long a deregistering target keeps its open connections (and gets no new ones) before the load balancer closes them."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.deregistration_delay_seconds >= 0 && var.deregistration_delay_seconds <= 3600
+    error_message = "deregistration_delay_seconds must be from 0 to 3600."
+  }
+}
+
+variable "origin_secret_header_name" {
+  description = "Request header that proves a request came through CloudFront."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9-]{1,40}$", var.origin_secret_header_name))
+    error_message = "origin_secret_header_name must be 1-40 letters, digits or hyphens (a listener rule header name)."
+  }
+}
+
+variable "origin_secret_header_values" {
+  description = "Values of the header the listener forwards: the current secret, plus the previous one while a rotation is under way."
+  type        = list(string)
+  sensitive   = true
+
+  validation {
+    condition     = length(var.origin_secret_header_values) >= 1 && length(var.origin_secret_header_values) <= 5 && alltrue([for v in var.origin_secret_header_values : can(regex("^[0-9a-f]{64}$", v))])
+    error_message = "origin_secret_header_values must hold 1-5 values, each 64 lowercase hex characters (the ALB matches case-insensitively and treats * and ? as wildcards, so nothing else is safe)."
+  }
+}

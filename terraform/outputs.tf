@@ -1,0 +1,48 @@
+output "websocket_url" {
+  description = "URL clients connect to."
+  value       = "wss://${module.cdn.domain_name}/wss"
+}
+
+output "cloudfront_domain_name" {
+  description = "Domain name of the CloudFront distribution."
+  value       = module.cdn.domain_name
+}
+
+output "cloudfront_distribution_id" {
+  description = "ID of the CloudFront distribution (e.g. for `aws cloudfront wait distribution-deployed`)."
+  value       = module.cdn.distribution_id
+}
+
+output "alb_domain_name" {
+  description = "DNS name of the load balancer; it answers 403 to anything that does not come through CloudFront."
+  value       = module.alb.dns_name
+}
+
+output "cluster_name" {
+  description = "Name of the ECS cluster."
+  value       = module.ecs_cluster.cluster_name
+}
+
+output "service_name" {
+  description = "Name of the ECS service."
+  value       = module.ecs_service.service_name
+}
+
+output "ecr_repository_url" {
+  description = "ECR repository `make image` pushes to."
+  value       = module.ecr.repository_url
+}
+
+output "log_group_name" {
+  description = "CloudWatch log group of the server."
+  value       = module.ecs_service.log_group_name
+}
+
+output "ecs_exec_command" {
+  description = "Opens a shell in one running task (null unless enable_execute_command)."
+  value = var.enable_execute_command ? join(" ", [
+    "aws ecs execute-command --region ${data.aws_region.current.name} --cluster ${module.ecs_cluster.cluster_name}",
+    "--container ${module.ecs_service.container_name} --interactive --command /bin/sh",
+    "--task \"$(aws ecs list-tasks --region ${data.aws_region.current.name} --cluster ${module.ecs_cluster.cluster_name} --service-name ${module.ecs_service.service_name} --query 'taskArns[0]' --output text)\"",
+  ]) : null
+}
