@@ -26,8 +26,8 @@ use redis::aio::{MultiplexedConnection, PubSubSink};
 use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::mpsc;
 use tokio::time::sleep;
+use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
-use warp::ws::Message;
 
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -258,10 +258,10 @@ async fn publish(
 ) -> redis::RedisResult<()> {
     let mut pipeline = redis::pipe();
     for (sequence, frame) in batch {
-        let mut payload = Vec::with_capacity(HEADER + frame.as_bytes().len());
+        let mut payload = Vec::with_capacity(HEADER + crate::connection::payload(frame).len());
         payload.extend_from_slice(&shared.origin);
         payload.extend_from_slice(&sequence.to_be_bytes());
-        payload.extend_from_slice(frame.as_bytes());
+        payload.extend_from_slice(crate::connection::payload(frame));
         pipeline
             .cmd("PUBLISH")
             .arg(&shared.channel)

@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Sleep, sleep};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info};
-use warp::ws::{Message, WebSocket};
 
 use crate::backplane::Fanout;
 use crate::hub::Hub;
@@ -30,6 +34,9 @@ pub const GREETING: &str = r#"{"connection":"ok"}"#;
 /// How long a close handshake the server starts (other than on drain) may take before the socket
 /// is simply dropped: a peer that misbehaved gets no more patience than that.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An upgraded WebSocket connection.
+pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// What a connection does with the messages its client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,15 +106,11 @@ impl CloseReason {
         }
     }
 
-    fn from_read_error(err: &warp::Error) -> CloseReason {
-        use std::error::Error as _;
-        match err
-            .source()
-            .and_then(|source| source.downcast_ref::<tungstenite::Error>())
-        {
-            Some(tungstenite::Error::Capacity(_)) => CloseReason::MessageTooBig,
-            Some(tungstenite::Error::Protocol(_)) => CloseReason::ProtocolError,
-            Some(tungstenite::Error::Utf8(_)) => CloseReason::InvalidUtf8,
+    fn from_read_error(err: &tungstenite::Error) -> CloseReason {
+        match err {
+            tungstenite::Error::Capacity(_) => CloseReason::MessageTooBig,
+            tungstenite::Error::Protocol(_) => CloseReason::ProtocolError,
+            tungstenite::Error::Utf8(_) => CloseReason::InvalidUtf8,
             _ => CloseReason::ConnectionLost,
         }
     }
@@ -290,9 +293,9 @@ async fn read_frames(
         metrics.messages_received.inc();
         metrics
             .bytes_received
-            .inc_by(message.as_bytes().len() as u64);
+            .inc_by(payload(&message).len() as u64);
         match &inbound {
-            Inbound::Broadcast(fanout) => match envelope(message.as_bytes()) {
+            Inbound::Broadcast(fanout) => match envelope(payload(&message)) {
                 Some(frame) => {
                     metrics.messages_broadcast.inc();
                     fanout.broadcast(frame).await;
@@ -307,6 +310,15 @@ async fn read_frames(
         }
     }
     CloseReason::ConnectionLost
+}
+
+/// The payload of a data frame (empty for control frames).
+pub fn payload(message: &Message) -> &[u8] {
+    match message {
+        Message::Text(text) => text.as_bytes(),
+        Message::Binary(bytes) => bytes,
+        _ => &[],
+    }
 }
 
 /// Wraps a client's JSON in the broadcast envelope `{"message":<json>}`, serialized once.
@@ -346,7 +358,7 @@ impl Writer<'_> {
                 _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(self.activity) {
                     Beat::Dead => return CloseReason::PingTimeout,
                     Beat::Alive => continue,
-                    Beat::Ping => Message::ping(bytes::Bytes::new()),
+                    Beat::Ping => Message::Ping(bytes::Bytes::new()),
                 },
                 frame = queue.recv() => match frame {
                     Some(frame) => frame,
@@ -400,14 +412,14 @@ async fn write_batch(
     first: Message,
     queue: &mut mpsc::Receiver<Message>,
     limit: usize,
-) -> Result<(u64, u64), warp::Error> {
+) -> Result<(u64, u64), tungstenite::Error> {
     let mut frames = 0;
     let mut bytes = 0;
     let mut next = Some(first);
     while let Some(frame) = next {
         if frame.is_text() || frame.is_binary() {
             frames += 1;
-            bytes += frame.as_bytes().len() as u64;
+            bytes += payload(&frame).len() as u64;
         }
         sink.feed(frame).await?;
         next = if frames < limit as u64 {
@@ -479,12 +491,7 @@ async fn close(
     let handshake = async {
         match reason.close_code() {
             // After our close frame, wait for the client's (the stream ends after it).
-            Some(code)
-                if sink
-                    .send(Message::close_with(code, reason.label()))
-                    .await
-                    .is_ok() =>
-            {
+            Some(code) if sink.send(close_frame(code, reason.label())).await.is_ok() => {
                 while let Some(Ok(_)) = stream.next().await {}
             }
             // Sends the reply the WebSocket layer queued when the client's close frame arrived.
@@ -501,12 +508,19 @@ async fn close(
     }
 }
 
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn text(message: Message) -> String {
-        message.to_str().unwrap().to_owned()
+        message.into_text().unwrap().to_string()
     }
 
     #[test]

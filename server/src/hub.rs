@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
-use warp::ws::Message;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::metrics::Metrics;
 

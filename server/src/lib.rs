@@ -5,7 +5,8 @@
 //! in-process on a loopback port and stop it with a future instead of a signal.
 //!
 //! - [`config`]: settings from the environment and flags, validated at start-up.
-//! - [`routes`]: HTTP paths, status codes, and admission (drain, connection limit).
+//! - [`serve`]: the HTTP accept loop (hyper), feeding requests to the warp routes.
+//! - [`routes`]: HTTP paths, status codes, the WebSocket handshake and admission (drain, limit).
 //! - [`connection`]: one WebSocket from upgrade to close (reading, batched writing, heartbeat).
 //! - [`hub`]: the broadcast engine and its bounded per-client queues.
 //! - [`backplane`]: optional Redis pub/sub, so a broadcast reaches the clients of every task.
@@ -23,6 +24,7 @@ pub mod hub;
 pub mod logging;
 pub mod metrics;
 pub mod routes;
+pub mod serve;
 pub mod shutdown;
 
 use std::future::Future;
@@ -33,6 +35,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{info, warn};
 
 use backplane::{Backplane, Fanout};
@@ -45,6 +48,15 @@ use routes::AppState;
 /// Pending connections the kernel queues per listener. The default (128) drops connects in a burst
 /// of clients reconnecting at once, and each dropped SYN costs that client a one-second retry.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bytes tungstenite reads per call, and the buffer every connection holds for it. It is
+/// zero-filled on first use, so it is resident memory for every idle connection; larger frames
+/// grow it as they arrive.
+const READ_BUFFER: usize = 1024;
+
+/// Bytes a connection buffers before writing them out mid-batch (a batch is flushed at its end
+/// anyway). It bounds what a connection keeps allocated after a burst.
+const WRITE_BUFFER: usize = 16 * 1024;
 
 /// How long in-flight plain HTTP requests, and connections cut at the drain deadline, may take to
 /// finish once the drain is over.
@@ -120,25 +132,28 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
             shutdown: shutdown.clone(),
         },
         permits: Arc::clone(&permits),
-        max_message_size: config.max_message_size as usize,
-        max_frame_size: config.max_frame_size as usize,
+        websocket: WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
+            .max_message_size(Some(config.max_message_size as usize))
+            .max_frame_size(Some(config.max_frame_size as usize)),
     };
 
     info!(address = %listeners.public.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "serving WebSocket on /wss and /echo");
-    let mut servers = vec![tokio::spawn(
-        warp::serve(routes::public(state))
-            .incoming(listeners.public)
-            .graceful(terminated(shutdown.clone()))
-            .run(),
-    )];
+    let mut servers = vec![tokio::spawn(serve::serve(
+        listeners.public,
+        routes::public(state),
+        shutdown.clone(),
+        HTTP_SHUTDOWN_GRACE,
+    ))];
     if let Some(admin) = listeners.admin {
         info!(address = %admin.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "serving metrics on /metrics");
-        servers.push(tokio::spawn(
-            warp::serve(routes::admin(Arc::clone(&metrics)))
-                .incoming(admin)
-                .graceful(terminated(shutdown.clone()))
-                .run(),
-        ));
+        servers.push(tokio::spawn(serve::serve(
+            admin,
+            routes::admin(Arc::clone(&metrics)),
+            shutdown.clone(),
+            HTTP_SHUTDOWN_GRACE,
+        )));
     }
     if !config.emf_interval.is_zero() {
         tokio::spawn(metrics::emf_loop(
@@ -168,11 +183,7 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         }
     }
     for server in servers {
-        let _ = tokio::time::timeout(HTTP_SHUTDOWN_GRACE, server).await;
+        let _ = server.await;
     }
     info!("stopped");
-}
-
-async fn terminated(mut shutdown: shutdown::Shutdown) {
-    shutdown.terminating().await
 }

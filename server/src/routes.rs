@@ -7,18 +7,23 @@
 //! path is 426 Upgrade Required.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
-use warp::http::{StatusCode, header};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use warp::http::StatusCode;
+use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::reject::MethodNotAllowed;
 use warp::reply::{Reply, Response};
-use warp::ws::Ws;
 use warp::{Filter, Rejection};
 
 use crate::connection::{Connection, Route};
 use crate::metrics::Metrics;
+use crate::serve::{PeerAddr, UpgradeSlot};
 
 /// What the public routes share.
 #[derive(Debug, Clone)]
@@ -27,10 +32,8 @@ pub struct AppState {
     pub connection: Connection,
     /// One permit per open connection; `MAX_CONNECTIONS` in all.
     pub permits: Arc<Semaphore>,
-    /// Largest message a client may send, in bytes.
-    pub max_message_size: usize,
-    /// Largest frame a client may send, in bytes.
-    pub max_frame_size: usize,
+    /// Limits and buffer sizes of every WebSocket.
+    pub websocket: WebSocketConfig,
 }
 
 /// The routes behind the load balancer.
@@ -66,7 +69,7 @@ pub fn admin(
             let mut response = metrics.encode().into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static(
+                HeaderValue::from_static(
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 ),
             );
@@ -81,29 +84,66 @@ fn websocket(
     route: Route,
     state: AppState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    // A GET without the upgrade headers still reaches the handler, so it can say what is missing.
-    let upgrade_request = warp::ws().map(Some).or(warp::any().map(|| None)).unify();
     warp::path(path)
         .and(warp::path::end())
         .and(warp::get())
-        .and(upgrade_request)
-        .and(client_address())
-        .map(move |ws: Option<Ws>, client: String| admit(&state, ws, route, client))
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<UpgradeSlot>())
+        .and(warp::ext::optional::<PeerAddr>())
+        .map(
+            move |headers: HeaderMap, slot: Option<UpgradeSlot>, peer: Option<PeerAddr>| {
+                let client = client_address(&headers, peer);
+                let handshake = Handshake::from_request(&headers, slot);
+                admit(&state, handshake, route, client)
+            },
+        )
 }
 
-fn admit(state: &AppState, ws: Option<Ws>, route: Route, client: String) -> Response {
-    let Some(ws) = ws else {
+/// What a valid WebSocket upgrade request brings (RFC 6455, 4.2.1): its key and the connection's
+/// upgrade handle.
+struct Handshake {
+    key: HeaderValue,
+    upgrade: OnUpgrade,
+}
+
+impl Handshake {
+    fn from_request(headers: &HeaderMap, slot: Option<UpgradeSlot>) -> Option<Handshake> {
+        let lists = |name: header::HeaderName, token: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .any(|item| item.trim().eq_ignore_ascii_case(token))
+        };
+        let upgrade_requested =
+            lists(header::CONNECTION, "upgrade") && lists(header::UPGRADE, "websocket");
+        let version_13 = headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+        let key = headers.get(header::SEC_WEBSOCKET_KEY)?.clone();
+        if !(upgrade_requested && version_13) {
+            return None;
+        }
+        Some(Handshake {
+            key,
+            upgrade: slot?.take()?,
+        })
+    }
+}
+
+fn admit(state: &AppState, handshake: Option<Handshake>, route: Route, client: String) -> Response {
+    let Some(handshake) = handshake else {
         let mut response = text(
             StatusCode::UPGRADE_REQUIRED,
             "This endpoint speaks WebSocket only: send a WebSocket upgrade request (Upgrade: websocket, Sec-WebSocket-Version: 13).",
         );
-        response.headers_mut().insert(
-            header::UPGRADE,
-            header::HeaderValue::from_static("websocket"),
-        );
+        response
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         response.headers_mut().insert(
             header::SEC_WEBSOCKET_VERSION,
-            header::HeaderValue::from_static("13"),
+            HeaderValue::from_static("13"),
         );
         return response;
     };
@@ -123,33 +163,47 @@ fn admit(state: &AppState, ws: Option<Ws>, route: Route, client: String) -> Resp
         );
     };
     let connection = state.connection.clone();
-    ws.max_message_size(state.max_message_size)
-        .max_frame_size(state.max_frame_size)
-        .on_upgrade(move |socket| async move {
+    let config = state.websocket;
+    tokio::spawn(async move {
+        // Completes once hyper has sent the 101 below and handed over the connection.
+        if let Ok(upgraded) = handshake.upgrade.await {
+            let socket = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
             connection.serve(socket, route, client).await;
-            drop(permit);
-        })
-        .into_response()
+        }
+        drop(permit);
+    });
+    let mut response =
+        warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let accept = derive_accept_key(handshake.key.as_bytes());
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    response
 }
 
 /// The client's address for logs: the first hop of X-Forwarded-For when present (CloudFront and
 /// the ALB append to it), else the TCP peer.
-fn client_address() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
-    warp::header::headers_cloned()
-        .and(warp::addr::remote())
-        .map(|headers: warp::http::HeaderMap, peer: Option<SocketAddr>| {
-            let forwarded = headers
-                .get("x-forwarded-for")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.split(',').next())
-                .map(str::trim)
-                .filter(|first| !first.is_empty());
-            match (forwarded, peer) {
-                (Some(first), _) => first.to_owned(),
-                (None, Some(peer)) => peer.to_string(),
-                (None, None) => "unknown".to_owned(),
-            }
-        })
+fn client_address(headers: &HeaderMap, peer: Option<PeerAddr>) -> String {
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .map(str::trim)
+        .filter(|first| !first.is_empty());
+    match (forwarded, peer) {
+        (Some(first), _) => first.to_owned(),
+        (None, Some(PeerAddr(peer))) => peer.to_string(),
+        (None, None) => "unknown".to_owned(),
+    }
 }
 
 async fn answer_rejection(rejection: Rejection) -> Result<Response, Infallible> {
@@ -159,7 +213,7 @@ async fn answer_rejection(rejection: Rejection) -> Result<Response, Infallible> 
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
         response
             .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
         response
     } else {
         text(StatusCode::BAD_REQUEST, "Bad Request")
