@@ -7,6 +7,7 @@
 //! Whichever side finishes first decides the `CloseReason`, which picks the close code, the
 //! metric label and the log line.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +17,6 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Sleep, sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -26,6 +26,7 @@ use tracing::{debug, info};
 use crate::backplane::Fanout;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
 
 /// The first frame on `/wss`, as the replaced server sent it.
@@ -34,6 +35,9 @@ pub const GREETING: &str = r#"{"connection":"ok"}"#;
 /// How long a close handshake the server starts (other than on drain) may take before the socket
 /// is simply dropped: a peer that misbehaved gets no more patience than that.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Frames' worth of batch buffer a connection keeps between batches.
+const KEEP_BATCH_CAPACITY: usize = 64;
 
 /// An upgraded WebSocket connection.
 pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
@@ -136,7 +140,7 @@ pub struct Connection {
     pub metrics: Arc<Metrics>,
     /// Heartbeat timing.
     pub heartbeat: Heartbeat,
-    /// Queue length of an `/echo` connection (`/wss` queues belong to the hub).
+    /// Outbox capacity of an `/echo` connection (`/wss` outboxes belong to the hub).
     pub queue_size: usize,
     /// The drain signal.
     pub shutdown: Shutdown,
@@ -203,36 +207,20 @@ impl Connection {
     async fn serve_broadcast(&self, socket: WebSocket, activity: &Activity) -> CloseReason {
         let (mut sink, stream) = socket.split();
         // Join before greeting, so that everything broadcast after the greeting reaches this client.
-        let mut membership = self.hub.join();
+        let membership = self.hub.join();
         if sink.send(Message::text(GREETING)).await.is_err() {
             return CloseReason::ConnectionLost;
         }
         let inbound = Inbound::Broadcast(&self.fanout);
-        self.run(
-            sink,
-            stream,
-            inbound,
-            &mut membership.queue,
-            &mut membership.evicted,
-            activity,
-        )
-        .await
+        self.run(sink, stream, inbound, &membership.outbox, activity)
+            .await
     }
 
     async fn serve_echo(&self, socket: WebSocket, activity: &Activity) -> CloseReason {
         let (sink, stream) = socket.split();
-        let (echo, mut queue) = mpsc::channel(self.queue_size);
-        // An echo client only slows itself (the reader waits for room), so it is never evicted.
-        let (_never_evicted, mut evicted) = oneshot::channel();
-        self.run(
-            sink,
-            stream,
-            Inbound::Echo(echo),
-            &mut queue,
-            &mut evicted,
-            activity,
-        )
-        .await
+        let outbox = Outbox::new(self.queue_size);
+        self.run(sink, stream, Inbound::Echo(&outbox), &outbox, activity)
+            .await
     }
 
     async fn run(
@@ -240,23 +228,23 @@ impl Connection {
         sink: SplitSink<WebSocket, Message>,
         mut stream: SplitStream<WebSocket>,
         inbound: Inbound<'_>,
-        queue: &mut mpsc::Receiver<Message>,
-        evicted: &mut oneshot::Receiver<()>,
+        outbox: &Outbox,
         activity: &Activity,
     ) -> CloseReason {
         let mut writer = Writer {
             sink,
             shutdown: self.shutdown.clone(),
-            evicted,
+            outbox,
             heartbeat: HeartbeatTimer::new(self.heartbeat),
             activity,
             metrics: &self.metrics,
         };
         let reason = tokio::select! {
             reason = read_frames(&mut stream, inbound, &self.metrics, activity) => reason,
-            reason = writer.run(queue) => reason,
+            reason = writer.run() => reason,
         };
-        close(writer.sink, stream, reason, writer.shutdown).await;
+        // Boxed for the same reason as a write: only a closing connection needs this state.
+        Box::pin(close(writer.sink, stream, reason, writer.shutdown)).await;
         reason
     }
 }
@@ -264,7 +252,8 @@ impl Connection {
 /// Where the reader sends a client's data frames.
 enum Inbound<'a> {
     Broadcast(&'a Fanout),
-    Echo(mpsc::Sender<Message>),
+    /// Back to the same client, through its own outbox.
+    Echo(&'a Outbox),
 }
 
 async fn read_frames(
@@ -302,9 +291,9 @@ async fn read_frames(
                 }
                 None => metrics.messages_dropped("invalid_json", 1),
             },
-            Inbound::Echo(echo) => {
-                if echo.send(message).await.is_err() {
-                    return CloseReason::ConnectionLost;
+            Inbound::Echo(outbox) => {
+                if outbox.push(message).is_err() {
+                    return CloseReason::SlowConsumer;
                 }
             }
         }
@@ -342,49 +331,51 @@ pub fn envelope(payload: &[u8]) -> Option<Message> {
 struct Writer<'a> {
     sink: SplitSink<WebSocket, Message>,
     shutdown: Shutdown,
-    evicted: &'a mut oneshot::Receiver<()>,
+    outbox: &'a Outbox,
     heartbeat: HeartbeatTimer,
     activity: &'a Activity,
     metrics: &'a Metrics,
 }
 
 impl Writer<'_> {
-    async fn run(&mut self, queue: &mut mpsc::Receiver<Message>) -> CloseReason {
+    async fn run(&mut self) -> CloseReason {
+        let mut batch = VecDeque::new();
         loop {
-            let first = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = self.shutdown.draining() => return CloseReason::ServerShutdown,
-                _ = &mut *self.evicted => return CloseReason::SlowConsumer,
                 _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(self.activity) {
                     Beat::Dead => return CloseReason::PingTimeout,
                     Beat::Alive => continue,
-                    Beat::Ping => Message::Ping(bytes::Bytes::new()),
+                    Beat::Ping => batch.push_back(Message::Ping(bytes::Bytes::new())),
                 },
-                frame = queue.recv() => match frame {
-                    Some(frame) => frame,
-                    None => return CloseReason::ConnectionLost,
-                },
-            };
-            if let Err(reason) = self.write(first, queue).await {
+                taken = self.outbox.take_all(&mut batch) => {
+                    if taken.is_err() {
+                        return CloseReason::SlowConsumer;
+                    }
+                }
+            }
+            // Boxed: a batch in flight needs far more state than an idle connection, and every
+            // connection's task is allocated at its largest state's size.
+            if let Err(reason) = Box::pin(self.write(&mut batch)).await {
                 return reason;
+            }
+            // A burst may have grown the batch; an idle connection should not keep that memory.
+            if batch.capacity() > KEEP_BATCH_CAPACITY {
+                batch = VecDeque::new();
             }
         }
     }
 
-    /// Writes `first` and whatever else is queued, then flushes once; gives up as soon as the
-    /// drain starts, the client is evicted, or the client stays silent past the pong timeout while
-    /// the write is stuck.
-    async fn write(
-        &mut self,
-        first: Message,
-        queue: &mut mpsc::Receiver<Message>,
-    ) -> Result<(), CloseReason> {
-        let batch = write_batch(&mut self.sink, first, queue, queue.max_capacity());
-        tokio::pin!(batch);
+    /// Writes the whole batch, then flushes once; gives up as soon as the drain starts, the client
+    /// is evicted, or the client stays silent past the pong timeout while the write is stuck.
+    async fn write(&mut self, batch: &mut VecDeque<Message>) -> Result<(), CloseReason> {
+        let written = write_batch(&mut self.sink, batch);
+        tokio::pin!(written);
         loop {
             tokio::select! {
                 biased;
-                written = &mut batch => {
+                written = &mut written => {
                     let (frames, bytes) = written.map_err(|_| CloseReason::ConnectionLost)?;
                     self.activity.sent.fetch_add(frames, Ordering::Relaxed);
                     self.metrics.messages_delivered.inc_by(frames);
@@ -392,7 +383,7 @@ impl Writer<'_> {
                     return Ok(());
                 }
                 _ = self.shutdown.draining() => return Err(CloseReason::ServerShutdown),
-                _ = &mut *self.evicted => return Err(CloseReason::SlowConsumer),
+                _ = self.outbox.evicted() => return Err(CloseReason::SlowConsumer),
                 // No ping can go out while the socket is stuck; the timer still runs, so a client that
                 // neither reads nor says anything for the pong timeout is let go.
                 _ = self.heartbeat.timer.as_mut() => {
@@ -405,28 +396,20 @@ impl Writer<'_> {
     }
 }
 
-/// Feeds `first` and up to `limit` more queued frames, then flushes once. Returns the data frames
-/// and payload bytes written (pings are not counted).
+/// Feeds every frame of `batch` (emptying it), then flushes once. Returns the data frames and
+/// payload bytes written (pings are not counted).
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
-    first: Message,
-    queue: &mut mpsc::Receiver<Message>,
-    limit: usize,
+    batch: &mut VecDeque<Message>,
 ) -> Result<(u64, u64), tungstenite::Error> {
     let mut frames = 0;
     let mut bytes = 0;
-    let mut next = Some(first);
-    while let Some(frame) = next {
+    while let Some(frame) = batch.pop_front() {
         if frame.is_text() || frame.is_binary() {
             frames += 1;
             bytes += payload(&frame).len() as u64;
         }
         sink.feed(frame).await?;
-        next = if frames < limit as u64 {
-            queue.try_recv().ok()
-        } else {
-            None
-        };
     }
     sink.flush().await?;
     Ok((frames, bytes))

@@ -10,11 +10,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 
 /// The set of connections on `/wss`. One per process, shared by `Arc`.
 #[derive(Debug)]
@@ -27,23 +26,15 @@ pub struct Hub {
 #[derive(Debug, Default)]
 struct Members {
     next_id: u64,
-    by_id: HashMap<u64, Member>,
+    by_id: HashMap<u64, Arc<Outbox>>,
 }
 
-#[derive(Debug)]
-struct Member {
-    queue: mpsc::Sender<Message>,
-    evict: Option<oneshot::Sender<()>>,
-}
-
-/// A connection's place in the hub: its queue of frames to write, and the notice that it was evicted.
-/// Dropping it leaves the hub, so a connection cannot linger in the member list whatever way it ends.
+/// A connection's place in the hub: the outbox its frames arrive in. Dropping it leaves the hub, so
+/// a connection cannot linger in the member list whatever way it ends.
 #[derive(Debug)]
 pub struct Membership {
-    /// Frames waiting to be written to this client, in broadcast order.
-    pub queue: mpsc::Receiver<Message>,
-    /// Completes if the client fell `queue_size` frames behind and was removed.
-    pub evicted: oneshot::Receiver<()>,
+    /// Frames waiting to be written to this client, in broadcast order; evicted if it fills up.
+    pub outbox: Arc<Outbox>,
     id: u64,
     hub: Arc<Hub>,
 }
@@ -60,51 +51,31 @@ impl Hub {
 
     /// Adds a member; it receives every frame broadcast from now on.
     pub fn join(self: &Arc<Self>) -> Membership {
-        let (queue_sender, queue) = mpsc::channel(self.queue_size);
-        let (evict, evicted) = oneshot::channel();
+        let outbox = Arc::new(Outbox::new(self.queue_size));
         let mut members = self.lock();
         let id = members.next_id;
         members.next_id += 1;
-        members.by_id.insert(
-            id,
-            Member {
-                queue: queue_sender,
-                evict: Some(evict),
-            },
-        );
+        members.by_id.insert(id, Arc::clone(&outbox));
         Membership {
-            queue,
-            evicted,
+            outbox,
             id,
             hub: Arc::clone(self),
         }
     }
 
-    /// Queues `frame` for every member, the sender included. Returns how many members got it.
+    /// Queues `frame` for every member, the sender included; a member whose outbox is full is
+    /// evicted and removed. Returns how many members got it.
     pub fn broadcast(&self, frame: Message) -> usize {
         let mut members = self.lock();
-        let mut queued = 0;
-        let mut evicted = 0;
+        let before = members.by_id.len();
         members
             .by_id
-            .retain(|_, member| match member.queue.try_send(frame.clone()) {
-                Ok(()) => {
-                    queued += 1;
-                    true
-                }
-                Err(TrySendError::Full(_)) => {
-                    if let Some(evict) = member.evict.take() {
-                        let _ = evict.send(());
-                    }
-                    evicted += 1;
-                    false
-                }
-                // The connection is ending; its Membership's drop would remove it too.
-                Err(TrySendError::Closed(_)) => false,
-            });
+            .retain(|_, outbox| outbox.push(frame.clone()).is_ok());
+        let queued = members.by_id.len();
         drop(members);
-        if evicted > 0 {
-            self.metrics.messages_dropped("slow_consumer", evicted);
+        if queued < before {
+            self.metrics
+                .messages_dropped("slow_consumer", (before - queued) as u64);
         }
         queued
     }
@@ -133,6 +104,8 @@ impl Drop for Membership {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
 
     fn hub(queue_size: usize) -> Arc<Hub> {
@@ -142,29 +115,27 @@ mod tests {
     #[tokio::test]
     async fn every_member_gets_every_frame_in_order() {
         let hub = hub(8);
-        let mut a = hub.join();
-        let mut b = hub.join();
+        let a = hub.join();
+        let b = hub.join();
         assert_eq!(hub.broadcast(Message::text("1")), 2);
         assert_eq!(hub.broadcast(Message::text("2")), 2);
-        for member in [&mut a, &mut b] {
-            assert_eq!(member.queue.recv().await.unwrap(), Message::text("1"));
-            assert_eq!(member.queue.recv().await.unwrap(), Message::text("2"));
+        for member in [&a, &b] {
+            let mut batch = VecDeque::new();
+            member.outbox.take_all(&mut batch).await.unwrap();
+            assert_eq!(batch, [Message::text("1"), Message::text("2")]);
         }
     }
 
     #[tokio::test]
-    async fn a_full_queue_evicts_only_that_member() {
+    async fn a_full_outbox_evicts_only_that_member() {
         let hub = hub(2);
-        let mut slow = hub.join();
-        let mut fast = hub.join();
+        let slow = hub.join();
+        let fast = hub.join();
         for n in 0..5 {
             hub.broadcast(Message::text(n.to_string()));
-            fast.queue.recv().await.unwrap();
+            fast.outbox.take_all(&mut VecDeque::new()).await.unwrap();
         }
-        assert!(
-            (&mut slow.evicted).await.is_ok(),
-            "the slow member is told it was evicted"
-        );
+        slow.outbox.evicted().await;
         assert_eq!(hub.len(), 1, "only the fast member remains");
     }
 

@@ -8,7 +8,7 @@
 //! - [`serve`]: the HTTP accept loop (hyper), feeding requests to the warp routes.
 //! - [`routes`]: HTTP paths, status codes, the WebSocket handshake and admission (drain, limit).
 //! - [`connection`]: one WebSocket from upgrade to close (reading, batched writing, heartbeat).
-//! - [`hub`]: the broadcast engine and its bounded per-client queues.
+//! - [`hub`]: the broadcast engine; [`outbox`]: each connection's bounded queue.
 //! - [`backplane`]: optional Redis pub/sub, so a broadcast reaches the clients of every task.
 //! - [`shutdown`]: the drain signal passed to everything that reacts to it.
 //! - [`metrics`]: Prometheus counters and the CloudWatch EMF line.
@@ -23,6 +23,7 @@ pub mod healthcheck;
 pub mod hub;
 pub mod logging;
 pub mod metrics;
+pub mod outbox;
 pub mod routes;
 pub mod serve;
 pub mod shutdown;
@@ -52,7 +53,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// Bytes tungstenite reads per call, and the buffer every connection holds for it. It is
 /// zero-filled on first use, so it is resident memory for every idle connection; larger frames
 /// grow it as they arrive.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 256;
 
 /// Bytes a connection buffers before writing them out mid-batch (a batch is flushed at its end
 /// anyway). It bounds what a connection keeps allocated after a burst.
