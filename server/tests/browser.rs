@@ -110,6 +110,20 @@ async fn send(browser: &Browser, message: &str) {
         .unwrap();
 }
 
+async fn all_connected(pages: &[&Browser]) {
+    for page in pages {
+        wait_for_text(page, "#state", |state| state == "connected").await;
+    }
+}
+
+/// Sends `message` from one page and waits until every page lists it (as the page re-encodes it).
+async fn send_and_see(from: &Browser, pages: &[&Browser], message: &str, listed: &str) {
+    send(from, message).await;
+    for page in pages {
+        wait_for_text(page, "#messages li:first-child", |item| item == listed).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pages_see_each_others_messages_and_reconnect_after_a_restart() {
     let server = TestServer::start(&[]).await;
@@ -118,17 +132,14 @@ async fn two_pages_see_each_others_messages_and_reconnect_after_a_restart() {
     let driver = ChromeDriver::start();
     let first = driver.open(&page).await;
     let second = driver.open(&format!("http://{addr}/index.html")).await;
-    for browser in [&first, &second] {
-        wait_for_text(browser, "#state", |state| state == "connected").await;
-    }
-
-    send(&first, r#"{"from": "the first page"}"#).await;
-    for browser in [&first, &second] {
-        wait_for_text(browser, "#messages li:first-child", |item| {
-            item == r#"{"from":"the first page"}"#
-        })
-        .await;
-    }
+    all_connected(&[&first, &second]).await;
+    send_and_see(
+        &first,
+        &[&first, &second],
+        r#"{"from": "the first page"}"#,
+        r#"{"from":"the first page"}"#,
+    )
+    .await;
 
     send(&second, "not json").await;
     wait_for_text(&second, "#error", |error| error.starts_with("Not JSON")).await;
@@ -147,16 +158,14 @@ async fn two_pages_see_each_others_messages_and_reconnect_after_a_restart() {
     })
     .await;
     let server = TestServer::start_at(addr, &[]).await;
-    for browser in [&first, &second] {
-        wait_for_text(browser, "#state", |state| state == "connected").await;
-    }
-    send(&second, r#"{"from": "after the restart"}"#).await;
-    for browser in [&first, &second] {
-        wait_for_text(browser, "#messages li:first-child", |item| {
-            item == r#"{"from":"after the restart"}"#
-        })
-        .await;
-    }
+    all_connected(&[&first, &second]).await;
+    send_and_see(
+        &second,
+        &[&first, &second],
+        r#"{"from": "after the restart"}"#,
+        r#"{"from":"after the restart"}"#,
+    )
+    .await;
 
     first.close().await.unwrap();
     second.close().await.unwrap();
