@@ -242,3 +242,42 @@ async fn a_port_in_use_is_reported_and_exits_1() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn connection_logs_name_the_client_from_x_forwarded_for() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let env = [
+        ("LOG_FORMAT", "json"),
+        ("EMF_INTERVAL", "0"),
+        ("DRAIN_TIMEOUT", "1s"),
+    ];
+    let server = Process::start(&env).await;
+    let mut request = server.url("/wss").into_client_request().unwrap();
+    // What the ALB sends behind CloudFront: the viewer first, then the CloudFront edge.
+    request.headers_mut().insert(
+        "x-forwarded-for",
+        "203.0.113.9, 198.51.100.7".parse().unwrap(),
+    );
+    let (mut client, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    next_text(&mut client).await;
+    let mut direct = connect(&server.url("/wss")).await;
+    next_text(&mut direct).await;
+    server.signal("TERM");
+    let exit = server.wait(Duration::from_secs(10)).await;
+    let opened: Vec<serde_json::Value> = exit
+        .stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line["message"] == "connection opened")
+        .collect();
+    assert_eq!(opened.len(), 2);
+    assert_eq!(opened[0]["client"], "203.0.113.9");
+    assert!(
+        opened[1]["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{}",
+        opened[1]
+    );
+}
