@@ -210,6 +210,9 @@ resource "aws_ecs_service" "this" {
     capacity_provider = var.capacity_provider
     weight            = 1
   }
+  # Moving between Fargate and EC2 capacity is then a new deployment of the same service; without
+  # it, a changed strategy replaces the service, deleting it (and every connection) first.
+  force_new_deployment = true
 
   network_configuration {
     subnets          = var.subnet_ids

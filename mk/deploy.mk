@@ -1,0 +1,89 @@
+# Deploying to AWS (image, plan, apply, destroy) and the offline proof of terraform/ (test-terraform).
+# Every deploy target checks its tools, credentials and region first and names what is missing
+# before it changes anything. Details: terraform/README.md.
+
+TF_DIR ?= terraform
+TF     := terraform -chdir=$(TF_DIR)
+# The image tag is the git revision; a dirty tree adds a hash of its diff, because ECR tags are
+# immutable and a new build of the same revision must not collide with the clean one.
+IMAGE_TAG := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo untracked)$(shell git diff --quiet HEAD 2>/dev/null || echo "-dirty-$$(git diff HEAD | sha256sum | cut -c1-8)")
+# Where `make lambda` (mk/lambda.mk) leaves the custom-header-fn package.
+LAMBDA_ZIP ?= $(CURDIR)/target/lambda/bootstrap/bootstrap.zip
+TF_VARS     = -var 'image_tag=$(IMAGE_TAG)' -var 'lambda_zip_path=$(LAMBDA_ZIP)'
+# For unattended runs: make apply TF_APPLY_FLAGS=-auto-approve
+TF_APPLY_FLAGS ?=
+
+# $(call preflight,tools...): every tool present, AWS credentials valid, a region chosen.
+define preflight
+	@missing=(); for tool in $(1); do command -v $$tool >/dev/null || missing+=("$$tool"); done; \
+	if (($${#missing[@]})); then \
+	  echo "Missing tools: $${missing[*]}. docker: Docker Engine with buildx; aws: AWS CLI v2;" \
+	       "terraform: 1.9+ (https://developer.hashicorp.com/terraform/install);" \
+	       "cargo-lambda: \`make tools\`. Nothing was changed." >&2; exit 1; fi; \
+	if ! aws sts get-caller-identity --query Arn --output text >/dev/null 2>&1; then \
+	  echo "No valid AWS credentials: set AWS_PROFILE (then \`aws sso login\` if it uses SSO) or" \
+	       "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY. Nothing was changed." >&2; exit 1; fi; \
+	if [[ -z "$${AWS_REGION:-$${AWS_DEFAULT_REGION:-$$(aws configure get region 2>/dev/null)}}" ]]; then \
+	  echo "No AWS region: set AWS_REGION (or a region in your AWS profile). Nothing was changed." >&2; exit 1; fi; \
+	echo "Deploying as $$(aws sts get-caller-identity --query Arn --output text) in $${AWS_REGION:-$${AWS_DEFAULT_REGION:-$$(aws configure get region)}}"
+endef
+
+define require_docker
+	@docker info >/dev/null 2>&1 || { echo "The Docker engine does not answer (is it running?). Nothing was changed." >&2; exit 1; }
+	@docker buildx version >/dev/null 2>&1 || { echo "docker buildx is missing (install the buildx plugin). Nothing was changed." >&2; exit 1; }
+	@docker buildx inspect --bootstrap 2>/dev/null | grep -q 'linux/arm64' || { echo "The buildx builder cannot build linux/arm64: on an x86 host install QEMU emulation" \
+	  "(docker run --privileged --rm tonistiigi/binfmt --install arm64). Nothing was changed." >&2; exit 1; }
+endef
+
+define require_lambda_zip
+	@[[ -f "$(LAMBDA_ZIP)" ]] || { echo "$(LAMBDA_ZIP) is missing: run \`make lambda\`." >&2; exit 1; }
+endef
+
+.PHONY: image plan apply destroy test-terraform terraform-check terraform-e2e
+
+image: ## Build the server image for linux/arm64, tag it with the git revision, push it to the ECR repository
+	$(call preflight,docker aws terraform)
+	$(call require_docker)
+	@repository=$$($(TF) output -raw ecr_repository_url 2>/dev/null) || { \
+	  echo "No ECR repository in the Terraform state yet: \`make apply\` creates it first." >&2; exit 1; }; \
+	if aws ecr describe-images --repository-name "$${repository#*/}" --image-ids imageTag=$(IMAGE_TAG) >/dev/null 2>&1; then \
+	  echo "$$repository:$(IMAGE_TAG) is already in ECR (tags are immutable); not rebuilding."; exit 0; fi; \
+	aws ecr get-login-password | docker login --username AWS --password-stdin "$${repository%%/*}"; \
+	docker buildx build --platform linux/arm64 --tag "$$repository:$(IMAGE_TAG)" --push .
+
+plan: ## Show what `make apply` would change (builds the Lambda package first)
+	$(call preflight,aws terraform cargo-lambda)
+	$(MAKE) lambda
+	$(call require_lambda_zip)
+	$(TF) init -input=false
+	$(TF) plan $(TF_VARS)
+
+apply: ## Deploy everything from nothing: the Lambda package, the ECR repository, the image, then the rest
+	$(call preflight,docker aws terraform cargo-lambda)
+	$(call require_docker)
+	$(MAKE) lambda
+	$(call require_lambda_zip)
+	$(TF) init -input=false
+	@echo "--- 1/3 the ECR repository (the image needs somewhere to go)"
+	$(TF) apply -input=false -auto-approve -target=module.ecr $(TF_VARS)
+	@echo "--- 2/3 the image $(IMAGE_TAG)"
+	$(MAKE) image IMAGE_TAG=$(IMAGE_TAG)
+	@echo "--- 3/3 everything else"
+	$(TF) apply -input=false $(TF_APPLY_FLAGS) $(TF_VARS)
+
+destroy: ## Delete everything `make apply` created (images and logs included)
+	$(call preflight,aws terraform python3)
+	$(TF) init -input=false
+	@# Terraform evaluates the configuration, the package's hash included, even to destroy; an empty
+	@# stand-in spares building the Lambda just to delete it (a destroy uploads nothing).
+	@zip="$(LAMBDA_ZIP)"; if [[ ! -f $$zip ]]; then zip=$$(mktemp --suffix=.zip); \
+	  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1], "w").close()' "$$zip"; fi; \
+	$(TF) destroy -input=false $(TF_APPLY_FLAGS) -var 'image_tag=$(IMAGE_TAG)' -var "lambda_zip_path=$$zip"
+
+test-terraform: terraform-check terraform-e2e ## The whole offline proof of terraform/ and the Dockerfile
+
+terraform-check: tools ## fmt, init and validate of the root and every module, checkov, hadolint (offline, a minute)
+	terraform/test/check.sh
+
+terraform-e2e: tools ## apply, plan, rotate and destroy against moto with the real custom-header-fn (offline, minutes)
+	terraform/test/e2e.sh

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# End-to-end proof of terraform/ against an AWS emulator, offline, talking only to 127.0.0.1:
+#  1. starts moto_server, `cargo lambda watch` serving the real custom-header-fn, and
+#     lambda_proxy.py (the provider's Lambda endpoint: invokes to cargo lambda, the rest to moto);
+#  2. copies terraform/ to a temporary directory and adds e2e_override.tf, which points the AWS
+#     provider at them with dummy credentials (the production files are not changed);
+#  3. `terraform apply`, then checks the emulator through boto3 (emulator.py deployed);
+#  4. `terraform plan -detailed-exitcode` must find nothing to change;
+#  5. rotates the secret (apply with a new token) and checks the origin and the listener rule;
+#  6. `terraform destroy`, then nothing may be left in the emulator that was not there before.
+# A missing tool fails the test; nothing is skipped. Everything started is stopped on exit.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+plugin_dir=${TF_PLUGIN_DIR:-/opt/tf-plugins}
+budget_seconds=600
+SECONDS=0
+
+step() { printf '\n=== [%3ds] %s\n' "$SECONDS" "$*"; }
+fail() { printf 'e2e FAILED: %s\n' "$*" >&2; exit 1; }
+
+missing=()
+for tool in terraform cargo cargo-lambda python3; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (cargo-lambda comes from \`make tools\`; terraform from /usr/local/bin)"
+python3 -c 'import moto.server, boto3' 2>/dev/null || fail "python3 cannot import moto and boto3 (run \`make tools\` and put .venv/bin first on PATH)"
+[[ -d $plugin_dir/registry.terraform.io/hashicorp/aws ]] || fail "no AWS provider mirror in $plugin_dir"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/tf-e2e.XXXXXX")
+declare -a groups=()
+cleanup() {
+  local status=$?
+  for pgid in "${groups[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if ((status != 0)); then
+    for log in "$work"/*.log; do
+      [[ -f $log ]] || continue
+      printf '\n--- last lines of %s\n' "$(basename "$log")" >&2
+      tail -n 25 "$log" >&2
+    done
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT INT TERM
+
+# Runs a server in its own process group (setsid) so cleanup stops it with all its children
+# (cargo lambda watch runs the function as a child process).
+start() {
+  local log=$1
+  shift
+  setsid "$@" >"$work/$log" 2>&1 &
+  groups+=("$!")
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+wait_for_port() {
+  local port=$1 what=$2 deadline=$((SECONDS + ${3:-60}))
+  until python3 -c "import socket, sys; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; do
+    ((SECONDS < deadline)) || fail "$what did not listen on 127.0.0.1:$port"
+    sleep 0.5
+  done
+}
+
+# The emulator's world only: dummy credentials, no profile, no real endpoint.
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_SECURITY_TOKEN AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
+export TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1
+[[ -f ${TF_CLI_CONFIG_FILE:-$HOME/.terraformrc} ]] || export TF_CLI_CONFIG_FILE=/dev/null
+
+moto_port=$(free_port)
+watch_port=$(free_port)
+proxy_port=$(free_port)
+moto=http://127.0.0.1:$moto_port
+
+step "moto_server on 127.0.0.1:$moto_port"
+# AWS managed policies (AmazonEC2ContainerServiceforEC2Role) exist only when moto is asked to load them.
+start moto.log env MOTO_IAM_LOAD_MANAGED_POLICIES=true python3 "$here/moto_server.py" -H 127.0.0.1 -p "$moto_port"
+wait_for_port "$moto_port" moto_server
+
+step "custom-header-fn: build, then cargo lambda watch on 127.0.0.1:$watch_port"
+# Built first so that the first invocation does not wait for a compilation.
+cd "$repo"
+cargo build --quiet -p custom-header-fn --bin bootstrap || fail "custom-header-fn does not build"
+# The function finds the emulator through the standard endpoint variable.
+start watch.log env AWS_ENDPOINT_URL="$moto" cargo lambda watch --quiet --ignore-changes \
+  --invoke-address 127.0.0.1 --invoke-port "$watch_port" \
+  --package custom-header-fn --bin bootstrap \
+  --env-var "AWS_ENDPOINT_URL=$moto,AWS_ACCESS_KEY_ID=testing,AWS_SECRET_ACCESS_KEY=testing,AWS_REGION=us-east-1"
+wait_for_port "$watch_port" "cargo lambda watch" 120
+
+step "lambda_proxy.py on 127.0.0.1:$proxy_port"
+start proxy.log python3 "$here/lambda_proxy.py" --port "$proxy_port" --moto-port "$moto_port" --watch-port "$watch_port" --binary bootstrap
+wait_for_port "$proxy_port" lambda_proxy.py
+
+step "copy of terraform/ with e2e_override.tf"
+mkdir "$work/tf"
+tar -C "$repo/terraform" --exclude=.terraform --exclude=.terraform.lock.hcl --exclude='*.tfstate*' --exclude=./test -cf - . | tar -C "$work/tf" -xf -
+endpoints=""
+for service in autoscaling appautoscaling cloudfront cloudwatch ec2 ecr ecs elbv2 iam logs s3 ssm sts; do
+  endpoints+="    $service = \"$moto\""$'\n'
+done
+cat >"$work/tf/e2e_override.tf" <<EOF
+# Test only: the AWS provider talks to moto (and the Lambda endpoint to lambda_proxy.py).
+provider "aws" {
+  region                      = "us-east-1"
+  access_key                  = "testing"
+  secret_key                  = "testing"
+  skip_credentials_validation = true
+  skip_metadata_api_check     = true
+  s3_use_path_style           = true
+  # An emulator error is final: no minutes of retries before the test fails.
+  max_retries = 2
+
+  endpoints {
+$endpoints    lambda = "http://127.0.0.1:$proxy_port"
+  }
+}
+EOF
+# moto stores the package without running it (invocations go to cargo lambda watch).
+python3 - "$work/bootstrap.zip" <<'EOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as package:
+    package.writestr("bootstrap", "#!/bin/sh\n# placeholder: the e2e runs the function with cargo lambda watch\n")
+EOF
+# Each terraform step gets a deadline, so a stuck step fails the test instead of hanging it.
+tf() { timeout --kill-after=10 300 terraform -chdir="$work/tf" "$@"; }
+emulator() { AWS_ENDPOINT_URL=$moto python3 "$here/emulator.py" "$@"; }
+vars=(-var image_tag=e2e -var "lambda_zip_path=$work/bootstrap.zip")
+tf init -backend=false -plugin-dir="$plugin_dir" >/dev/null
+emulator inventory >"$work/before.json"
+
+step "terraform apply"
+tf apply -auto-approve -no-color "${vars[@]}" >"$work/apply.log" 2>&1 || fail "terraform apply failed (see apply.log below)"
+grep -E '^Apply complete' "$work/apply.log"
+tf output -json >"$work/outputs.json"
+
+step "the deployment in the emulator"
+emulator deployed "$work/outputs.json"
+
+step "terraform plan -detailed-exitcode right after the apply"
+set +e
+tf plan -detailed-exitcode -no-color "${vars[@]}" >"$work/plan.log" 2>&1
+plan_status=$?
+set -e
+case $plan_status in
+  0) echo "  ok: no changes" ;;
+  2) cat "$work/plan.log" >&2; fail "the plan right after apply is not empty" ;;
+  *) fail "terraform plan failed (exit $plan_status, see plan.log below)" ;;
+esac
+
+step "rotation of the secret header"
+old_secret=$(emulator secret "$work/outputs.json")
+tf apply -auto-approve -no-color "${vars[@]}" -var origin_secret_rotation=e2e-rotation >"$work/rotate.log" 2>&1 || fail "the rotating apply failed (see rotate.log below)"
+emulator rotated "$work/outputs.json" "$old_secret"
+
+step "terraform destroy"
+tf destroy -auto-approve -no-color "${vars[@]}" -var origin_secret_rotation=e2e-rotation >"$work/destroy.log" 2>&1 || fail "terraform destroy failed (see destroy.log below)"
+grep -E '^Destroy complete' "$work/destroy.log"
+emulator destroyed "$work/before.json"
+grep -q 'lambda_proxy: POST .*-> cargo lambda watch: 200' "$work/proxy.log" || fail "no invocation reached cargo lambda watch"
+echo "  ok: $(grep -c -- '-> cargo lambda watch: 200' "$work/proxy.log") invocations ran in cargo lambda watch (create, update, delete)"
+
+((SECONDS <= budget_seconds)) || fail "took ${SECONDS}s, over the ${budget_seconds}s budget"
+step "e2e passed in ${SECONDS}s"

@@ -1,0 +1,159 @@
+"""Test only: moto_server with the gaps of moto 5.2.5 that the root module runs into filled in.
+
+Each gap makes moto answer differently from AWS, so the real AWS provider either retries for many
+minutes or sees drift that AWS would not show, and `terraform plan` after `apply` could never be
+empty. Each patch below makes moto keep or omit exactly what AWS keeps or omits, no more:
+
+- Application Auto Scaling has no tagging calls (the provider tags every scalable target).
+- A security group rule loses its description when its source is a prefix list or a security group.
+- A launch template reports its own tags as tag specifications of its instances' data.
+- ECS services forget capacityProviderStrategy, deploymentConfiguration,
+  healthCheckGracePeriodSeconds, enableExecuteCommand, placementStrategy and
+  availabilityZoneRebalancing.
+- CloudFront reports ForwardedValues on a behaviour that uses a cache policy, and an SSL support
+  method for the default certificate.
+- ECS DescribeCapacityProviders fails without names instead of describing them all (emulator.py
+  lists them that way to prove that `terraform destroy` left none behind).
+
+    python3 moto_server.py -H 127.0.0.1 -p PORT    (the arguments of moto_server)
+"""
+
+import functools
+import json
+import sys
+
+from moto.applicationautoscaling.responses import ApplicationAutoScalingResponse
+from moto.cloudfront import models as cloudfront
+from moto.ec2.models.launch_templates import LaunchTemplateBackend
+from moto.ec2.models.security_groups import SecurityGroupRule
+from moto.ecs.models import EC2ContainerServiceBackend
+from moto.ecs.responses import EC2ContainerServiceResponse
+from moto.server import main
+
+
+def after(cls, name):
+    """Replaces cls.name by a wrapper that runs the original, then the decorated function."""
+
+    def decorate(then):
+        original = getattr(cls, name)
+
+        @functools.wraps(original)
+        def wrapper(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            then(self, result, *args, **kwargs)
+            return result
+
+        setattr(cls, name, wrapper)
+        return then
+
+    return decorate
+
+
+# --- Application Auto Scaling tags, per ARN (one moto process serves one test run).
+tags_by_arn: dict[str, dict[str, str]] = {}
+
+
+@after(ApplicationAutoScalingResponse, "register_scalable_target")
+def _(self, body):
+    tags_by_arn.setdefault(json.loads(body)["ScalableTargetARN"], {}).update(self._get_param("Tags") or {})
+
+
+def tag_resource(self):
+    tags_by_arn.setdefault(self._get_param("ResourceARN"), {}).update(self._get_param("Tags") or {})
+    return "{}"
+
+
+def untag_resource(self):
+    tags = tags_by_arn.get(self._get_param("ResourceARN"), {})
+    for key in self._get_param("TagKeys") or []:
+        tags.pop(key, None)
+    return "{}"
+
+
+def list_tags_for_resource(self):
+    return json.dumps({"Tags": tags_by_arn.get(self._get_param("ResourceARN"), {})})
+
+
+ApplicationAutoScalingResponse.tag_resource = tag_resource
+ApplicationAutoScalingResponse.untag_resource = untag_resource
+ApplicationAutoScalingResponse.list_tags_for_resource = list_tags_for_resource
+
+
+# --- Security group rules keep the description given with a source group or prefix list.
+@after(SecurityGroupRule, "__init__")
+def _(self, _, *args, **kwargs):
+    names = ("ec2_backend", "ip_protocol", "group_id", "from_port", "to_port", "ip_range", "source_group", "prefix_list_id")
+    given = dict(zip(names, args)) | kwargs
+    self.source_description = (given.get("source_group") or {}).get("Description") or (given.get("prefix_list_id") or {}).get("Description")
+
+
+SecurityGroupRule.description = property(lambda self: self.ip_range.get("Description") or getattr(self, "source_description", None))
+
+
+# --- Launch templates: the template's own tags ("launch-template") are not part of its data.
+create_launch_template = LaunchTemplateBackend.create_launch_template
+
+
+@functools.wraps(create_launch_template)
+def create_launch_template_without_own_tags(self, name, description, template_data, tag_spec):
+    specifications = [s for s in template_data.get("TagSpecifications", []) if s.get("ResourceType") != "launch-template"]
+    if specifications:
+        template_data["TagSpecifications"] = specifications
+    else:
+        template_data.pop("TagSpecifications", None)
+    return create_launch_template(self, name, description, template_data, tag_spec)
+
+
+LaunchTemplateBackend.create_launch_template = create_launch_template_without_own_tags
+
+# --- ECS services keep the settings they were created or updated with.
+SERVICE_SETTINGS = {
+    "capacityProviderStrategy": "capacity_provider_strategy",
+    "deploymentConfiguration": "deployment_configuration",
+    "healthCheckGracePeriodSeconds": "health_check_grace_period_seconds",
+    "enableExecuteCommand": "enable_execute_command",
+    "placementStrategy": "placement_strategy",
+    "availabilityZoneRebalancing": "availability_zone_rebalancing",
+}
+
+
+def keep_service_settings(self, _):
+    cluster = self._get_param("cluster", "default")
+    (service,), _ = self.ecs_backend.describe_services(cluster, [self._get_param("serviceName") or self._get_param("service")])
+    for parameter, attribute in SERVICE_SETTINGS.items():
+        value = self._get_param(parameter)
+        if value is not None:
+            setattr(service, attribute, value)
+    if getattr(service, "availability_zone_rebalancing", None) is None:
+        service.availability_zone_rebalancing = "DISABLED"  # what ECS reports when it was not set
+
+
+after(EC2ContainerServiceResponse, "create_service")(keep_service_settings)
+after(EC2ContainerServiceResponse, "update_service")(keep_service_settings)
+
+describe_capacity_providers = EC2ContainerServiceBackend.describe_capacity_providers
+
+
+@functools.wraps(describe_capacity_providers)
+def describe_all_capacity_providers_by_default(self, names):
+    return describe_capacity_providers(self, names if names is not None else list(self.capacity_providers))
+
+
+EC2ContainerServiceBackend.describe_capacity_providers = describe_all_capacity_providers_by_default
+
+
+# --- CloudFront reports only the legacy cache settings and SSL support method it was given.
+@after(cloudfront.DefaultCacheBehaviour, "__init__")
+def _(self, _, config):
+    if "ForwardedValues" not in config:
+        self.forwarded_values = None
+
+
+@after(cloudfront.ViewerCertificate, "__init__")
+def _(self, _, config):
+    if "SSLSupportMethod" not in config:
+        self.ssl_support_method = None
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
