@@ -98,12 +98,13 @@ pub async fn edit<T>(
                 });
             }
             Err(SdkError::ServiceError(err))
-                if matches!(err.err(), UpdateDistributionError::PreconditionFailed(_))
-                    && attempt < retry.attempts =>
+                if matches!(err.err(), UpdateDistributionError::PreconditionFailed(_)) =>
             {
-                warn!(distribution_id, attempt, retry_in = ?backoff, "distribution changed meanwhile; reading it again");
-                tokio::time::sleep(jittered(backoff)).await;
-                backoff *= 2;
+                if attempt < retry.attempts {
+                    warn!(distribution_id, attempt, retry_in = ?backoff, "distribution changed meanwhile; reading it again");
+                    tokio::time::sleep(jittered(backoff)).await;
+                    backoff *= 2;
+                }
             }
             Err(err) => {
                 return Err(format!(
