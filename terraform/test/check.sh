@@ -11,7 +11,7 @@ cd "$repo"
 fail() { printf 'terraform-check FAILED: %s\n' "$*" >&2; exit 1; }
 
 missing=()
-for tool in terraform checkov hadolint; do
+for tool in terraform checkov hadolint python3; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 ((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (checkov and hadolint come from \`make tools\`)"
@@ -36,6 +36,9 @@ checkov --directory terraform --framework terraform --skip-download --quiet --co
   fail "checkov reports failed checks"
 echo "skipped checks, each with its reason in the code:"
 grep -rhoE 'checkov:skip=[A-Z0-9_]+' terraform --include='*.tf' | sort | uniq -c | sed 's/checkov:skip=//'
+
+echo "--- Inputs/Outputs tables of the READMEs"
+python3 terraform/test/docs.py --check || fail "README tables out of date"
 
 echo "--- hadolint Dockerfile"
 hadolint Dockerfile || fail "hadolint reports problems in the Dockerfile"
