@@ -8,17 +8,22 @@ use std::fmt;
 
 use aws_sdk_cloudfront::types::{CustomHeaders, DistributionConfig, Origin, OriginCustomHeader};
 
-/// Custom headers per origin (CloudFront quota).
+// Quotas from "Quotas on headers" (custom headers), and the deny list from "Custom headers that
+// CloudFront can't add to origin requests", both in the Amazon CloudFront Developer Guide
+// (docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/cloudfront-limits.html and
+// .../add-origin-custom-headers.html). CloudFront refuses the whole UpdateDistribution when one is
+// broken; checking first turns that into a message naming the header.
+
+/// Custom headers per origin (a default quota, which AWS can raise on request).
 pub const MAX_HEADERS_PER_ORIGIN: usize = 10;
-/// Characters in a custom header name (CloudFront quota).
+/// Characters in a custom header name.
 pub const MAX_NAME_LENGTH: usize = 256;
-/// Characters in a custom header value (CloudFront quota).
+/// Characters in a custom header value.
 pub const MAX_VALUE_LENGTH: usize = 1783;
-/// Characters of all custom header names and values of one origin (CloudFront quota).
+/// Characters of all custom header names and values of one origin.
 pub const MAX_TOTAL_LENGTH: usize = 10_240;
 
-/// Headers CloudFront refuses to add to origin requests ("Custom headers that CloudFront can't add
-/// to origin requests", CloudFront Developer Guide), lowercase.
+/// Headers CloudFront cannot add to origin requests, lowercase.
 const FORBIDDEN_NAMES: &[&str] = &[
     "cache-control",
     "connection",
@@ -43,7 +48,9 @@ const FORBIDDEN_NAMES: &[&str] = &[
     "via",
     "x-real-ip",
 ];
-const FORBIDDEN_PREFIXES: &[&str] = &["x-amz-", "x-edge-"];
+/// The documented `X-Amz-` and `X-Edge-` prefixes, and `X-Forwarded-`: CloudFront and the load
+/// balancer write those headers themselves, so a secret there would not arrive as sent.
+const FORBIDDEN_PREFIXES: &[&str] = &["x-amz-", "x-edge-", "x-forwarded-"];
 
 /// One edit of one origin's custom headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,6 +492,7 @@ mod tests {
             "x-edge-thing",
             "X-Real-IP",
             "Upgrade",
+            "X-Forwarded-For",
         ] {
             assert_eq!(
                 check_name(name),

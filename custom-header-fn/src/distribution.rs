@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use aws_sdk_cloudfront::Client;
-use aws_sdk_cloudfront::error::SdkError;
+use aws_sdk_cloudfront::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudfront::operation::get_distribution_config::GetDistributionConfigError;
 use aws_sdk_cloudfront::operation::update_distribution::UpdateDistributionError;
 use aws_sdk_cloudfront::types::DistributionConfig;
@@ -127,11 +127,10 @@ fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(1.0 + rand::random::<f64>() / 2.0)
 }
 
-/// The service's error code and message (they never contain header values: the request's config is
-/// not echoed back), or the transport failure.
-fn describe<E: aws_sdk_cloudfront::error::ProvideErrorMetadata + std::error::Error + 'static>(
-    err: &SdkError<E>,
-) -> String {
+/// What went wrong, in words that carry no secret: the service's error code and message (CloudFront
+/// does not echo the request's config back), or the kind of transport failure. A response that
+/// could not be read is not quoted, since a config response holds the header values.
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(err: &SdkError<E>) -> String {
     match err {
         SdkError::ServiceError(service) => {
             let meta = service.err();
@@ -141,6 +140,12 @@ fn describe<E: aws_sdk_cloudfront::error::ProvideErrorMetadata + std::error::Err
                 meta.message().unwrap_or("no message")
             )
         }
-        other => aws_sdk_cloudfront::error::DisplayErrorContext(other).to_string(),
+        SdkError::DispatchFailure(_) => format!(
+            "CloudFront could not be reached ({})",
+            DisplayErrorContext(err)
+        ),
+        SdkError::TimeoutError(_) => "CloudFront did not answer in time".to_owned(),
+        SdkError::ResponseError(_) => "CloudFront's answer could not be read".to_owned(),
+        _ => "the request could not be built".to_owned(),
     }
 }

@@ -88,6 +88,18 @@ pub struct HeaderProperties {
     pub origins: Vec<OriginHeaders>,
 }
 
+impl HeaderProperties {
+    /// Every listed header with the id of its origin.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &CustomHeader)> {
+        self.origins.iter().flat_map(|origin| {
+            origin
+                .custom_headers
+                .iter()
+                .map(|header| (origin.origin_id.as_str(), header))
+        })
+    }
+}
+
 /// The headers for one origin.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -127,6 +139,16 @@ impl std::error::Error for EventError {}
 /// The key the AWS provider adds to the input (its `terraform_key`, "tf" by default).
 const TERRAFORM_KEY: &str = "tf";
 
+/// The fields of [`HeaderInput`]. The previous input keeps only these, so that an apply after a
+/// change of the module's input never fails on what an older version passed.
+const INPUT_FIELDS: [&str; 5] = [
+    "DistributionId",
+    "OriginId",
+    "HeaderName",
+    "HeaderValue",
+    "RotationToken",
+];
+
 #[derive(Deserialize)]
 struct Lifecycle {
     action: Action,
@@ -163,7 +185,7 @@ pub fn parse(payload: Value) -> Result<Event, EventError> {
     let input = header_input(Value::Object(fields), "input")?;
     let previous = match lifecycle.prev_input {
         Some(Value::Object(mut previous)) => {
-            previous.remove(TERRAFORM_KEY);
+            previous.retain(|key, _| INPUT_FIELDS.contains(&key.as_str()));
             Some(header_input(Value::Object(previous), "tf.prev_input")?)
         }
         _ => None,
