@@ -222,11 +222,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_terraform_crud_events() {
+    fn reads_terraform_crud_events_and_tolerates_old_fields_in_the_previous_input() {
         let event = parse(json!({
             "DistributionId": "E1", "OriginId": "alb", "HeaderName": "X-Origin-Verify", "RotationToken": "2",
             "tf": { "action": "update", "prev_input": {
-                "DistributionId": "E1", "OriginId": "alb", "HeaderName": "X-Origin-Verify", "RotationToken": "1" } }
+                "DistributionId": "E1", "OriginId": "alb", "HeaderName": "X-Origin-Verify", "RotationToken": "1",
+                "Dropped": "a field an older module passed" } }
         }))
         .unwrap();
         let Event::Terraform(event) = event else {
