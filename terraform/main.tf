@@ -71,6 +71,17 @@ module "ecs_cluster" {
   max_size                 = var.ec2_max_size
 }
 
+module "redis_backplane" {
+  source = "./modules/redis-backplane"
+  count  = var.enable_redis_backplane ? 1 : 0
+
+  name                     = var.name
+  vpc_id                   = module.network.vpc_id
+  subnet_ids               = module.network.workload_subnet_ids
+  client_security_group_id = module.ecs_service.security_group_id
+  node_type                = var.redis_node_type
+}
+
 module "ecs_service" {
   source = "./modules/ecs-service"
 
@@ -98,4 +109,5 @@ module "ecs_service" {
   ping_interval_seconds       = var.ping_interval_seconds
   log_retention_days          = var.log_retention_days
   enable_execute_command      = var.enable_execute_command
+  secret_environment          = var.enable_redis_backplane ? { REDIS_URL = module.redis_backplane[0].redis_url_secret_arn } : {}
 }

@@ -51,6 +51,18 @@ variable "enable_private_subnets" {
   default     = false
 }
 
+variable "enable_redis_backplane" {
+  description = "Run a Valkey (Redis) replication group the tasks share as pub/sub backplane, so a message reaches the clients of every task; the server gets REDIS_URL from Secrets Manager. Off, each task broadcasts to its own clients only."
+  type        = bool
+  default     = true
+}
+
+variable "redis_node_type" {
+  description = "Node type of the backplane's primary and replica."
+  type        = string
+  default     = "cache.t4g.micro"
+}
+
 variable "ec2_instance_type" {
   description = "Graviton instance type of the EC2 capacity provider."
   type        = string

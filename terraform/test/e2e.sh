@@ -102,7 +102,7 @@ step "copy of terraform/ with e2e_override.tf"
 mkdir "$work/tf"
 tar -C "$repo/terraform" --exclude=.terraform --exclude=.terraform.lock.hcl --exclude='*.tfstate*' --exclude=./test -cf - . | tar -C "$work/tf" -xf -
 endpoints=""
-for service in autoscaling appautoscaling cloudfront cloudwatch ec2 ecr ecs elbv2 iam logs s3 ssm sts; do
+for service in autoscaling appautoscaling cloudfront cloudwatch ec2 ecr ecs elasticache elbv2 iam logs s3 secretsmanager ssm sts; do
   endpoints+="    $service = \"$moto\""$'\n'
 done
 cat >"$work/tf/e2e_override.tf" <<EOF
@@ -129,7 +129,8 @@ with zipfile.ZipFile(sys.argv[1], "w") as package:
     package.writestr("bootstrap", "#!/bin/sh\n# placeholder: the e2e runs the function with cargo lambda watch\n")
 EOF
 # Each terraform step gets a deadline, so a stuck step fails the test instead of hanging it.
-tf() { timeout --kill-after=10 300 terraform -chdir="$work/tf" "$@"; }
+# AWS_ENDPOINT_URL sends any service missing from the override to moto too, never to AWS.
+tf() { AWS_ENDPOINT_URL=$moto timeout --kill-after=10 300 terraform -chdir="$work/tf" "$@"; }
 emulator() { AWS_ENDPOINT_URL=$moto python3 "$here/emulator.py" "$@"; }
 vars=(-var image_tag=e2e -var "lambda_zip_path=$work/bootstrap.zip")
 tf init -backend=false -plugin-dir="$plugin_dir" >/dev/null

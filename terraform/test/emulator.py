@@ -44,6 +44,7 @@ def inventory():
     """Identifiers of every kind of resource the root module creates, as sorted lists per kind."""
     ec2, elbv2, ecs = client("ec2"), client("elbv2"), client("ecs")
     cloudfront, iam, logs = client("cloudfront"), client("iam"), client("logs")
+    elasticache = client("elasticache")
     clusters = ecs.list_clusters()["clusterArns"]
     found = {
         "vpcs": [v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]],
@@ -71,6 +72,9 @@ def inventory():
         "iam_roles": [r["RoleName"] for r in iam.list_roles()["Roles"]],
         "iam_instance_profiles": [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]],
         "log_groups": [g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]],
+        "replication_groups": [g["ReplicationGroupId"] for g in elasticache.describe_replication_groups()["ReplicationGroups"]],
+        "cache_subnet_groups": [g["CacheSubnetGroupName"] for g in elasticache.describe_cache_subnet_groups()["CacheSubnetGroups"] if g["CacheSubnetGroupName"] != "default"],
+        "secrets": [s["ARN"] for s in client("secretsmanager").list_secrets()["SecretList"]],
     }
     return {kind: sorted(ids) for kind, ids in found.items()}
 
@@ -157,6 +161,25 @@ def check_deployed(outputs):
         for p in policies
     )
     check(metrics == ["ActiveConnections", "ECSServiceAverageCPUUtilization"], "target tracking on CPU and on connections per task")
+
+    print("Redis backplane")
+    (group,) = client("elasticache").describe_replication_groups()["ReplicationGroups"]
+    check(group["TransitEncryptionEnabled"] and group["AuthTokenEnabled"] and group["AtRestEncryptionEnabled"], "the replication group uses TLS, an auth token and encryption at rest")
+    secrets = {s["name"]: s["valueFrom"] for s in container.get("secrets", [])}
+    check(set(secrets) == {"REDIS_URL"} and "REDIS_URL" not in environment, "REDIS_URL comes from Secrets Manager, not from the plain environment")
+    url = client("secretsmanager").get_secret_value(SecretId=secrets["REDIS_URL"])["SecretString"]
+    endpoint = group["NodeGroups"][0]["PrimaryEndpoint"]
+    shown = re.sub(r"(?<=rediss://:)[^@]*", lambda token: f"<{len(token[0])} characters>", url)
+    check(
+        re.fullmatch(rf"rediss://:[A-Za-z0-9]{{64}}@{re.escape(endpoint['Address'])}:{endpoint['Port']}", url) is not None,
+        f"the secret holds rediss://:TOKEN@primary:port ({shown}, primary {endpoint['Address']}:{endpoint['Port']})",
+    )
+    (cache_group,) = ec2.describe_security_groups(GroupIds=[g["SecurityGroupId"] for g in client("elasticache").describe_cache_clusters(CacheClusterId=group["MemberClusters"][0])["CacheClusters"][0]["SecurityGroups"]])["SecurityGroups"]
+    (permission,) = cache_group["IpPermissions"]
+    check(
+        [p["GroupId"] for p in permission.get("UserIdGroupPairs", [])] == described["networkConfiguration"]["awsvpcConfiguration"]["securityGroups"] and not permission.get("IpRanges"),
+        "the cache admits the tasks' security group only",
+    )
 
 
 def check_rotated(outputs, old):

@@ -14,6 +14,8 @@ empty. Each patch below makes moto keep or omit exactly what AWS keeps or omits,
   method for the default certificate.
 - ECS DescribeCapacityProviders fails without names instead of describing them all (emulator.py
   lists them that way to prove that `terraform destroy` left none behind).
+- An ElastiCache replication group has no member cache clusters (the provider reads them), is never
+  deleted (stays "deleting"), and a cache subnet group cannot be deleted.
 
     python3 moto_server.py -H 127.0.0.1 -p PORT    (the arguments of moto_server)
 """
@@ -26,7 +28,10 @@ from moto.applicationautoscaling.responses import ApplicationAutoScalingResponse
 from moto.cloudfront import models as cloudfront
 from moto.ec2.models.launch_templates import LaunchTemplateBackend
 from moto.ec2.models.security_groups import SecurityGroupRule
+from moto.core.responses import EmptyResult
 from moto.ecs.models import EC2ContainerServiceBackend
+from moto.elasticache.models import ElastiCacheBackend
+from moto.elasticache.responses import ElastiCacheResponse
 from moto.ecs.responses import EC2ContainerServiceResponse
 from moto.server import main
 
@@ -154,6 +159,47 @@ def _(self, _, config):
     if "SSLSupportMethod" not in config:
         self.ssl_support_method = None
 
+
+
+# --- ElastiCache: a replication group's member clusters exist while the group does.
+@after(ElastiCacheBackend, "create_replication_group")
+def _(self, group, **given):
+    # A primary and num_cache_clusters - 1 replicas, named as ElastiCache names them.
+    wanted = given.get("num_cache_clusters") or len(group.member_clusters)
+    group.member_clusters = [f"{group.replication_group_id}-{number:03d}" for number in range(1, wanted + 1)]
+    for member in group.member_clusters:
+        arguments = dict.fromkeys(ElastiCacheBackend.create_cache_cluster.__code__.co_varnames[1:33])
+        arguments.update(
+            cache_cluster_id=member,
+            replication_group_id=group.replication_group_id,
+            num_cache_nodes=1,
+            cache_node_type=group.cache_node_type,
+            engine=group.engine,
+            engine_version=group.engine_version,
+            cache_subnet_group_name=group.cache_subnet_group_name,
+            transit_encryption_enabled=group.transit_encryption_enabled,
+            port=group.port,
+            snapshot_retention_limit=group.snapshot_retention_limit,
+            security_group_ids=group.security_group_ids,
+            tags=[],
+        )
+        cluster = self.create_cache_cluster(**arguments)
+        cluster.security_groups = [{"SecurityGroupId": g, "Status": "active"} for g in group.security_group_ids or []]
+        cluster.at_rest_encryption_enabled = group.at_rest_encryption_enabled
+
+
+@after(ElastiCacheBackend, "delete_replication_group")
+def _(self, group, replication_group_id, **_):
+    for member in self.replication_groups.pop(replication_group_id).member_clusters + [group.primary_cluster_id]:
+        self.cache_clusters.pop(member, None)
+
+
+def delete_cache_subnet_group(self):
+    self.elasticache_backend.cache_subnet_groups.pop(self._get_param("CacheSubnetGroupName"))
+    return EmptyResult()
+
+
+ElastiCacheResponse.delete_cache_subnet_group = delete_cache_subnet_group
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -64,6 +64,16 @@ data "aws_iam_policy_document" "execution" {
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
     resources = ["${aws_cloudwatch_log_group.this.arn}:*"]
   }
+
+  dynamic "statement" {
+    for_each = length(var.secret_environment) > 0 ? [values(var.secret_environment)] : []
+
+    content {
+      sid       = "ReadOwnSecrets"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = statement.value
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "execution" {
@@ -156,6 +166,7 @@ resource "aws_ecs_task_definition" "this" {
       ]
 
       environment = [for key in sort(keys(local.environment)) : { name = key, value = local.environment[key] }]
+      secrets     = [for key in sort(keys(var.secret_environment)) : { name = key, valueFrom = var.secret_environment[key] }]
 
       # One descriptor per connection, plus room for the process itself.
       ulimits = [

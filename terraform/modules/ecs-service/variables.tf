@@ -229,6 +229,17 @@ variable "health_check_grace_period_seconds" {
   }
 }
 
+variable "secret_environment" {
+  description = "Environment variables of the server read from Secrets Manager at task start: name => secret ARN (e.g. REDIS_URL). The execution role may read these secrets and no other."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for name, arn in var.secret_environment : can(regex("^[A-Z_][A-Z0-9_]*$", name)) && startswith(arn, "arn:")])
+    error_message = "secret_environment must map UPPER_CASE variable names to secret ARNs."
+  }
+}
+
 variable "enable_execute_command" {
   description = "Enable ECS Exec (a shell in a running task through SSM); adds a task role allowed to open SSM channels."
   type        = bool
