@@ -14,6 +14,10 @@ use common::*;
 /// Reconnection backs off up to 10 s, so recovery gets more patience than other waits.
 const RECOVERY: Duration = Duration::from_secs(30);
 
+/// The tests run one at a time: one restarts Redis on its port, and a port freed for a moment
+/// could otherwise be handed to the other test.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A `redis-server` on a loopback port, without persistence, killed when dropped.
 struct Redis {
     child: Child,
@@ -45,12 +49,19 @@ impl Redis {
             .expect(
                 "redis-server must be installed (Debian package redis-server; .ci/run installs it)",
             );
+        let mut redis = Redis { child };
         let deadline = Instant::now() + PATIENCE;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child }
+        // Something answering is not enough: it must be this redis-server (the port was free).
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            redis.child.try_wait().unwrap().is_none(),
+            "redis-server exited: port {port} taken?"
+        );
+        redis
     }
 }
 
@@ -131,6 +142,7 @@ fn assert_exactly_once_in_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_cross_tasks_exactly_once_and_survive_a_redis_outage() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     const EACH: usize = 25;
     let redis_port = free_port();
     let mut redis = Redis::start(redis_port);
@@ -249,6 +261,7 @@ fn certificates(dir: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_an_auth_token() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = std::env::temp_dir().join(format!("backplane-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     certificates(&dir);
