@@ -7,9 +7,10 @@ TF     := terraform -chdir=$(TF_DIR)
 # The image tag is the git revision; a dirty tree adds a hash of its diff, because ECR tags are
 # immutable and a new build of the same revision must not collide with the clean one.
 IMAGE_TAG := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo untracked)$(shell git diff --quiet HEAD 2>/dev/null || echo "-dirty-$$(git diff HEAD | sha256sum | cut -c1-8)")
-# Where `make lambda` (mk/lambda.mk) leaves the custom-header-fn package.
-LAMBDA_ZIP ?= $(CURDIR)/target/lambda/bootstrap/bootstrap.zip
-TF_VARS     = -var 'image_tag=$(IMAGE_TAG)' -var 'lambda_zip_path=$(LAMBDA_ZIP)'
+# Where `make lambda` (mk/lambda.mk) leaves the custom-header-fn package, and for which CPU.
+LAMBDA_ZIP  ?= $(CURDIR)/target/lambda/bootstrap/bootstrap.zip
+LAMBDA_ARCH ?= arm64
+TF_VARS      = -var 'image_tag=$(IMAGE_TAG)' -var 'lambda_zip_path=$(LAMBDA_ZIP)' -var 'lambda_architecture=$(LAMBDA_ARCH)'
 # For unattended runs: make apply TF_APPLY_FLAGS=-auto-approve
 TF_APPLY_FLAGS ?=
 
