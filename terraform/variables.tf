@@ -54,7 +54,7 @@ variable "enable_private_subnets" {
 variable "enable_redis_backplane" {
   description = "Run a Valkey (Redis) replication group the tasks share as pub/sub backplane, so a message reaches the clients of every task; the server gets REDIS_URL from Secrets Manager. Off, each task broadcasts to its own clients only."
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "redis_node_type" {

@@ -134,7 +134,8 @@ EOF
 # AWS_ENDPOINT_URL sends any service missing from the override to moto too, never to AWS.
 tf() { AWS_ENDPOINT_URL=$moto timeout --kill-after=10 300 terraform -chdir="$work/tf" "$@"; }
 emulator() { AWS_ENDPOINT_URL=$moto python3 "$here/emulator.py" "$@"; }
-vars=(-var image_tag=e2e -var "lambda_zip_path=$work/bootstrap.zip")
+# The backplane is off by default; the e2e turns it on so that its resources are proven too.
+vars=(-var image_tag=e2e -var "lambda_zip_path=$work/bootstrap.zip" -var enable_redis_backplane=true)
 tf init -backend=false -plugin-dir="$plugin_dir" >/dev/null
 emulator inventory >"$work/before.json"
 
