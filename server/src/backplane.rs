@@ -100,6 +100,10 @@ struct BackplaneMetrics {
 
 impl Backplane {
     /// Starts the publisher and subscriber loops; they connect in the background.
+    ///
+    /// Installs ring as rustls' process-wide crypto provider first: rustls picks one by itself
+    /// only when exactly one is compiled in, and a build that also links another (a workspace
+    /// build with the AWS SDK's aws-lc-rs) would otherwise fail every `rediss://` connection.
     pub fn start(
         client: Client,
         channel: String,
@@ -107,6 +111,8 @@ impl Backplane {
         metrics: &Metrics,
         shutdown: Shutdown,
     ) -> Backplane {
+        // Err only if a provider is already installed, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let shared = Arc::new(Shared {
             client,
             channel,
