@@ -1,0 +1,202 @@
+//! Command-line arguments. Every knob has a default and a range; clap refuses a bad value with a
+//! one-line error naming the flag (exit 2), and [`Cli::check`] the combinations clap cannot see.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Load generator for the WebSocket broadcast service.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// The three scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// C clients connect; S of them send M JSON messages of about B bytes (or for a duration);
+    /// every client counts what it receives: deliveries/s, one-way latency, lost and duplicated.
+    Broadcast(BroadcastArgs),
+    /// N connections opened and held: handshakes/s and, with --server-pid, server memory per
+    /// connection.
+    Idle(IdleArgs),
+    /// Connect, read the greeting, close, in a loop from K clients at once: handshakes/s.
+    Churn(ChurnArgs),
+}
+
+/// What every scenario shares.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// WebSocket URL, ws:// or wss://. Repeat it to spread the clients over several servers
+    /// (round robin), e.g. two tasks sharing a Redis backplane.
+    #[arg(long = "url", default_value = "ws://127.0.0.1:8080/wss", value_parser = websocket_url)]
+    pub urls: Vec<String>,
+
+    /// The server's process id, to report its CPU time and memory (repeatable, summed).
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
+
+    /// Print one JSON line instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Time limit for one connection to open and greet.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub connect_timeout: Duration,
+
+    /// Connections being opened at once while the clients connect.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connect_concurrency: u32,
+}
+
+/// `loadgen broadcast`.
+#[derive(Debug, Args)]
+pub struct BroadcastArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Clients connected, every one a receiver.
+    #[arg(long, short = 'c', default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=200_000))]
+    pub clients: u32,
+
+    /// How many of the clients also send.
+    #[arg(long, short = 's', default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=200_000))]
+    pub senders: u32,
+
+    /// Messages each sender sends (unless --duration is given).
+    #[arg(long, short = 'm', default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub messages: u64,
+
+    /// Send for this long instead of a fixed number of messages, e.g. 60s.
+    #[arg(long, value_parser = positive_duration)]
+    pub duration: Option<Duration>,
+
+    /// Approximate size of each message, bytes (the fields need about 60; the rest is padding).
+    #[arg(long, short = 'b', default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub bytes: u32,
+
+    /// Messages per second per sender; 0 sends at full speed.
+    #[arg(long, short = 'r', default_value_t = 0.0, value_parser = rate)]
+    pub rate: f64,
+
+    /// At full speed, how many of its messages a sender may have ahead of the slowest receiver.
+    /// It keeps the server's per-client queues short (senders times window, well under the
+    /// server's CLIENT_QUEUE_SIZE), so full speed measures throughput rather than which client the
+    /// server gives up on first.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub window: u64,
+
+    /// How long receivers may go without a new delivery, once the senders are done, before the
+    /// missing messages count as lost.
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
+    pub settle: Duration,
+
+    /// Print a live line every second on stderr: connections, deliveries/s, p99, errors.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+/// `loadgen idle`.
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Connections to open and hold.
+    #[arg(long, short = 'n', default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=200_000))]
+    pub connections: u32,
+
+    /// How long to hold them once all are open; memory is read after the first second of it.
+    #[arg(long, default_value = "2s", value_parser = positive_duration)]
+    pub hold: Duration,
+}
+
+/// `loadgen churn`.
+#[derive(Debug, Args)]
+pub struct ChurnArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Clients connecting and closing at once.
+    #[arg(long, short = 'k', default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+
+    /// How long to keep churning.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub duration: Duration,
+}
+
+impl Cli {
+    /// The rules that span flags.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.scenario {
+            Scenario::Broadcast(args) if args.senders > args.clients => Err(format!(
+                "--senders ({}) must not exceed --clients ({})",
+                args.senders, args.clients
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn websocket_url(value: &str) -> Result<String, String> {
+    let scheme = value.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("ws" | "wss") if value.len() > "wss://".len() => Ok(value.to_owned()),
+        _ => Err("expected a ws:// or wss:// URL, e.g. ws://127.0.0.1:8080/wss".into()),
+    }
+}
+
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("must be more than zero".into()),
+        Err(err) => Err(format!("{err} (write e.g. 10s, 500ms, 2m)")),
+    }
+}
+
+fn rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if (0.0..=1_000_000.0).contains(&rate) => Ok(rate),
+        _ => Err("expected messages per second from 0 (full speed) to 1000000".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        let cli = Cli::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
+            .map_err(|err| err.to_string())?;
+        cli.check()?;
+        Ok(cli)
+    }
+
+    #[test]
+    fn defaults_parse() {
+        for scenario in ["broadcast", "idle", "churn"] {
+            parse(&[scenario]).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        for (args, flag) in [
+            (&["broadcast", "--url", "http://x/wss"][..], "--url"),
+            (&["broadcast", "--rate", "-1"], "--rate"),
+            (&["broadcast", "--clients", "0"], "--clients"),
+            (&["idle", "--hold", "0s"], "--hold"),
+            (&["churn", "--duration", "soon"], "--duration"),
+            (
+                &["broadcast", "--clients", "2", "--senders", "3"],
+                "--senders",
+            ),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Opening client connections the same way in every scenario: ws:// or wss://, small buffers (the
+//! load generator holds as many sockets as the server), Nagle off, and the greeting read before a
+//! connection counts as open.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// An open client connection.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Bytes each client reads per call. tungstenite's default (128 KiB, allocated per connection)
+/// would cost more than a gigabyte at 10,000 connections; frames larger than this still arrive.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// TCP, TLS, or the HTTP upgrade failed.
+    Handshake(tungstenite::Error),
+    /// The connection opened, but the first frame was not a text frame (or never came).
+    NoGreeting(String),
+    /// Nothing within the time limit.
+    TimedOut,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Handshake(err) => write!(f, "handshake failed: {err}"),
+            ConnectError::NoGreeting(what) => write!(f, "no greeting: {what}"),
+            ConnectError::TimedOut => write!(f, "timed out"),
+        }
+    }
+}
+
+/// Connects to `url` and waits for the greeting, the first frame of the service's `/wss`.
+pub async fn connect(url: &str, timeout: Duration) -> Result<Socket, ConnectError> {
+    tokio::time::timeout(timeout, async {
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, None)
+                .await
+                .map_err(ConnectError::Handshake)?;
+        match socket.next().await {
+            Some(Ok(Message::Text(_))) => Ok(socket),
+            Some(Ok(other)) => Err(ConnectError::NoGreeting(format!("{other:?}"))),
+            Some(Err(err)) => Err(ConnectError::NoGreeting(err.to_string())),
+            None => Err(ConnectError::NoGreeting("connection closed".into())),
+        }
+    })
+    .await
+    .unwrap_or(Err(ConnectError::TimedOut))
+}
+
+/// Opens `count` connections, `concurrency` at a time, spreading them over `urls` in turn.
+/// Returns them in order (connection `i` went to `urls[i % urls.len()]`), failures included.
+pub async fn connect_many(
+    urls: &[String],
+    count: u32,
+    concurrency: u32,
+    timeout: Duration,
+) -> Vec<Result<Socket, ConnectError>> {
+    futures_util::stream::iter(0..count as usize)
+        .map(|i| connect(&urls[i % urls.len()], timeout))
+        .buffered(concurrency as usize)
+        .collect()
+        .await
+}
+
+/// The first failure among `results` and how many there were, for the summary.
+pub fn failures<T>(results: &[Result<T, ConnectError>]) -> Option<(usize, String)> {
+    let mut errors = results.iter().filter_map(|result| result.as_ref().err());
+    let first = errors.next()?.to_string();
+    Some((errors.count() + 1, first))
+}
