@@ -186,7 +186,7 @@ mod tests {
     fn bad_values_name_their_flag() {
         for (args, flag) in [
             (&["broadcast", "--url", "http://x/wss"][..], "--url"),
-            (&["broadcast", "--rate", "-1"], "--rate"),
+            (&["broadcast", "--rate=-1"], "--rate"),
             (&["broadcast", "--clients", "0"], "--clients"),
             (&["idle", "--hold", "0s"], "--hold"),
             (&["churn", "--duration", "soon"], "--duration"),

@@ -1,0 +1,207 @@
+//! The real `loadgen` binary against a real server on loopback: every scenario completes and
+//! counts what it should, and a server that loses messages makes it fail.
+
+use std::net::SocketAddr;
+use std::process::Output;
+
+use clap::Parser;
+use serde_json::Value;
+use server::Listeners;
+use server::config::Cli;
+use tokio::sync::oneshot;
+
+/// A server running in this test process (so `--server-pid` is this process's pid).
+struct Server {
+    url: String,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(flags: &[&str]) -> Server {
+        let argv = [
+            "websocket-server",
+            "--emf-interval",
+            "0",
+            "--drain-timeout",
+            "1s",
+        ];
+        let cli = Cli::try_parse_from(argv.iter().chain(flags)).expect("valid flags");
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let listeners = Listeners {
+            public: server::bind(loopback).unwrap(),
+            admin: None,
+        };
+        let url = format!("ws://{}/wss", listeners.public.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server::run(&cli.config, listeners, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Server { url, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+async fn loadgen(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .output()
+        .await
+        .expect("run loadgen")
+}
+
+/// Runs loadgen with `--json` against `server`, expecting `exit_code`; returns its JSON line.
+async fn measure(server: &Server, args: &[&str], exit_code: i32) -> Value {
+    let pid = std::process::id().to_string();
+    let mut argv = args.to_vec();
+    argv.extend(["--url", &server.url, "--server-pid", &pid, "--json"]);
+    let output = loadgen(&argv).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(exit_code),
+        "{argv:?}\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_counts_every_delivery_and_times_it() {
+    let server = Server::start(&[]).await;
+    let result = measure(
+        &server,
+        &["broadcast", "-c", "20", "-s", "4", "-m", "300", "-b", "200"],
+        0,
+    )
+    .await;
+    assert_eq!(result["sent"], 4 * 300);
+    assert_eq!(result["expected_deliveries"], 20 * 4 * 300);
+    assert_eq!(result["delivered"], 20 * 4 * 300);
+    assert_eq!(result["lost"], 0);
+    assert_eq!(result["duplicated"], 0);
+    assert!(result["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(result["usage"]["server_cpu_s"].as_f64().is_some());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_at_a_rate_for_a_duration_sends_that_many() {
+    let server = Server::start(&[]).await;
+    let result = measure(
+        &server,
+        &[
+            "broadcast",
+            "-c",
+            "5",
+            "-s",
+            "2",
+            "-r",
+            "50",
+            "--duration",
+            "1s",
+        ],
+        0,
+    )
+    .await;
+    // 50 a second for one second, from each of two senders.
+    assert_eq!(result["sent"], 100);
+    assert_eq!(result["delivered"], 5 * 100);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_server_drops_count_as_lost() {
+    // Queues of two frames, and senders allowed far ahead: the server evicts its slow clients.
+    let server = Server::start(&["--client-queue-size", "2"]).await;
+    let result = measure(
+        &server,
+        &[
+            "broadcast",
+            "-c",
+            "20",
+            "-s",
+            "10",
+            "-m",
+            "2000",
+            "--window",
+            "1000",
+            "--settle",
+            "1s",
+        ],
+        1,
+    )
+    .await;
+    assert!(result["lost"].as_u64().unwrap() > 0, "{result}");
+    assert!(result["errors"].as_u64().unwrap() > 0, "{result}");
+    assert!(
+        result["first_error"]
+            .as_str()
+            .unwrap()
+            .contains("closed by the server"),
+        "{result}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_holds_every_connection_and_reads_server_memory() {
+    let server = Server::start(&[]).await;
+    let result = measure(&server, &["idle", "-n", "300", "--hold", "1s"], 0).await;
+    assert_eq!(result["connected"], 300);
+    assert!(result["handshakes_per_s"].as_f64().unwrap() > 0.0);
+    assert!(result["server_bytes_per_connection"].as_f64().is_some());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_completes_handshakes() {
+    let server = Server::start(&[]).await;
+    let result = measure(&server, &["churn", "-k", "5", "--duration", "1s"], 0).await;
+    assert!(result["handshakes"].as_u64().unwrap() > 10, "{result}");
+    assert_eq!(result["errors"], 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_listening_is_a_one_line_error() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}/wss");
+    let output = loadgen(&[
+        "broadcast",
+        "-c",
+        "2",
+        "--url",
+        &url,
+        "--connect-timeout",
+        "2s",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("loadgen: no client could connect"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test]
+async fn bad_arguments_name_the_flag() {
+    let output = loadgen(&["broadcast", "--clients", "2", "--senders", "3"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--senders"));
+    let output = loadgen(&["idle", "--url", "http://127.0.0.1:1/wss"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--url"));
+}
