@@ -181,6 +181,8 @@ async fn nothing_listening_is_a_one_line_error() {
         "broadcast",
         "-c",
         "2",
+        "-s",
+        "1",
         "--url",
         &url,
         "--connect-timeout",
