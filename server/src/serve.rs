@@ -62,6 +62,12 @@ where
             },
             _ = shutdown.terminating() => break,
         };
+        // Writes are already batched (everything queued, then one flush), so Nagle's algorithm
+        // only adds delay: a batch written while the previous one is unacknowledged would wait for
+        // the peer's delayed ACK, up to 40 ms on Linux.
+        if let Err(err) = stream.set_nodelay(true) {
+            debug!(error = %err, "TCP_NODELAY not set");
+        }
         let routes = routes.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(PeerAddr(peer));
