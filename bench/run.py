@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""`make bench`: the fixed benchmark matrix, on loopback, against our server and two references.
+
+Every case starts a fresh server process, runs `loadgen` against it with `--server-pid` (so the
+server's CPU time and memory are read from /proc), and stops the server. The servers:
+
+- ours: `websocket-server` as deployed (metrics port, info logs to a file, every feature on);
+- lean: `lean-reference`, a hand-written tokio-tungstenite server (bench/lean-reference);
+- node: the replaced design's stack, express + ws (bench/node-reference).
+
+The backplane case runs ours alone, alone with Redis, and as two processes sharing one Redis.
+Results go to .artifacts/bench/results.json and between the markers in BENCHMARKS.md, with the
+machine, the commands and the targets of issue 5. `make bench` builds everything first; this
+script only checks that the binaries are there.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+LOADGEN = RELEASE / "loadgen"
+ARTIFACTS = ROOT / ".artifacts" / "bench"
+REPORT = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+SERVERS = ("ours", "lean", "node")
+LABELS = {"ours": "ours (websocket-server)", "lean": "lean Rust reference", "node": "Node reference (express + ws)"}
+
+
+class Case:
+    """One row of the matrix: a loadgen scenario and its arguments."""
+
+    def __init__(self, key, title, args, primary, higher_is_better=True):
+        self.key, self.title, self.args = key, title, args
+        self.primary, self.higher_is_better = primary, higher_is_better
+
+
+CASES = [
+    Case("broadcast_full", "Broadcast at full speed: C=100 clients, S=10 senders, M=5,000 messages each, B=128 bytes (5,000,000 deliveries)",
+         ["broadcast", "-c", "100", "-s", "10", "-m", "5000", "-b", "128"], "deliveries_per_s"),
+    Case("broadcast_wide", "Broadcast at full speed to many clients: C=1,000, S=2, M=200, B=128 (400,000 deliveries)",
+         ["broadcast", "-c", "1000", "-s", "2", "-m", "200", "-b", "128"], "deliveries_per_s"),
+    Case("broadcast_steady", "Broadcast at a steady 50,000 deliveries/s: C=100, S=10 at 50 messages/s each, M=500, B=128",
+         ["broadcast", "-c", "100", "-s", "10", "-m", "500", "-b", "128", "-r", "50"], "p99_ms", higher_is_better=False),
+    Case("idle", "Idle: N=10,000 connections opened and held",
+         ["idle", "-n", "10000", "--hold", "2s"], "server_bytes_per_connection", higher_is_better=False),
+    Case("churn", "Churn: 50 clients at once connect, read the greeting and close, for 10 s",
+         ["churn", "-k", "50", "--duration", "10s"], "handshakes_per_s"),
+]
+BACKPLANE = Case("backplane", "Backplane: the full-speed broadcast (C=100, S=10, M=5,000, B=128), clients spread over the processes",
+                 ["broadcast", "-c", "100", "-s", "10", "-m", "5000", "-b", "128"], "deliveries_per_s")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, process, what, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"bench: {what} exited with {process.returncode} before listening (see {ARTIFACTS})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"bench: {what} did not listen on {port} within {timeout} s")
+
+
+class Process:
+    """A background process with its output in a log file; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, name, argv, env, port):
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.log = open(ARTIFACTS / f"{name}.log", "ab")
+        self.proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        wait_for_port(port, self.proc, name)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def start_server(kind, redis_url=None):
+    port = free_port()
+    env = {"HOST": "127.0.0.1", "PORT": str(port)}
+    if kind == "ours":
+        env.update(METRICS_PORT=str(free_port()), MAX_CONNECTIONS="20000", LOG_LEVEL="info", LOG_FORMAT="json")
+        if redis_url:
+            env["REDIS_URL"] = redis_url
+        argv = [str(RELEASE / "websocket-server")]
+    elif kind == "lean":
+        argv = [str(RELEASE / "lean-reference")]
+    else:
+        argv = ["node", str(ROOT / "bench" / "node-reference" / "server.js")]
+    return Process(kind, argv, env, port), f"ws://127.0.0.1:{port}/wss"
+
+
+def loadgen(args, urls, pids):
+    argv = [str(LOADGEN), *args, "--json"]
+    for url in urls:
+        argv += ["--url", url]
+    for pid in pids:
+        argv += ["--server-pid", str(pid)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if done.returncode not in (0, 1) or not done.stdout.strip():
+        sys.exit(f"bench: loadgen failed ({done.returncode}): {' '.join(argv)}\n{done.stderr}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["exit_code"] = done.returncode
+    return result
+
+
+def primary(result, case):
+    if case.primary == "p99_ms":
+        return result["latency"]["p99_ms"]
+    return result[case.primary]
+
+
+def median_run(case, runs):
+    """The run whose primary figure is the median of the repeats."""
+    ordered = sorted(runs, key=lambda run: primary(run, case))
+    return ordered[len(ordered) // 2]
+
+
+def run_case(case, kind, repeat):
+    runs = []
+    for _ in range(repeat):
+        server, url = start_server(kind)
+        try:
+            runs.append(loadgen(case.args, [url], [server.pid]))
+        finally:
+            server.stop()
+    print(f"  {kind:5} {summary(case, median_run(case, runs))}", flush=True)
+    return median_run(case, runs)
+
+
+def run_backplane(repeat):
+    results = {}
+    redis_port = free_port()
+    redis = Process("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], {}, redis_port)
+    redis_url = f"redis://127.0.0.1:{redis_port}"
+    try:
+        # The two-process column first: the ratios compare it with the single process.
+        for label, processes, url in (("2 processes + Redis", 2, redis_url), ("1 process + Redis", 1, redis_url),
+                                      ("1 process, no Redis", 1, None)):
+            runs = []
+            for _ in range(repeat):
+                servers = [start_server("ours", url) for _ in range(processes)]
+                try:
+                    runs.append(loadgen(BACKPLANE.args, [u for _, u in servers], [s.pid for s, _ in servers]))
+                finally:
+                    for server, _ in servers:
+                        server.stop()
+            results[label] = median_run(BACKPLANE, runs)
+            print(f"  {label:22} {summary(BACKPLANE, results[label])}", flush=True)
+    finally:
+        redis.stop()
+    return results
+
+
+def summary(case, result):
+    clean = "clean" if result["exit_code"] == 0 else f"NOT CLEAN (exit {result['exit_code']}: {result.get('first_error')})"
+    if result["scenario"] == "broadcast":
+        return (f"{result['deliveries_per_s']:,.0f} deliveries/s, p99 {result['latency']['p99_ms']:.2f} ms, "
+                f"server CPU {result['usage']['server_cpu_s']:.2f} s, lost {result['lost']}, dup {result['duplicated']}, {clean}")
+    if result["scenario"] == "idle":
+        return f"{result['server_bytes_per_connection']:,.0f} B/connection, {result['handshakes_per_s']:,.0f} handshakes/s, {clean}"
+    return f"{result['handshakes_per_s']:,.0f} handshakes/s, p99 {result['handshake_latency']['p99_ms']:.2f} ms, {clean}"
+
+
+# ---- the report -------------------------------------------------------------------------------
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.machine())
+    mem_kib = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
+
+    def version(argv):
+        try:
+            return subprocess.run(argv, capture_output=True, text=True).stdout.strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "unknown"
+
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 1048576, 1),
+        "kernel": platform.release(), "rustc": version(["rustc", "--version"]),
+        "node": version(["node", "--version"]), "redis": version(["redis-server", "--version"]),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def fmt(value, unit=""):
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and value < 100:
+        return f"{value:.2f}{unit}"
+    return f"{value:,.0f}{unit}"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def rows_for(result):
+    """The figures of one result, as (label, value, unit)."""
+    usage = result["usage"]
+    if result["scenario"] == "broadcast":
+        lat = result["latency"]
+        return [("deliveries/s", result["deliveries_per_s"], ""), ("latency p50", lat["p50_ms"], " ms"),
+                ("latency p90", lat["p90_ms"], " ms"), ("latency p99", lat["p99_ms"], " ms"),
+                ("latency max", lat["max_ms"], " ms"), ("server CPU", usage["server_cpu_s"], " s"),
+                ("load generator CPU", usage["loadgen_cpu_s"], " s"),
+                ("delivered / expected", f"{result['delivered']:,} / {result['expected_deliveries']:,}", ""),
+                ("lost / duplicated / errors", f"{result['lost']} / {result['duplicated']} / {result['errors']}", "")]
+    if result["scenario"] == "idle":
+        return [("server bytes per idle connection", result["server_bytes_per_connection"], " B"),
+                ("handshakes/s (opening 10,000)", result["handshakes_per_s"], ""),
+                ("server RSS with all open", usage["server_rss_bytes"] / 1048576, " MiB"),
+                ("connected / errors", f"{result['connected']:,} / {result['errors']}", "")]
+    lat = result["handshake_latency"]
+    return [("handshakes/s", result["handshakes_per_s"], ""), ("handshake p50", lat["p50_ms"], " ms"),
+            ("handshake p99", lat["p99_ms"], " ms"), ("server CPU", usage["server_cpu_s"], " s"),
+            ("load generator CPU", usage["loadgen_cpu_s"], " s"),
+            ("handshakes / errors", f"{result['handshakes']:,} / {result['errors']}", "")]
+
+
+def table(columns, results):
+    """A markdown table: one row per figure, one column per server, then ours/other ratios."""
+    others = [c for c in columns if c != columns[0]]
+    head = "| | " + " | ".join(columns) + " | " + " | ".join(f"{columns[0].split(',')[0]} ÷ {o}" for o in others) + " |"
+    lines = [head, "|---" * (1 + len(columns) + len(others)) + "|"]
+    per_column = [rows_for(results[c]) for c in columns]
+    for i, (label, _, unit) in enumerate(per_column[0]):
+        values = [rows[i][1] for rows in per_column]
+        cells = [v if isinstance(v, str) else fmt(v, unit) for v in values]
+        ratios = ["" if isinstance(values[0], str) else fmt(ratio(values[0], v), "×") for v in values[1:]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def targets(results):
+    """Issue 5's targets, each with the measured ratio and a verdict."""
+    def get(case, server, path):
+        value = results[case][server]
+        for key in path.split("."):
+            value = value[key]
+        return value
+
+    checks = []
+    for case in ("broadcast_full", "broadcast_wide"):
+        ours = get(case, "ours", "deliveries_per_s")
+        checks.append((f"{case}: deliveries/s ≥ 25 × node", ours / get(case, "node", "deliveries_per_s"), 25, True))
+        checks.append((f"{case}: deliveries/s ≥ 0.9 × lean", ours / get(case, "lean", "deliveries_per_s"), 0.9, True))
+    checks.append(("broadcast_steady: p99 ≤ 1.2 × lean", get("broadcast_steady", "ours", "latency.p99_ms")
+                   / get("broadcast_steady", "lean", "latency.p99_ms"), 1.2, False))
+    checks.append(("broadcast_steady: server CPU ≤ 1.2 × lean", get("broadcast_steady", "ours", "usage.server_cpu_s")
+                   / get("broadcast_steady", "lean", "usage.server_cpu_s"), 1.2, False))
+    checks.append(("idle: ≤ 4,096 B per connection", get("idle", "ours", "server_bytes_per_connection"), 4096, False))
+    ours_churn = get("churn", "ours", "handshakes_per_s")
+    checks.append(("churn: handshakes/s ≥ 3 × node", ours_churn / get("churn", "node", "handshakes_per_s"), 3, True))
+    checks.append(("churn: handshakes/s ≥ 0.9 × lean", ours_churn / get("churn", "lean", "handshakes_per_s"), 0.9, True))
+    unclean = [f"{case}/{server}" for case, by_server in results.items() for server, result in by_server.items()
+               if result["exit_code"] != 0]
+    lines = ["| Target | Measured | Met |", "|---|---|---|"]
+    for label, value, bound, at_least in checks:
+        met = value >= bound if at_least else value <= bound
+        lines.append(f"| {label} | {fmt(value)} | {'yes' if met else '**no**'} |")
+    lines.append(f"| nothing lost, duplicated or failed, every case and server | "
+                 f"{'all clean' if not unclean else 'not clean: ' + ', '.join(unclean)} | {'yes' if not unclean else '**no**'} |")
+    return "\n".join(lines)
+
+
+def render(results, backplane, info, repeat):
+    out = [BEGIN, "", f"Measured {info['date']} by `make bench` (median of {repeat} run{'s' if repeat > 1 else ''} "
+           "per figure; a fresh server process per run).", "",
+           f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Linux {info['kernel']}; "
+           f"{info['rustc']}; Node {info['node']}; {info['redis']}. The load generator runs on the same two cores "
+           "as the server, so every figure is the pair's, and the load generator's CPU seconds are shown beside the "
+           "server's.", "", "### Targets", "", targets(results), ""]
+    for case in CASES:
+        command = "loadgen " + " ".join(case.args) + " --url ws://127.0.0.1:PORT/wss --server-pid PID --json"
+        out += [f"### {case.title}", "", f"`{command}`", "", table(list(SERVERS), results[case.key]), ""]
+    if backplane:
+        command = "loadgen " + " ".join(BACKPLANE.args) + " --url ws://127.0.0.1:PORT1/wss --url ws://127.0.0.1:PORT2/wss --server-pid PID1 --server-pid PID2 --json"
+        out += [f"### {BACKPLANE.title}", "", f"`{command}`", "", table(list(backplane), backplane), ""]
+    out.append(END)
+    return "\n".join(out)
+
+
+def write_report(section):
+    text = REPORT.read_text() if REPORT.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        sys.exit(f"bench: {REPORT.name} lacks the markers {BEGIN} and {END}")
+    before, rest = text.split(BEGIN, 1)
+    after = rest.split(END, 1)[1]
+    REPORT.write_text(before + section + after)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", "1")),
+                        help="runs per figure, the median is kept (default: BENCH_REPEAT or 1)")
+    parser.add_argument("--only", choices=[c.key for c in CASES] + ["backplane"], action="append",
+                        help="run only these cases and print them (BENCHMARKS.md is written only by a full run)")
+    parser.add_argument("--server", choices=SERVERS, action="append",
+                        help="run only against these servers (a partial run: BENCHMARKS.md unchanged)")
+    options = parser.parse_args()
+    if options.repeat < 1:
+        sys.exit("bench: --repeat must be at least 1")
+    for binary in (LOADGEN, RELEASE / "websocket-server", RELEASE / "lean-reference"):
+        if not binary.exists():
+            sys.exit(f"bench: {binary} is missing: run `make bench`, which builds it")
+    if not (ROOT / "bench" / "node-reference" / "node_modules").exists():
+        sys.exit("bench: bench/node-reference/node_modules is missing: run `make bench`, which installs it")
+
+    wanted = set(options.only or [c.key for c in CASES] + ["backplane"])
+    results, backplane = {}, None
+    for case in CASES:
+        if case.key in wanted:
+            print(case.title, flush=True)
+            results[case.key] = {kind: run_case(case, kind, options.repeat) for kind in options.server or SERVERS}
+    if "backplane" in wanted and (not options.server or "ours" in options.server):
+        print(BACKPLANE.title, flush=True)
+        backplane = run_backplane(options.repeat)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "results.json").write_text(json.dumps({"machine": machine(), "cases": results, "backplane": backplane}, indent=2))
+    if options.only or options.server:
+        print(f"partial run: results in {ARTIFACTS / 'results.json'}; BENCHMARKS.md unchanged")
+        return
+    write_report(render(results, backplane, machine(), options.repeat))
+    print(f"wrote {REPORT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

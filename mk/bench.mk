@@ -1,0 +1,25 @@
+# Benchmarks (bench) and the load test of a live deployment (loadtest). Details: BENCHMARKS.md.
+
+.PHONY: bench bench-build loadtest
+
+bench-build:
+	@# The server on its own, so that its dependencies' features are those of the deployed build.
+	cargo build --release -p server
+	cargo build --release -p loadgen -p lean-reference
+	@command -v node >/dev/null || { echo "node is missing: the Node reference needs Node 18+ (apt-get install nodejs npm)." >&2; exit 1; }
+	@command -v redis-server >/dev/null || { echo "redis-server is missing: the backplane case needs it (apt-get install redis-server)." >&2; exit 1; }
+	npm ci --prefix bench/node-reference --no-audit --no-fund --loglevel=error
+
+bench: bench-build ## Run the benchmark matrix against our server and both references; writes BENCHMARKS.md (about 5 minutes)
+	bench/run.py $(if $(BENCH_REPEAT),--repeat $(BENCH_REPEAT))
+
+# What `make loadtest` does unless told otherwise: 1,000 clients for 5 minutes, 10 of them sending
+# 10 messages a second each (100,000 deliveries a second at full fan-out).
+CLIENTS  ?= 1000
+SENDERS  ?= 10
+RATE     ?= 10
+DURATION ?= 5m
+loadtest: ## Load a deployment: URL=wss://.../wss [CLIENTS=1000 SENDERS=10 RATE=10 DURATION=5m], live progress each second
+	@[[ -n "$(URL)" ]] || { echo "URL is required, e.g. make loadtest URL=wss://d1234.cloudfront.net/wss (terraform output websocket_url)." >&2; exit 2; }
+	cargo build --quiet --release -p loadgen
+	target/release/loadgen broadcast --url '$(URL)' --clients $(CLIENTS) --senders $(SENDERS) --rate $(RATE) --duration $(DURATION) --progress
