@@ -65,7 +65,9 @@ impl Fanout {
             }
             Fanout::Redis(backplane) => {
                 // The publisher outlives every connection; if it is gone the process is ending.
-                let _ = backplane.outbox.send(frame).await;
+                // Boxed: a waiting send is several times an idle connection's state, and the
+                // connection's task would be allocated at that size for all its life.
+                let _ = Box::pin(backplane.outbox.send(frame)).await;
             }
         }
     }

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
 use tokio::time::{Sleep, sleep};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info};
 
@@ -129,8 +129,8 @@ pub struct Heartbeat {
     pub pong_timeout: Duration,
 }
 
-/// Everything a connection needs from the rest of the server.
-#[derive(Debug, Clone)]
+/// Everything a connection needs from the rest of the server; one, shared by all of them.
+#[derive(Debug)]
 pub struct Connection {
     /// The local broadcast hub `/wss` clients join.
     pub hub: Arc<Hub>,
@@ -144,6 +144,8 @@ pub struct Connection {
     pub queue_size: usize,
     /// The drain signal.
     pub shutdown: Shutdown,
+    /// Limits and buffer sizes of every WebSocket.
+    pub websocket: WebSocketConfig,
 }
 
 /// Per-connection figures for the close log line, shared by the reader and the writer.
@@ -177,17 +179,62 @@ impl Activity {
 }
 
 impl Connection {
-    /// Serves one upgraded socket until it closes. `client` is the address to log.
-    pub async fn serve(self, socket: WebSocket, route: Route, client: String) {
+    /// Completes the upgrade and serves the WebSocket until it closes. `client` is the address to
+    /// log.
+    ///
+    /// The connection's task is allocated at the size of its largest state for as long as the
+    /// connection lasts, which makes it most of an idle connection's memory. So the whole life is
+    /// one async fn that takes nothing large by value (an async fn keeps its arguments for its
+    /// whole life) and holds nothing large across an await, and the states only some moments need
+    /// (writing a batch, the close handshake, a Redis publish) are boxed.
+    pub async fn serve(&self, upgrade: OnUpgrade, route: Route, client: &str) {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let socket = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(self.websocket),
+        )
+        .await;
+        let (sink, mut stream) = socket.split();
         // The opened-connections count doubles as a process-unique connection id.
         let id = self.metrics.connections_opened.inc() + 1;
         self.metrics.connections.inc();
         info!(conn = id, client = %client, route = route.label(), "connection opened");
 
         let activity = Activity::new();
-        let reason = match route {
-            Route::Broadcast => self.serve_broadcast(socket, &activity).await,
-            Route::Echo => self.serve_echo(socket, &activity).await,
+        // `/wss` clients join before the greeting, so that everything broadcast after the greeting
+        // reaches them; `/echo` clients have an outbox of their own.
+        let membership = (route == Route::Broadcast).then(|| self.hub.join());
+        let outbox = match &membership {
+            Some(membership) => Arc::clone(&membership.outbox),
+            None => Arc::new(Outbox::new(self.queue_size)),
+        };
+        let inbound = match route {
+            Route::Broadcast => Inbound::Broadcast(&self.fanout),
+            Route::Echo => Inbound::Echo(&outbox),
+        };
+        let mut writer = Writer {
+            sink,
+            shutdown: self.shutdown.clone(),
+            outbox: &outbox,
+            heartbeat: HeartbeatTimer::new(self.heartbeat),
+            activity: &activity,
+            metrics: &self.metrics,
+        };
+        let reason = if route == Route::Broadcast
+            && writer.sink.send(Message::text(GREETING)).await.is_err()
+        {
+            CloseReason::ConnectionLost
+        } else {
+            let reason = tokio::select! {
+                reason = read_frames(&mut stream, inbound, &self.metrics, &activity) => reason,
+                reason = writer.run() => reason,
+            };
+            // Boxed: only a closing connection needs this state.
+            Box::pin(close(writer.sink, stream, reason, writer.shutdown)).await;
+            reason
         };
 
         self.metrics.connections.dec();
@@ -203,50 +250,6 @@ impl Connection {
             "connection closed"
         );
     }
-
-    async fn serve_broadcast(&self, socket: WebSocket, activity: &Activity) -> CloseReason {
-        let (mut sink, stream) = socket.split();
-        // Join before greeting, so that everything broadcast after the greeting reaches this client.
-        let membership = self.hub.join();
-        if sink.send(Message::text(GREETING)).await.is_err() {
-            return CloseReason::ConnectionLost;
-        }
-        let inbound = Inbound::Broadcast(&self.fanout);
-        self.run(sink, stream, inbound, &membership.outbox, activity)
-            .await
-    }
-
-    async fn serve_echo(&self, socket: WebSocket, activity: &Activity) -> CloseReason {
-        let (sink, stream) = socket.split();
-        let outbox = Outbox::new(self.queue_size);
-        self.run(sink, stream, Inbound::Echo(&outbox), &outbox, activity)
-            .await
-    }
-
-    async fn run(
-        &self,
-        sink: SplitSink<WebSocket, Message>,
-        mut stream: SplitStream<WebSocket>,
-        inbound: Inbound<'_>,
-        outbox: &Outbox,
-        activity: &Activity,
-    ) -> CloseReason {
-        let mut writer = Writer {
-            sink,
-            shutdown: self.shutdown.clone(),
-            outbox,
-            heartbeat: HeartbeatTimer::new(self.heartbeat),
-            activity,
-            metrics: &self.metrics,
-        };
-        let reason = tokio::select! {
-            reason = read_frames(&mut stream, inbound, &self.metrics, activity) => reason,
-            reason = writer.run() => reason,
-        };
-        // Boxed for the same reason as a write: only a closing connection needs this state.
-        Box::pin(close(writer.sink, stream, reason, writer.shutdown)).await;
-        reason
-    }
 }
 
 /// Where the reader sends a client's data frames.
@@ -256,49 +259,78 @@ enum Inbound<'a> {
     Echo(&'a Outbox),
 }
 
+/// What the reader does after a client's frame.
+enum Next<'a> {
+    /// Reads on.
+    Read,
+    /// Broadcasts this envelope, then reads on.
+    Broadcast(&'a Fanout, Message),
+    /// Stops: the connection is over.
+    Stop(CloseReason),
+}
+
 async fn read_frames(
     stream: &mut SplitStream<WebSocket>,
     inbound: Inbound<'_>,
     metrics: &Metrics,
     activity: &Activity,
 ) -> CloseReason {
-    while let Some(frame) = stream.next().await {
-        activity.heard();
-        let message = match frame {
-            Ok(message) => message,
-            Err(err) => {
-                debug!(error = %err, "read failed");
-                return CloseReason::from_read_error(&err);
-            }
+    loop {
+        let Some(frame) = stream.next().await else {
+            return CloseReason::ConnectionLost;
         };
-        if message.is_close() {
-            return CloseReason::ClientClosed;
-        }
-        // Pings are answered by the WebSocket layer; pongs only count as signs of life.
-        if !(message.is_text() || message.is_binary()) {
-            continue;
-        }
-        activity.received.fetch_add(1, Ordering::Relaxed);
-        metrics.messages_received.inc();
-        metrics
-            .bytes_received
-            .inc_by(payload(&message).len() as u64);
-        match &inbound {
-            Inbound::Broadcast(fanout) => match envelope(payload(&message)) {
-                Some(frame) => {
-                    metrics.messages_broadcast.inc();
-                    fanout.broadcast(frame).await;
-                }
-                None => metrics.messages_dropped("invalid_json", 1),
-            },
-            Inbound::Echo(outbox) => {
-                if outbox.push(message).is_err() {
-                    return CloseReason::SlowConsumer;
-                }
-            }
-        }
+        activity.heard();
+        // Decided by a plain function, so that a broadcast that waits holds only the envelope.
+        let (fanout, envelope) = match receive(frame, &inbound, metrics, activity) {
+            Next::Read => continue,
+            Next::Broadcast(fanout, envelope) => (fanout, envelope),
+            Next::Stop(reason) => return reason,
+        };
+        fanout.broadcast(envelope).await;
     }
-    CloseReason::ConnectionLost
+}
+
+fn receive<'a>(
+    frame: Result<Message, tungstenite::Error>,
+    inbound: &Inbound<'a>,
+    metrics: &Metrics,
+    activity: &Activity,
+) -> Next<'a> {
+    let message = match frame {
+        Ok(message) => message,
+        Err(err) => {
+            debug!(error = %err, "read failed");
+            return Next::Stop(CloseReason::from_read_error(&err));
+        }
+    };
+    if message.is_close() {
+        return Next::Stop(CloseReason::ClientClosed);
+    }
+    // Pings are answered by the WebSocket layer; pongs only count as signs of life.
+    if !(message.is_text() || message.is_binary()) {
+        return Next::Read;
+    }
+    activity.received.fetch_add(1, Ordering::Relaxed);
+    metrics.messages_received.inc();
+    metrics
+        .bytes_received
+        .inc_by(payload(&message).len() as u64);
+    match *inbound {
+        Inbound::Broadcast(fanout) => match envelope(payload(&message)) {
+            Some(frame) => {
+                metrics.messages_broadcast.inc();
+                Next::Broadcast(fanout, frame)
+            }
+            None => {
+                metrics.messages_dropped("invalid_json", 1);
+                Next::Read
+            }
+        },
+        Inbound::Echo(outbox) => match outbox.push(message) {
+            Ok(()) => Next::Read,
+            Err(_) => Next::Stop(CloseReason::SlowConsumer),
+        },
+    }
 }
 
 /// The payload of a data frame (empty for control frames).

@@ -121,7 +121,7 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
     };
 
     let state = AppState {
-        connection: Connection {
+        connection: Arc::new(Connection {
             hub,
             fanout,
             metrics: Arc::clone(&metrics),
@@ -131,13 +131,13 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
             },
             queue_size: config.client_queue_size as usize,
             shutdown: shutdown.clone(),
-        },
+            websocket: WebSocketConfig::default()
+                .read_buffer_size(READ_BUFFER)
+                .write_buffer_size(WRITE_BUFFER)
+                .max_message_size(Some(config.max_message_size as usize))
+                .max_frame_size(Some(config.max_frame_size as usize)),
+        }),
         permits: Arc::clone(&permits),
-        websocket: WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(WRITE_BUFFER)
-            .max_message_size(Some(config.max_message_size as usize))
-            .max_frame_size(Some(config.max_frame_size as usize)),
     };
 
     info!(address = %listeners.public.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "serving WebSocket on /wss and /echo");

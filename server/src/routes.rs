@@ -10,11 +10,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use warp::http::StatusCode;
 use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::reject::MethodNotAllowed;
@@ -28,12 +25,10 @@ use crate::serve::{PeerAddr, UpgradeSlot};
 /// What the public routes share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The template each accepted connection is cloned from.
-    pub connection: Connection,
+    /// What every accepted connection shares.
+    pub connection: Arc<Connection>,
     /// One permit per open connection; `MAX_CONNECTIONS` in all.
     pub permits: Arc<Semaphore>,
-    /// Limits and buffer sizes of every WebSocket.
-    pub websocket: WebSocketConfig,
 }
 
 /// The routes behind the load balancer.
@@ -162,19 +157,10 @@ fn admit(state: &AppState, handshake: Option<Handshake>, route: Route, client: S
             "Connection limit reached; try again later.",
         );
     };
-    let connection = state.connection.clone();
-    let config = state.websocket;
+    let connection = Arc::clone(&state.connection);
     tokio::spawn(async move {
-        // Completes once hyper has sent the 101 below and handed over the connection.
-        if let Ok(upgraded) = handshake.upgrade.await {
-            let socket = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(config),
-            )
-            .await;
-            connection.serve(socket, route, client).await;
-        }
+        // The upgrade completes once hyper has sent the 101 below and handed over the connection.
+        connection.serve(handshake.upgrade, route, &client).await;
         drop(permit);
     });
     let mut response =
