@@ -61,18 +61,25 @@ impl Shutdown {
 
     /// Completes once the drain has started (at once if it already has). Cancel-safe, so it can
     /// sit in a `select!` loop.
-    pub async fn draining(&mut self) {
-        self.reach(Phase::Draining).await
+    pub fn draining(&mut self) -> impl Future<Output = ()> + '_ {
+        self.reach(Phase::Draining)
     }
 
     /// Completes once the drain is over. Cancel-safe.
-    pub async fn terminating(&mut self) {
-        self.reach(Phase::Terminating).await
+    pub fn terminating(&mut self) -> impl Future<Output = ()> + '_ {
+        self.reach(Phase::Terminating)
     }
 
+    /// Every idle connection waits on this (through `draining`), so its state is part of each
+    /// connection's memory: hence a loop over `changed`, returned by `draining` as it is, rather
+    /// than `wait_for` inside another async fn (144 bytes against 200).
     async fn reach(&mut self, phase: Phase) {
-        // An error means the life cycle is gone, which only happens as the process ends.
-        let _ = self.receiver.wait_for(|now| *now >= phase).await;
+        while *self.receiver.borrow_and_update() < phase {
+            // An error means the life cycle is gone, which only happens as the process ends.
+            if self.receiver.changed().await.is_err() {
+                return;
+            }
+        }
     }
 }
 
@@ -84,5 +91,32 @@ pub async fn termination_signal() {
     tokio::select! {
         _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "termination signal received"),
         _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "termination signal received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn waiters_wake_for_each_phase_and_later_ones_return_at_once() {
+        let (lifecycle, mut shutdown) = channel();
+        assert!(!shutdown.is_draining());
+        let mut waiter = shutdown.clone();
+        let waiting = tokio::spawn(async move {
+            waiter.draining().await;
+            waiter.terminating().await;
+        });
+        tokio::task::yield_now().await;
+        lifecycle.drain();
+        assert!(shutdown.is_draining());
+        shutdown.draining().await;
+        lifecycle.terminate();
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(waited.is_ok_and(|joined| joined.is_ok()));
+        shutdown.terminating().await;
+        shutdown.draining().await;
     }
 }
