@@ -58,16 +58,23 @@ pub enum Fanout {
 
 impl Fanout {
     /// Broadcasts one envelope. Waits only when the Redis publish queue is full.
-    pub async fn broadcast(&self, frame: Message) {
-        match self {
+    ///
+    /// The envelope is handed over before the future is returned, so that a reader waiting on it
+    /// holds no copy: every connection's task is allocated for its largest state, this one
+    /// included. For the same reason the Redis send, several times an idle connection's state, is
+    /// boxed.
+    pub fn broadcast(&self, frame: Message) -> impl Future<Output = ()> + Send + '_ {
+        let publish = match self {
             Fanout::Local(hub) => {
                 hub.broadcast(frame);
+                None
             }
-            Fanout::Redis(backplane) => {
+            Fanout::Redis(backplane) => Some(Box::pin(backplane.outbox.send(frame))),
+        };
+        async move {
+            if let Some(publish) = publish {
                 // The publisher outlives every connection; if it is gone the process is ending.
-                // Boxed: a waiting send is several times an idle connection's state, and the
-                // connection's task would be allocated at that size for all its life.
-                let _ = Box::pin(backplane.outbox.send(frame)).await;
+                let _ = publish.await;
             }
         }
     }

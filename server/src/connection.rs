@@ -17,6 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Sleep, sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -179,76 +180,89 @@ impl Activity {
 }
 
 impl Connection {
-    /// Completes the upgrade and serves the WebSocket until it closes. `client` is the address to
-    /// log.
+    /// The task of an accepted upgrade: completes it, serves the WebSocket until it closes, and
+    /// holds `permit` until then. `client` is the address to log.
     ///
-    /// The connection's task is allocated at the size of its largest state for as long as the
-    /// connection lasts, which makes it most of an idle connection's memory. So the whole life is
-    /// one async fn that takes nothing large by value (an async fn keeps its arguments for its
-    /// whole life) and holds nothing large across an await, and the states only some moments need
-    /// (writing a batch, the close handshake, a Redis publish) are boxed.
-    pub async fn serve(&self, upgrade: OnUpgrade, route: Route, client: &str) {
-        let Ok(upgraded) = upgrade.await else {
-            return;
-        };
-        let socket = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(self.websocket),
-        )
-        .await;
-        let (sink, mut stream) = socket.split();
-        // The opened-connections count doubles as a process-unique connection id.
-        let id = self.metrics.connections_opened.inc() + 1;
-        self.metrics.connections.inc();
-        info!(conn = id, client = %client, route = route.label(), "connection opened");
-
-        let activity = Activity::new();
-        // `/wss` clients join before the greeting, so that everything broadcast after the greeting
-        // reaches them; `/echo` clients have an outbox of their own.
-        let membership = (route == Route::Broadcast).then(|| self.hub.join());
-        let outbox = match &membership {
-            Some(membership) => Arc::clone(&membership.outbox),
-            None => Arc::new(Outbox::new(self.queue_size)),
-        };
-        let inbound = match route {
-            Route::Broadcast => Inbound::Broadcast(&self.fanout),
-            Route::Echo => Inbound::Echo(&outbox),
-        };
-        let mut writer = Writer {
-            sink,
-            shutdown: self.shutdown.clone(),
-            outbox: &outbox,
-            heartbeat: HeartbeatTimer::new(self.heartbeat),
-            activity: &activity,
-            metrics: &self.metrics,
-        };
-        let reason = if route == Route::Broadcast
-            && writer.sink.send(Message::text(GREETING)).await.is_err()
-        {
-            CloseReason::ConnectionLost
-        } else {
-            let reason = tokio::select! {
-                reason = read_frames(&mut stream, inbound, &self.metrics, &activity) => reason,
-                reason = writer.run() => reason,
+    /// The task is allocated at the size of its largest state for as long as the connection lasts,
+    /// which makes it most of an idle connection's memory. So the whole life is one future that
+    /// holds nothing large across an await, the states only some moments need (writing a batch,
+    /// the close handshake, a Redis publish) are boxed, and it is an async block rather than an
+    /// async fn, which would keep a second copy of every argument it uses after an await.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps a second copy of its arguments"
+    )]
+    pub fn serve(
+        self: Arc<Self>,
+        upgrade: OnUpgrade,
+        route: Route,
+        client: String,
+        permit: OwnedSemaphorePermit,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let Ok(upgraded) = upgrade.await else {
+                return;
             };
-            // Boxed: only a closing connection needs this state.
-            Box::pin(close(writer.sink, stream, reason, writer.shutdown)).await;
-            reason
-        };
+            let socket = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(self.websocket),
+            )
+            .await;
+            let (sink, mut stream) = socket.split();
+            // The opened-connections count doubles as a process-unique connection id.
+            let id = self.metrics.connections_opened.inc() + 1;
+            self.metrics.connections.inc();
+            info!(conn = id, client = %client, route = route.label(), "connection opened");
 
-        self.metrics.connections.dec();
-        self.metrics.connection_closed(reason.label());
-        info!(
-            conn = id,
-            client = %client,
-            route = route.label(),
-            reason = reason.label(),
-            duration_ms = activity.opened.elapsed().as_millis() as u64,
-            received = activity.received.load(Ordering::Relaxed),
-            sent = activity.sent.load(Ordering::Relaxed),
-            "connection closed"
-        );
+            let activity = Activity::new();
+            // `/wss` clients join before the greeting, so that everything broadcast after the
+            // greeting reaches them; `/echo` clients have an outbox of their own.
+            let membership = (route == Route::Broadcast).then(|| self.hub.join());
+            let outbox = match &membership {
+                Some(membership) => Arc::clone(&membership.outbox),
+                None => Arc::new(Outbox::new(self.queue_size)),
+            };
+            let inbound = match route {
+                Route::Broadcast => Inbound::Broadcast(&self.fanout),
+                Route::Echo => Inbound::Echo(&outbox),
+            };
+            let mut writer = Writer {
+                sink,
+                shutdown: self.shutdown.clone(),
+                outbox: &outbox,
+                heartbeat: HeartbeatTimer::new(&self.heartbeat),
+                activity: &activity,
+                metrics: &self.metrics,
+            };
+            let reason = if route == Route::Broadcast
+                && writer.sink.send(Message::text(GREETING)).await.is_err()
+            {
+                CloseReason::ConnectionLost
+            } else {
+                let reason = tokio::select! {
+                    reason = read_frames(&mut stream, inbound, &self.metrics, &activity) => reason,
+                    reason = writer.run() => reason,
+                };
+                // Boxed: only a closing connection needs this state.
+                Box::pin(close(writer.sink, stream, reason, writer.shutdown)).await;
+                reason
+            };
+
+            self.metrics.connections.dec();
+            self.metrics.connection_closed(reason.label());
+            info!(
+                conn = id,
+                client = %client,
+                route = route.label(),
+                reason = reason.label(),
+                duration_ms = activity.opened.elapsed().as_millis() as u64,
+                received = activity.received.load(Ordering::Relaxed),
+                sent = activity.sent.load(Ordering::Relaxed),
+                "connection closed"
+            );
+            drop(permit);
+        }
     }
 }
 
@@ -364,7 +378,7 @@ struct Writer<'a> {
     sink: SplitSink<WebSocket, Message>,
     shutdown: Shutdown,
     outbox: &'a Outbox,
-    heartbeat: HeartbeatTimer,
+    heartbeat: HeartbeatTimer<'a>,
     activity: &'a Activity,
     metrics: &'a Metrics,
 }
@@ -458,14 +472,14 @@ enum Beat {
 }
 
 /// One timer for both the next ping and the pong deadline, so an idle connection holds one timer.
-struct HeartbeatTimer {
-    settings: Heartbeat,
+struct HeartbeatTimer<'a> {
+    settings: &'a Heartbeat,
     timer: std::pin::Pin<Box<Sleep>>,
     ping_sent: Option<Instant>,
 }
 
-impl HeartbeatTimer {
-    fn new(settings: Heartbeat) -> Self {
+impl<'a> HeartbeatTimer<'a> {
+    fn new(settings: &'a Heartbeat) -> Self {
         HeartbeatTimer {
             settings,
             timer: Box::pin(sleep(settings.ping_interval)),

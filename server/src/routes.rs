@@ -157,12 +157,9 @@ fn admit(state: &AppState, handshake: Option<Handshake>, route: Route, client: S
             "Connection limit reached; try again later.",
         );
     };
+    // The upgrade completes once hyper has sent the 101 below and handed over the connection.
     let connection = Arc::clone(&state.connection);
-    tokio::spawn(async move {
-        // The upgrade completes once hyper has sent the 101 below and handed over the connection.
-        connection.serve(handshake.upgrade, route, &client).await;
-        drop(permit);
-    });
+    tokio::spawn(connection.serve(handshake.upgrade, route, client, permit));
     let mut response =
         warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS).into_response();
     let headers = response.headers_mut();
