@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     match command {
         Some(Command::Healthcheck) => runtime(false).block_on(healthcheck::run(&config)),
         None => {
-            logging::init(config.log_format, &config.log_level);
+            let _log_writer = logging::init(config.log_format, &config.log_level);
             runtime(true).block_on(async {
                 let listeners = match Listeners::bind(&config) {
                     Ok(listeners) => listeners,
