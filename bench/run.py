@@ -256,7 +256,7 @@ def rows_for(result):
 def table(columns, results):
     """A markdown table: one row per figure, one column per server, then ours/other ratios."""
     others = [c for c in columns if c != columns[0]]
-    head = "| | " + " | ".join(columns) + " | " + " | ".join(f"{columns[0].split(',')[0]} ÷ {o}" for o in others) + " |"
+    head = "| | " + " | ".join(columns) + " | " + " | ".join(f"{columns[0]} ÷ {o}" for o in others) + " |"
     lines = [head, "|---" * (1 + len(columns) + len(others)) + "|"]
     per_column = [rows_for(results[c]) for c in columns]
     for i, (label, _, unit) in enumerate(per_column[0]):

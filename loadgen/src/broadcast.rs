@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::cli::BroadcastArgs;
 use crate::client::{self, Socket};
 use crate::message::{self, Stamp};
-use crate::report::{self, Latency, PhaseStart, PhaseUsage};
+use crate::report::{self, Errors, Latency, PhaseStart, PhaseUsage};
 
 /// Latency samples a receiver collects before adding them to the shared histograms.
 const SAMPLE_BATCH: usize = 512;
@@ -53,8 +53,8 @@ pub struct BroadcastResult {
     lost: u64,
     duplicated: u64,
     /// Connections that failed to open, or closed or failed before the end.
-    errors: u64,
-    first_error: Option<String>,
+    #[serde(flatten)]
+    errors: Errors,
     /// From the first send to the last delivery.
     seconds: f64,
     deliveries_per_s: f64,
@@ -65,7 +65,7 @@ pub struct BroadcastResult {
 impl BroadcastResult {
     /// Whether the run saw no loss, duplicate or error.
     pub fn clean(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.errors == 0
+        self.lost == 0 && self.duplicated == 0 && self.errors.none()
     }
 }
 
@@ -93,14 +93,8 @@ impl std::fmt::Display for BroadcastResult {
         writeln!(f, "  latency {}", self.latency)?;
         writeln!(
             f,
-            "  lost {}, duplicated {}, errors {}{}",
-            self.lost,
-            self.duplicated,
-            self.errors,
-            self.first_error
-                .as_ref()
-                .map(|err| format!(" (first: {err})"))
-                .unwrap_or_default()
+            "  lost {}, duplicated {}, {}",
+            self.lost, self.duplicated, self.errors
         )?;
         writeln!(f, "  {}", self.usage)
     }
@@ -135,17 +129,12 @@ struct Latencies {
     interval: Histogram<u64>,
 }
 
-#[derive(Default)]
-struct Errors {
-    count: u64,
-    first: Option<String>,
-}
-
 impl Shared {
     fn error(&self, what: String) {
-        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
-        errors.count += 1;
-        errors.first.get_or_insert(what);
+        self.errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(|| what);
     }
 
     fn record(&self, samples: &mut Vec<u64>) {
@@ -202,25 +191,17 @@ pub async fn run(args: &BroadcastArgs) -> Result<BroadcastResult, String> {
         common.connect_timeout,
     )
     .await;
-    let connect_failures = client::failures(&connections);
+    let errors = client::failures(&connections);
     let sockets: Vec<Socket> = connections.into_iter().filter_map(Result::ok).collect();
     if sockets.is_empty() {
-        let (_, first) = connect_failures.unwrap_or_default();
         return Err(format!(
-            "no client could connect to {}: {first}",
-            common.urls.join(", ")
+            "no client could connect to {}: {}",
+            common.urls.join(", "),
+            errors.first.unwrap_or_default()
         ));
     }
     let connected = sockets.len();
     let senders = (args.senders as usize).min(connected);
-
-    let errors = match connect_failures {
-        Some((count, first)) => Errors {
-            count: count as u64,
-            first: Some(format!("connect: {first}")),
-        },
-        None => Errors::default(),
-    };
 
     let usage_start = PhaseStart::now(&common.server_pids)?;
     let (stop, stopped) = watch::channel(false);
@@ -279,13 +260,7 @@ pub async fn run(args: &BroadcastArgs) -> Result<BroadcastResult, String> {
     let usage = usage_start.end(&common.server_pids)?;
 
     let _ = stop.send(true);
-    let mut result = Tally {
-        next: vec![0; senders],
-        gaps: 0,
-        duplicated: 0,
-        last_delivery_us: 0,
-    };
-    let mut lost = 0;
+    let (mut lost, mut duplicated, mut last_delivery_us) = (0, 0, 0);
     for task in receivers {
         let tally = task
             .await
@@ -296,8 +271,8 @@ pub async fn run(args: &BroadcastArgs) -> Result<BroadcastResult, String> {
             .zip(&tally.next)
             .map(|(sent, next)| sent.saturating_sub(*next))
             .sum::<u64>();
-        result.duplicated += tally.duplicated;
-        result.last_delivery_us = result.last_delivery_us.max(tally.last_delivery_us);
+        duplicated += tally.duplicated;
+        last_delivery_us = last_delivery_us.max(tally.last_delivery_us);
     }
     if let Some(progress) = progress {
         progress.abort();
@@ -305,7 +280,7 @@ pub async fn run(args: &BroadcastArgs) -> Result<BroadcastResult, String> {
     close_all(sinks).await;
 
     let delivered = shared.delivered();
-    let seconds = result.last_delivery_us as f64 / 1e6;
+    let seconds = last_delivery_us as f64 / 1e6;
     let latency = Latency::from_micros(
         &shared
             .latencies
@@ -326,9 +301,8 @@ pub async fn run(args: &BroadcastArgs) -> Result<BroadcastResult, String> {
         expected_deliveries: expected,
         delivered,
         lost,
-        duplicated: result.duplicated,
-        errors: errors.count,
-        first_error: errors.first,
+        duplicated,
+        errors,
         seconds,
         deliveries_per_s: if seconds > 0.0 {
             delivered as f64 / seconds

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cli::ChurnArgs;
 use crate::client;
-use crate::report::{self, Latency, PhaseStart, PhaseUsage};
+use crate::report::{self, Errors, Latency, PhaseStart, PhaseUsage};
 
 /// The outcome of a churn run.
 #[derive(Debug, Serialize)]
@@ -21,8 +21,8 @@ pub struct ChurnResult {
     concurrency: u32,
     /// Connections that opened and greeted.
     handshakes: u64,
-    errors: u64,
-    first_error: Option<String>,
+    #[serde(flatten)]
+    errors: Errors,
     seconds: f64,
     handshakes_per_s: f64,
     /// From starting to connect until the greeting arrived.
@@ -33,7 +33,7 @@ pub struct ChurnResult {
 impl ChurnResult {
     /// Whether every attempt succeeded.
     pub fn clean(&self) -> bool {
-        self.errors == 0 && self.handshakes > 0
+        self.errors.none() && self.handshakes > 0
     }
 }
 
@@ -45,8 +45,8 @@ impl std::fmt::Display for ChurnResult {
             self.concurrency, self.seconds, self.handshakes, self.handshakes_per_s
         )?;
         writeln!(f, "  handshake latency {}", self.handshake_latency)?;
-        if let Some(first) = &self.first_error {
-            writeln!(f, "  errors {} (first: {first})", self.errors)?;
+        if !self.errors.none() {
+            writeln!(f, "  {}", self.errors)?;
         }
         writeln!(f, "  {}", self.usage)
     }
@@ -55,8 +55,7 @@ impl std::fmt::Display for ChurnResult {
 /// What one churning client counted.
 struct Worker {
     latencies: Histogram<u64>,
-    errors: u64,
-    first_error: Option<String>,
+    errors: Errors,
 }
 
 /// Runs the scenario.
@@ -73,8 +72,7 @@ pub async fn run(args: &ChurnArgs) -> Result<ChurnResult, String> {
             tokio::spawn(async move {
                 let mut worker = Worker {
                     latencies: report::latency_histogram(),
-                    errors: 0,
-                    first_error: None,
+                    errors: Errors::default(),
                 };
                 let mut attempt = index;
                 while Instant::now() < deadline {
@@ -94,8 +92,7 @@ pub async fn run(args: &ChurnArgs) -> Result<ChurnResult, String> {
                             .await;
                         }
                         Err(err) => {
-                            worker.errors += 1;
-                            worker.first_error.get_or_insert(err.to_string());
+                            worker.errors.add(|| err.to_string());
                         }
                     }
                 }
@@ -105,7 +102,7 @@ pub async fn run(args: &ChurnArgs) -> Result<ChurnResult, String> {
         .collect();
 
     let latencies = Mutex::new(report::latency_histogram());
-    let (mut errors, mut first_error) = (0, None);
+    let mut errors = Errors::default();
     for worker in workers {
         let worker = worker
             .await
@@ -115,10 +112,7 @@ pub async fn run(args: &ChurnArgs) -> Result<ChurnResult, String> {
             .unwrap_or_else(PoisonError::into_inner)
             .add(&worker.latencies)
             .map_err(|err| format!("merging latencies: {err}"))?;
-        errors += worker.errors;
-        if first_error.is_none() {
-            first_error = worker.first_error;
-        }
+        errors.merge(worker.errors);
     }
     let seconds = started.elapsed().as_secs_f64();
     let usage = phase.end(&common.server_pids)?;
@@ -132,7 +126,6 @@ pub async fn run(args: &ChurnArgs) -> Result<ChurnResult, String> {
         concurrency: args.concurrency,
         handshakes,
         errors,
-        first_error,
         seconds,
         handshakes_per_s: handshakes as f64 / seconds,
         handshake_latency: Latency::from_micros(&latencies),

@@ -10,6 +10,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::report::Errors;
+
 /// An open client connection.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -31,9 +33,9 @@ pub enum ConnectError {
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnectError::Handshake(err) => write!(f, "handshake failed: {err}"),
-            ConnectError::NoGreeting(what) => write!(f, "no greeting: {what}"),
-            ConnectError::TimedOut => write!(f, "timed out"),
+            ConnectError::Handshake(err) => write!(f, "connecting failed: {err}"),
+            ConnectError::NoGreeting(what) => write!(f, "connected, but no greeting: {what}"),
+            ConnectError::TimedOut => write!(f, "connecting timed out"),
         }
     }
 }
@@ -72,9 +74,11 @@ pub async fn connect_many(
         .await
 }
 
-/// The first failure among `results` and how many there were, for the summary.
-pub fn failures<T>(results: &[Result<T, ConnectError>]) -> Option<(usize, String)> {
-    let mut errors = results.iter().filter_map(|result| result.as_ref().err());
-    let first = errors.next()?.to_string();
-    Some((errors.count() + 1, first))
+/// The connections among `results` that failed to open.
+pub fn failures<T>(results: &[Result<T, ConnectError>]) -> Errors {
+    let mut errors = Errors::default();
+    for err in results.iter().filter_map(|result| result.as_ref().err()) {
+        errors.add(|| err.to_string());
+    }
+    errors
 }

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::cli::IdleArgs;
 use crate::client;
-use crate::report::{PhaseStart, PhaseUsage};
+use crate::report::{Errors, PhaseStart, PhaseUsage};
 
 /// How long the connections sit idle before the server's memory is read, so that anything the
 /// server does right after a handshake is finished.
@@ -23,8 +23,8 @@ pub struct IdleResult {
     connections: u32,
     connected: u32,
     /// Connections that failed to open, or closed while held.
-    errors: u64,
-    first_error: Option<String>,
+    #[serde(flatten)]
+    errors: Errors,
     /// From the first connect to the last greeting.
     connect_seconds: f64,
     handshakes_per_s: f64,
@@ -36,7 +36,7 @@ pub struct IdleResult {
 impl IdleResult {
     /// Whether every connection opened and stayed open.
     pub fn clean(&self) -> bool {
-        self.errors == 0
+        self.errors.none()
     }
 }
 
@@ -55,8 +55,8 @@ impl std::fmt::Display for IdleResult {
                 bytes / 1024.0
             )?;
         }
-        if let Some(first) = &self.first_error {
-            writeln!(f, "  errors {} (first: {first})", self.errors)?;
+        if !self.errors.none() {
+            writeln!(f, "  {}", self.errors)?;
         }
         writeln!(f, "  {}", self.usage)
     }
@@ -75,7 +75,7 @@ pub async fn run(args: &IdleArgs) -> Result<IdleResult, String> {
     )
     .await;
     let connect_seconds = started.elapsed().as_secs_f64();
-    let failures = client::failures(&connections);
+    let mut errors = client::failures(&connections);
     let sockets: Vec<client::Socket> = connections.into_iter().filter_map(Result::ok).collect();
     let connected = sockets.len();
 
@@ -116,17 +116,12 @@ pub async fn run(args: &IdleArgs) -> Result<IdleResult, String> {
     tokio::time::sleep(args.hold.saturating_sub(SETTLE)).await;
     let _ = stop.send(true);
 
-    let (mut errors, mut first_error) = match failures {
-        Some((count, first)) => (count as u64, Some(format!("connect: {first}"))),
-        None => (0, None),
-    };
     for holder in holders {
         if let Some(err) = holder
             .await
             .map_err(|err| format!("holder panicked: {err}"))?
         {
-            errors += 1;
-            first_error.get_or_insert(format!("while held: {err}"));
+            errors.add(|| format!("while held: {err}"));
         }
     }
     Ok(IdleResult {
@@ -135,7 +130,6 @@ pub async fn run(args: &IdleArgs) -> Result<IdleResult, String> {
         connections: args.connections,
         connected: connected as u32,
         errors,
-        first_error,
         connect_seconds,
         handshakes_per_s: connected as f64 / connect_seconds,
         server_bytes_per_connection,

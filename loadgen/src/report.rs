@@ -160,6 +160,49 @@ impl std::fmt::Display for PhaseUsage {
     }
 }
 
+/// A run's failures: how many, and the first, which usually says what to look at. Serialized as
+/// the result's `errors` and `first_error` fields.
+#[derive(Debug, Default, Serialize)]
+pub struct Errors {
+    #[serde(rename = "errors")]
+    pub count: u64,
+    #[serde(rename = "first_error")]
+    pub first: Option<String>,
+}
+
+impl Errors {
+    /// Counts one failure, described by `what` if it is the first.
+    pub fn add(&mut self, what: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(what());
+        }
+    }
+
+    /// Adds another task's failures; the first of them stays first only if there was none yet.
+    pub fn merge(&mut self, other: Errors) {
+        self.count += other.count;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+
+    /// Whether nothing failed.
+    pub fn none(&self) -> bool {
+        self.count == 0
+    }
+}
+
+impl std::fmt::Display for Errors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "errors {}", self.count)?;
+        match &self.first {
+            Some(first) => write!(f, " (first: {first})"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Prints a scenario's result: the human summary, or with `json` one JSON line.
 pub fn print<T: Serialize + std::fmt::Display>(result: &T, json: bool) {
     if json {
