@@ -5,7 +5,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// The command line: the server's settings, and an optional subcommand.
 #[derive(Debug, Parser)]
@@ -80,6 +81,54 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub client_queue_size: u32,
 
+    /// Bytes that may wait for one client (as well as CLIENT_QUEUE_SIZE messages): a `/wss` client
+    /// that falls further behind is disconnected with 1013; an `/echo` client that does not read is
+    /// not read from either until its queue has room. At least MAX_MESSAGE_SIZE.
+    #[arg(long, env = "CLIENT_QUEUE_BYTES", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    pub client_queue_bytes: u64,
+
+    /// Messages a client may send per second, on average (`/wss` and `/echo`); a message over the
+    /// limit is dropped, and a client over it for 5 s is closed with 1008. 0: no limit.
+    #[arg(long, env = "MAX_MESSAGES_PER_SECOND", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_messages_per_second: u32,
+
+    /// Messages a client may send at once above MAX_MESSAGES_PER_SECOND before the limit applies.
+    #[arg(long, env = "MESSAGE_BURST", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub message_burst: u32,
+
+    /// Payload bytes a client may send per second, on average (burst: one second's worth, at least
+    /// MAX_MESSAGE_SIZE); over it, as for MAX_MESSAGES_PER_SECOND. 0: no limit.
+    #[arg(long, env = "MAX_BYTES_PER_SECOND", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(0..=(1 << 32)))]
+    pub max_bytes_per_second: u64,
+
+    /// How long a new connection may take to send its first request head (slow or unfinished heads
+    /// are closed).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long a keep-alive connection that has not upgraded may wait for (and take to send) its
+    /// next request head. Keep it above the load balancer's idle timeout (60 s by default on an
+    /// ALB): a target that closes first makes the ALB answer 502 on a reused socket.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "75s", value_parser = positive_duration)]
+    pub http_idle_timeout: Duration,
+
+    /// Sockets that may be in the HTTP phase at once (not yet upgraded to WebSocket); when full, the
+    /// oldest is closed to let the newest in, so slow heads cannot lock out /health or upgrades.
+    #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_http_connections: u32,
+
+    /// Proxies in front of the server that append to X-Forwarded-For (2 behind CloudFront and an
+    /// ALB): the client address logged is that many entries from the right, which no client can
+    /// forge. 0: the TCP peer.
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub trusted_proxy_hops: u8,
+
     /// How often the server pings each client (keep it below the load balancer's idle timeout).
     #[arg(long, env = "PING_INTERVAL", default_value = "30s", value_parser = positive_duration)]
     pub ping_interval: Duration,
@@ -123,7 +172,16 @@ pub struct Config {
     /// The Redis channel the tasks of one deployment share.
     #[arg(long, env = "REDIS_CHANNEL", default_value = "websocket:broadcast", value_parser = redis_channel)]
     pub redis_channel: String,
+
+    /// Whether MAX_CONNECTIONS was left at its default, which [`Config::fit_open_file_limit`] may
+    /// lower; a value someone chose is never changed behind their back.
+    #[arg(skip)]
+    pub max_connections_is_default: bool,
 }
+
+/// File descriptors the process needs besides one per socket: standard streams, the listeners,
+/// Redis connections, the runtime's epoll and wakers, with room to spare.
+pub const FILE_DESCRIPTOR_MARGIN: u64 = 64;
 
 impl Config {
     /// Checks the rules that involve more than one setting, naming the variables in the error.
@@ -140,18 +198,66 @@ impl Config {
                 self.max_frame_size, self.max_message_size
             ));
         }
+        if self.client_queue_bytes < self.max_message_size {
+            return Err(format!(
+                "CLIENT_QUEUE_BYTES (--client-queue-bytes) is {} but must be at least MAX_MESSAGE_SIZE ({}), or one message would overflow a queue",
+                self.client_queue_bytes, self.max_message_size
+            ));
+        }
         if let Some(url) = &self.redis_url {
             crate::backplane::redis_client(url)?;
         }
         Ok(())
     }
+
+    /// File descriptors the configured limits need at most: every WebSocket, every socket in the
+    /// HTTP phase, and [`FILE_DESCRIPTOR_MARGIN`].
+    pub fn file_descriptors_needed(&self) -> u64 {
+        u64::from(self.max_connections)
+            + u64::from(self.max_http_connections)
+            + FILE_DESCRIPTOR_MARGIN
+    }
+
+    /// Makes the limits fit `open_files` (the process's file limit): a MAX_CONNECTIONS left at its
+    /// default shrinks to what fits, and the warning to log is returned; one set explicitly that
+    /// does not fit is an error, since accepting would then fail with EMFILE, /health included.
+    pub fn fit_open_file_limit(&mut self, open_files: u64) -> Result<Option<String>, String> {
+        let needed = self.file_descriptors_needed();
+        if needed <= open_files {
+            return Ok(None);
+        }
+        let room = open_files.saturating_sub(needed - u64::from(self.max_connections));
+        if !self.max_connections_is_default || room == 0 {
+            return Err(format!(
+                "MAX_CONNECTIONS (--max-connections) {} plus MAX_HTTP_CONNECTIONS {} and {FILE_DESCRIPTOR_MARGIN} spare need {needed} open files, but the limit is {open_files} (raise the nofile ulimit or lower them)",
+                self.max_connections, self.max_http_connections
+            ));
+        }
+        let default = self.max_connections;
+        self.max_connections = u32::try_from(room).unwrap_or(u32::MAX);
+        Ok(Some(format!(
+            "MAX_CONNECTIONS lowered from its default {default} to {room} to fit the open-file limit of {open_files}"
+        )))
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (containers often start with a soft limit of
+/// 1,024 whatever the hard limit) and returns the limit now in force.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
 }
 
 impl Cli {
     /// Parses and validates the command line and environment, or exits: 0 after `--help` or
     /// `--version`, 2 with one line on standard error naming the bad setting.
     pub fn load() -> Cli {
-        match Cli::try_parse() {
+        let parsed = Cli::command().try_get_matches().and_then(|matches| {
+            let mut cli = Cli::from_arg_matches(&matches)?;
+            cli.config.max_connections_is_default =
+                matches.value_source("max_connections") == Some(ValueSource::DefaultValue);
+            Ok(cli)
+        });
+        match parsed {
             Ok(cli) => match cli.config.validate() {
                 Ok(()) => cli,
                 Err(message) => exit_with_config_error(&message),
@@ -168,7 +274,8 @@ impl Cli {
     }
 }
 
-fn exit_with_config_error(message: &str) -> ! {
+/// Prints `message` as the one line of a configuration error and exits with status 2.
+pub fn exit_with_config_error(message: &str) -> ! {
     eprintln!("websocket-server: configuration error: {message}");
     std::process::exit(2)
 }

@@ -1,7 +1,7 @@
 //! One WebSocket connection, from upgrade to close.
 //!
-//! Reading and writing run side by side in the connection's task: the reader turns client frames
-//! into broadcasts (or echoes), the writer drains the connection's queue in batches (everything
+//! Reading and writing run side by side in the connection's task: the reader holds each client
+//! message to the connection's rate limits and turns it into a broadcast (or an echo), the writer drains the connection's queue in batches (everything
 //! queued, then one flush), keeps the heartbeat, and watches for the three things that end a
 //! connection from the server's side: the drain, eviction as a slow consumer, and a silent peer.
 //! Whichever side finishes first decides the `CloseReason`, which picks the close code, the
@@ -26,8 +26,9 @@ use tracing::{debug, info};
 
 use crate::backplane::Fanout;
 use crate::hub::Hub;
+use crate::limits::{self, RateLimiter, RateLimits, Verdict};
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, QueueLimits};
 use crate::shutdown::Shutdown;
 
 /// The first frame on `/wss`, as the replaced server sent it.
@@ -66,14 +67,16 @@ impl Route {
 pub enum CloseReason {
     /// The client started the close handshake.
     ClientClosed,
-    /// The TCP connection ended or failed without a close handshake.
-    ConnectionLost,
+    /// The TCP connection ended or failed without a close handshake (RFC 6455's 1006).
+    Abnormal,
     /// The client fell a whole queue behind, or did not accept bytes for the pong timeout.
     SlowConsumer,
     /// The client answered nothing for the pong timeout after a ping.
-    PingTimeout,
+    PongTimeout,
     /// A frame or message over the configured limit.
     MessageTooBig,
+    /// The client stayed over its message or byte rate limit for `limits::OVER_LIMIT_GRACE`.
+    RateLimited,
     /// A frame that breaks RFC 6455.
     ProtocolError,
     /// A text frame that is not UTF-8.
@@ -87,10 +90,11 @@ impl CloseReason {
     pub fn label(self) -> &'static str {
         match self {
             CloseReason::ClientClosed => "client_closed",
-            CloseReason::ConnectionLost => "connection_lost",
+            CloseReason::Abnormal => "abnormal",
             CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::PongTimeout => "pong_timeout",
             CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::RateLimited => "rate_limited",
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::ServerShutdown => "server_shutdown",
@@ -103,20 +107,36 @@ impl CloseReason {
             CloseReason::ServerShutdown => Some(1001),
             CloseReason::ProtocolError => Some(1002),
             CloseReason::InvalidUtf8 => Some(1007),
+            CloseReason::RateLimited => Some(1008),
             CloseReason::MessageTooBig => Some(1009),
             CloseReason::SlowConsumer => Some(1013),
-            CloseReason::ClientClosed | CloseReason::ConnectionLost | CloseReason::PingTimeout => {
-                None
-            }
+            CloseReason::ClientClosed | CloseReason::Abnormal | CloseReason::PongTimeout => None,
+        }
+    }
+
+    /// The close frame's reason text: what the client did, in words a developer reading a
+    /// browser's close event understands.
+    fn close_text(self) -> &'static str {
+        match self {
+            CloseReason::RateLimited => "rate limit exceeded for 5 s",
+            CloseReason::MessageTooBig => "message too big",
+            CloseReason::SlowConsumer => "too slow reading messages",
+            CloseReason::ServerShutdown => "server shutting down",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::InvalidUtf8 => "invalid UTF-8",
+            other => other.label(),
         }
     }
 
     fn from_read_error(err: &tungstenite::Error) -> CloseReason {
+        use tungstenite::error::ProtocolError::ResetWithoutClosingHandshake;
         match err {
             tungstenite::Error::Capacity(_) => CloseReason::MessageTooBig,
+            // What tungstenite reports when the TCP stream ends with no close frame.
+            tungstenite::Error::Protocol(ResetWithoutClosingHandshake) => CloseReason::Abnormal,
             tungstenite::Error::Protocol(_) => CloseReason::ProtocolError,
             tungstenite::Error::Utf8(_) => CloseReason::InvalidUtf8,
-            _ => CloseReason::ConnectionLost,
+            _ => CloseReason::Abnormal,
         }
     }
 }
@@ -141,8 +161,10 @@ pub struct Connection {
     pub metrics: Arc<Metrics>,
     /// Heartbeat timing.
     pub heartbeat: Heartbeat,
-    /// Outbox capacity of an `/echo` connection (`/wss` outboxes belong to the hub).
-    pub queue_size: usize,
+    /// What a client may send.
+    pub rate_limits: RateLimits,
+    /// Outbox limits of an `/echo` connection (`/wss` outboxes belong to the hub).
+    pub queue_limits: QueueLimits,
     /// The drain signal.
     pub shutdown: Shutdown,
     /// Limits and buffer sizes of every WebSocket.
@@ -221,7 +243,7 @@ impl Connection {
             let membership = (route == Route::Broadcast).then(|| self.hub.join());
             let outbox = match &membership {
                 Some(membership) => Arc::clone(&membership.outbox),
-                None => Arc::new(Outbox::new(self.queue_size)),
+                None => Arc::new(Outbox::new(self.queue_limits)),
             };
             let inbound = match route {
                 Route::Broadcast => Inbound::Broadcast(&self.fanout),
@@ -238,10 +260,16 @@ impl Connection {
             let reason = if route == Route::Broadcast
                 && writer.sink.send(Message::text(GREETING)).await.is_err()
             {
-                CloseReason::ConnectionLost
+                CloseReason::Abnormal
             } else {
+                let reader = Reader {
+                    inbound,
+                    metrics: &self.metrics,
+                    activity: &activity,
+                    rate_limits: &self.rate_limits,
+                };
                 let reason = tokio::select! {
-                    reason = read_frames(&mut stream, inbound, &self.metrics, &activity) => reason,
+                    reason = reader.run(&mut stream) => reason,
                     reason = writer.run() => reason,
                 };
                 // Boxed: only a closing connection needs this state.
@@ -267,6 +295,7 @@ impl Connection {
 }
 
 /// Where the reader sends a client's data frames.
+#[derive(Clone, Copy)]
 enum Inbound<'a> {
     Broadcast(&'a Fanout),
     /// Back to the same client, through its own outbox.
@@ -279,71 +308,92 @@ enum Next<'a> {
     Read,
     /// Broadcasts this envelope, then reads on.
     Broadcast(&'a Fanout, Message),
+    /// Echoes this frame once the outbox has room, and reads nothing more until then.
+    Echo(&'a Outbox, Message),
     /// Stops: the connection is over.
     Stop(CloseReason),
 }
 
-async fn read_frames(
-    stream: &mut SplitStream<WebSocket>,
-    inbound: Inbound<'_>,
-    metrics: &Metrics,
-    activity: &Activity,
-) -> CloseReason {
-    loop {
-        let Some(frame) = stream.next().await else {
-            return CloseReason::ConnectionLost;
-        };
-        activity.heard();
-        // Decided by a plain function, so that a broadcast that waits holds only the envelope.
-        let (fanout, envelope) = match receive(frame, &inbound, metrics, activity) {
-            Next::Read => continue,
-            Next::Broadcast(fanout, envelope) => (fanout, envelope),
-            Next::Stop(reason) => return reason,
-        };
-        fanout.broadcast(envelope).await;
-    }
+/// The reading half's context: where messages go and what limits them.
+struct Reader<'a> {
+    inbound: Inbound<'a>,
+    metrics: &'a Metrics,
+    activity: &'a Activity,
+    rate_limits: &'a RateLimits,
 }
 
-fn receive<'a>(
-    frame: Result<Message, tungstenite::Error>,
-    inbound: &Inbound<'a>,
-    metrics: &Metrics,
-    activity: &Activity,
-) -> Next<'a> {
-    let message = match frame {
-        Ok(message) => message,
-        Err(err) => {
-            debug!(error = %err, "read failed");
-            return Next::Stop(CloseReason::from_read_error(&err));
+impl<'a> Reader<'a> {
+    async fn run(self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
+        let mut limiter = RateLimiter::default();
+        loop {
+            let Some(frame) = stream.next().await else {
+                return CloseReason::Abnormal;
+            };
+            self.activity.heard();
+            // Decided by a plain function, so that a wait holds only the frame it waits with.
+            match self.receive(frame, &mut limiter) {
+                Next::Read => {}
+                Next::Broadcast(fanout, envelope) => fanout.broadcast(envelope).await,
+                // Boxed: only a client that does not read its echoes ever waits here.
+                Next::Echo(outbox, frame) => {
+                    if let Err(frame) = outbox.try_push(frame) {
+                        Box::pin(outbox.push_when_room(frame)).await;
+                    }
+                }
+                Next::Stop(reason) => return reason,
+            }
         }
-    };
-    if message.is_close() {
-        return Next::Stop(CloseReason::ClientClosed);
     }
-    // Pings are answered by the WebSocket layer; pongs only count as signs of life.
-    if !(message.is_text() || message.is_binary()) {
-        return Next::Read;
-    }
-    activity.received.fetch_add(1, Ordering::Relaxed);
-    metrics.messages_received.inc();
-    metrics
-        .bytes_received
-        .inc_by(payload(&message).len() as u64);
-    match *inbound {
-        Inbound::Broadcast(fanout) => match envelope(payload(&message)) {
-            Some(frame) => {
-                metrics.messages_broadcast.inc();
-                Next::Broadcast(fanout, frame)
+
+    fn receive(
+        &self,
+        frame: Result<Message, tungstenite::Error>,
+        limiter: &mut RateLimiter,
+    ) -> Next<'a> {
+        let message = match frame {
+            Ok(message) => message,
+            Err(err) => {
+                debug!(error = %err, "read failed");
+                return Next::Stop(CloseReason::from_read_error(&err));
             }
-            None => {
-                metrics.messages_dropped("invalid_json", 1);
-                Next::Read
+        };
+        if message.is_close() {
+            return Next::Stop(CloseReason::ClientClosed);
+        }
+        // Pings are answered by the WebSocket layer; pongs only count as signs of life.
+        if !(message.is_text() || message.is_binary()) {
+            return Next::Read;
+        }
+        let metrics = self.metrics;
+        let size = payload(&message).len();
+        self.activity.received.fetch_add(1, Ordering::Relaxed);
+        metrics.messages_received.inc();
+        metrics.bytes_received.inc_by(size as u64);
+        let now = self.activity.opened.elapsed();
+        match limiter.admit(self.rate_limits, now, size) {
+            Verdict::Accept => {}
+            Verdict::Drop => {
+                metrics.messages_dropped("rate_limited", 1);
+                return Next::Read;
             }
-        },
-        Inbound::Echo(outbox) => match outbox.push(message) {
-            Ok(()) => Next::Read,
-            Err(_) => Next::Stop(CloseReason::SlowConsumer),
-        },
+            Verdict::Close => {
+                metrics.messages_dropped("rate_limited", 1);
+                return Next::Stop(CloseReason::RateLimited);
+            }
+        }
+        match self.inbound {
+            Inbound::Broadcast(fanout) => match envelope(payload(&message)) {
+                Ok(frame) => {
+                    metrics.messages_broadcast.inc();
+                    Next::Broadcast(fanout, frame)
+                }
+                Err(refused) => {
+                    metrics.messages_dropped(refused.label(), 1);
+                    Next::Read
+                }
+            },
+            Inbound::Echo(outbox) => Next::Echo(outbox, message),
+        }
     }
 }
 
@@ -356,21 +406,44 @@ pub fn payload(message: &Message) -> &[u8] {
     }
 }
 
+/// Why a client's message is not broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not one JSON value in UTF-8.
+    InvalidJson,
+    /// Nested deeper than `limits::MAX_JSON_DEPTH`.
+    TooDeep,
+}
+
+impl Refused {
+    /// The `reason` label of `websocket_messages_dropped_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::InvalidJson => "invalid_json",
+            Refused::TooDeep => "too_deep",
+        }
+    }
+}
+
 /// Wraps a client's JSON in the broadcast envelope `{"message":<json>}`, serialized once.
 ///
 /// Text and binary frames are treated alike, as the replaced Node server did (it parsed whatever
 /// bytes arrived). The JSON is validated, then forwarded as the client wrote it rather than
 /// re-encoded: the value is the same, the sender's key order is kept, and no tree is built.
-/// Returns `None` for anything that is not one JSON value in UTF-8.
-pub fn envelope(payload: &[u8]) -> Option<Message> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let value: &RawValue = serde_json::from_str(text).ok()?;
+pub fn envelope(payload: &[u8]) -> Result<Message, Refused> {
+    let text = std::str::from_utf8(payload).map_err(|_| Refused::InvalidJson)?;
+    // serde_json's recursion limit does not apply to a RawValue, which it skips over without
+    // recursing, so depth is checked on its own.
+    let value: &RawValue = serde_json::from_str(text).map_err(|_| Refused::InvalidJson)?;
     let json = value.get();
+    if limits::json_deeper_than(json, limits::MAX_JSON_DEPTH) {
+        return Err(Refused::TooDeep);
+    }
     let mut framed = String::with_capacity(json.len() + 12);
     framed.push_str(r#"{"message":"#);
     framed.push_str(json);
     framed.push('}');
-    Some(Message::text(framed))
+    Ok(Message::text(framed))
 }
 
 /// The writing half and the events that can interrupt it.
@@ -391,7 +464,7 @@ impl Writer<'_> {
                 biased;
                 _ = self.shutdown.draining() => return CloseReason::ServerShutdown,
                 _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(self.activity) {
-                    Beat::Dead => return CloseReason::PingTimeout,
+                    Beat::Dead => return CloseReason::PongTimeout,
                     Beat::Alive => continue,
                     Beat::Ping => batch.push_back(Message::Ping(bytes::Bytes::new())),
                 },
@@ -422,7 +495,7 @@ impl Writer<'_> {
             tokio::select! {
                 biased;
                 written = &mut written => {
-                    let (frames, bytes) = written.map_err(|_| CloseReason::ConnectionLost)?;
+                    let (frames, bytes) = written.map_err(|_| CloseReason::Abnormal)?;
                     self.activity.sent.fetch_add(frames, Ordering::Relaxed);
                     self.metrics.messages_delivered.inc_by(frames);
                     self.metrics.bytes_sent.inc_by(bytes);
@@ -520,7 +593,12 @@ async fn close(
     let handshake = async {
         match reason.close_code() {
             // After our close frame, wait for the client's (the stream ends after it).
-            Some(code) if sink.send(close_frame(code, reason.label())).await.is_ok() => {
+            Some(code)
+                if sink
+                    .send(close_frame(code, reason.close_text()))
+                    .await
+                    .is_ok() =>
+            {
                 while let Some(Ok(_)) = stream.next().await {}
             }
             // Sends the reply the WebSocket layer queued when the client's close frame arrived.
@@ -572,8 +650,16 @@ mod tests {
             b"\xff\xfe",
             br#"{"a":1}x"#,
         ] {
-            assert!(envelope(payload).is_none(), "{payload:?}");
+            assert_eq!(envelope(payload), Err(Refused::InvalidJson), "{payload:?}");
         }
+    }
+
+    #[test]
+    fn envelope_refuses_json_nested_too_deep() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(envelope(deep.as_bytes()), Err(Refused::TooDeep));
+        let fine = format!("{}{}", "{\"a\":[".repeat(64), "]}".repeat(64));
+        assert!(envelope(fine.as_bytes()).is_ok());
     }
 
     #[test]
@@ -581,6 +667,7 @@ mod tests {
         assert_eq!(CloseReason::ServerShutdown.close_code(), Some(1001));
         assert_eq!(CloseReason::MessageTooBig.close_code(), Some(1009));
         assert_eq!(CloseReason::SlowConsumer.close_code(), Some(1013));
-        assert_eq!(CloseReason::PingTimeout.close_code(), None);
+        assert_eq!(CloseReason::RateLimited.close_code(), Some(1008));
+        assert_eq!(CloseReason::PongTimeout.close_code(), None);
     }
 }

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, QueueLimits};
 
 /// The set of connections on `/wss`. One per process, shared by `Arc`.
 #[derive(Debug)]
 pub struct Hub {
     members: Mutex<Members>,
-    queue_size: usize,
+    queue_limits: QueueLimits,
     metrics: Arc<Metrics>,
 }
 
@@ -40,18 +40,18 @@ pub struct Membership {
 }
 
 impl Hub {
-    /// An empty hub whose members may each have `queue_size` frames waiting.
-    pub fn new(queue_size: usize, metrics: Arc<Metrics>) -> Arc<Hub> {
+    /// An empty hub whose members may each have up to `queue_limits` waiting.
+    pub fn new(queue_limits: QueueLimits, metrics: Arc<Metrics>) -> Arc<Hub> {
         Arc::new(Hub {
             members: Mutex::default(),
-            queue_size,
+            queue_limits,
             metrics,
         })
     }
 
     /// Adds a member; it receives every frame broadcast from now on.
     pub fn join(self: &Arc<Self>) -> Membership {
-        let outbox = Arc::new(Outbox::new(self.queue_size));
+        let outbox = Arc::new(Outbox::new(self.queue_limits));
         let mut members = self.lock();
         let id = members.next_id;
         members.next_id += 1;
@@ -108,8 +108,12 @@ mod tests {
 
     use super::*;
 
-    fn hub(queue_size: usize) -> Arc<Hub> {
-        Hub::new(queue_size, Arc::new(Metrics::new()))
+    fn hub(frames: usize) -> Arc<Hub> {
+        let limits = QueueLimits {
+            frames,
+            bytes: 1 << 20,
+        };
+        Hub::new(limits, Arc::new(Metrics::new()))
     }
 
     #[tokio::test]

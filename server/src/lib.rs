@@ -8,6 +8,7 @@
 //! - [`serve`]: the HTTP accept loop (hyper), feeding requests to the warp routes.
 //! - [`routes`]: HTTP paths, status codes, the WebSocket handshake and admission (drain, limit).
 //! - [`connection`]: one WebSocket from upgrade to close (reading, batched writing, heartbeat).
+//! - [`limits`]: what one client may send (rate, JSON depth).
 //! - [`hub`]: the broadcast engine; [`outbox`]: each connection's bounded queue.
 //! - [`backplane`]: optional Redis pub/sub, so a broadcast reaches the clients of every task.
 //! - [`shutdown`]: the drain signal passed to everything that reacts to it.
@@ -21,6 +22,7 @@ pub mod connection;
 pub mod demo;
 pub mod healthcheck;
 pub mod hub;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
@@ -43,8 +45,11 @@ use backplane::{Backplane, Fanout};
 use config::Config;
 use connection::{Connection, Heartbeat};
 use hub::Hub;
+use limits::RateLimits;
 use metrics::Metrics;
+use outbox::QueueLimits;
 use routes::AppState;
+use serve::HttpLimits;
 
 /// Pending connections the kernel queues per listener. The default (128) drops connects in a burst
 /// of clients reconnecting at once, and each dropped SYN costs that client a one-second retry.
@@ -103,7 +108,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// client gets close 1001, and this waits up to `DRAIN_TIMEOUT` for them before returning.
 pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output = ()>) {
     let metrics = Arc::new(Metrics::new());
-    let hub = Hub::new(config.client_queue_size as usize, Arc::clone(&metrics));
+    let queue_limits = QueueLimits {
+        frames: config.client_queue_size as usize,
+        bytes: usize::try_from(config.client_queue_bytes).unwrap_or(usize::MAX),
+    };
+    let hub = Hub::new(queue_limits, Arc::clone(&metrics));
     let (lifecycle, shutdown) = shutdown::channel();
     let permits = Arc::new(Semaphore::new(config.max_connections as usize));
     let fanout = match &config.redis_url {
@@ -129,7 +138,13 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
                 ping_interval: config.ping_interval,
                 pong_timeout: config.pong_timeout,
             },
-            queue_size: config.client_queue_size as usize,
+            rate_limits: RateLimits::new(
+                config.max_messages_per_second,
+                config.message_burst,
+                config.max_bytes_per_second,
+                config.max_message_size,
+            ),
+            queue_limits,
             shutdown: shutdown.clone(),
             websocket: WebSocketConfig::default()
                 .read_buffer_size(READ_BUFFER)
@@ -138,12 +153,20 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
                 .max_frame_size(Some(config.max_frame_size as usize)),
         }),
         permits: Arc::clone(&permits),
+        trusted_proxy_hops: config.trusted_proxy_hops,
+    };
+    let http_limits = HttpLimits {
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.http_idle_timeout,
+        max_connections: config.max_http_connections as usize,
     };
 
     info!(address = %listeners.public.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "serving WebSocket on /wss and /echo");
     let mut servers = vec![tokio::spawn(serve::serve(
         listeners.public,
         routes::public(state),
+        http_limits,
+        Arc::clone(&metrics),
         shutdown.clone(),
         HTTP_SHUTDOWN_GRACE,
     ))];
@@ -152,6 +175,8 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         servers.push(tokio::spawn(serve::serve(
             admin,
             routes::admin(Arc::clone(&metrics)),
+            http_limits,
+            Arc::clone(&metrics),
             shutdown.clone(),
             HTTP_SHUTDOWN_GRACE,
         )));

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use server::config::{Cli, Command};
+use server::config::{self, Cli, Command};
 use server::{Listeners, healthcheck, logging, shutdown};
 
 /// mimalloc rather than glibc's malloc: an idle connection is a dozen small heap blocks, which
@@ -13,11 +13,21 @@ use server::{Listeners, healthcheck, logging, shutdown};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let Cli { command, config } = Cli::load();
+    let Cli {
+        command,
+        mut config,
+    } = Cli::load();
     match command {
         Some(Command::Healthcheck) => runtime(false).block_on(healthcheck::run(&config)),
         None => {
+            let fitted = config::raise_open_file_limit()
+                .map_err(|err| format!("cannot read or raise the open-file limit: {err}"))
+                .and_then(|open_files| config.fit_open_file_limit(open_files));
+            let warning = fitted.unwrap_or_else(|message| config::exit_with_config_error(&message));
             let _log_writer = logging::init(config.log_format, &config.log_level);
+            if let Some(warning) = warning {
+                tracing::warn!("{warning}");
+            }
             runtime(true).block_on(async {
                 let listeners = match Listeners::bind(&config) {
                     Ok(listeners) => listeners,

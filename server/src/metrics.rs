@@ -27,6 +27,7 @@ pub struct Metrics {
     pub connections_opened: Counter,
     connections_closed: Family<ReasonLabel, Counter>,
     upgrades_rejected: Family<ReasonLabel, Counter>,
+    http_connections_closed: Family<ReasonLabel, Counter>,
     /// Data frames received from clients, valid or not.
     pub messages_received: Counter,
     messages_dropped: Family<ReasonLabel, Counter>,
@@ -61,6 +62,7 @@ impl Metrics {
             connections_opened: Counter::default(),
             connections_closed: Family::default(),
             upgrades_rejected: Family::default(),
+            http_connections_closed: Family::default(),
             messages_received: Counter::default(),
             messages_dropped: Family::default(),
             messages_broadcast: Counter::default(),
@@ -91,6 +93,11 @@ impl Metrics {
             "upgrades_rejected",
             "WebSocket upgrades refused with HTTP 503, by reason",
             metrics.upgrades_rejected.clone(),
+        );
+        registry.register(
+            "http_connections_closed",
+            "Sockets closed by the server before upgrading, by reason",
+            metrics.http_connections_closed.clone(),
         );
         registry.register(
             "messages_received",
@@ -154,8 +161,18 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts messages that were not delivered (`invalid_json`, or `slow_consumer` for the
-    /// queued messages a disconnected slow client never got).
+    /// Counts a socket the server closed in the HTTP phase: `header_timeout` (no complete first
+    /// head in time), `idle_timeout` (no next head on a keep-alive socket), `head_too_large`
+    /// (answered 431), `crowded_out` (the oldest, when the phase was full).
+    pub fn http_connection_closed(&self, reason: &'static str) {
+        self.http_connections_closed
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// Counts messages that were not broadcast or delivered: `invalid_json`, `too_deep`,
+    /// `rate_limited`, or `slow_consumer` for the queued messages a disconnected slow client
+    /// never got.
     pub fn messages_dropped(&self, reason: &'static str, count: u64) {
         self.messages_dropped
             .get_or_create(&[("reason", reason)])

@@ -4,7 +4,9 @@
 //! Public port: `GET /wss` (broadcast), `GET /echo`, `GET /health`, and the demo page (`GET /`).
 //! Admin port: `GET /metrics`.
 //! Anything else is 404, a known path with another method is 405, and a plain GET to a WebSocket
-//! path is 426 Upgrade Required.
+//! path is 426 Upgrade Required. An upgrade request that breaks RFC 6455, 4.2.1 is refused before
+//! anything is allocated for it: 426 for a version other than 13 (with the one we speak), 400 for
+//! the rest. Every 503 closes its socket, so a refused client holds nothing while it backs off.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,8 +14,8 @@ use std::sync::Arc;
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use warp::http::StatusCode;
 use warp::http::header::{self, HeaderMap, HeaderValue};
+use warp::http::{StatusCode, Version};
 use warp::reject::MethodNotAllowed;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
@@ -29,6 +31,8 @@ pub struct AppState {
     pub connection: Arc<Connection>,
     /// One permit per open connection; `MAX_CONNECTIONS` in all.
     pub permits: Arc<Semaphore>,
+    /// Proxies whose X-Forwarded-For entries are trusted (`TRUSTED_PROXY_HOPS`).
+    pub trusted_proxy_hops: u8,
 }
 
 /// The routes behind the load balancer.
@@ -37,7 +41,7 @@ pub fn public(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
         let state = state.clone();
         warp::path!("health").and(warp::get()).map(move || {
             if state.connection.shutdown.is_draining() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "Draining")
+                unavailable("Draining")
             } else {
                 text(StatusCode::OK, "Ok")
             }
@@ -83,13 +87,21 @@ fn websocket(
         .and(warp::path::end())
         .and(warp::get())
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<Version>())
         .and(warp::ext::optional::<UpgradeSlot>())
         .and(warp::ext::optional::<PeerAddr>())
         .map(
-            move |headers: HeaderMap, slot: Option<UpgradeSlot>, peer: Option<PeerAddr>| {
-                let client = client_address(&headers, peer);
-                let handshake = Handshake::from_request(&headers, slot);
-                admit(&state, handshake, route, client)
+            move |headers: HeaderMap,
+                  version: Option<Version>,
+                  slot: Option<UpgradeSlot>,
+                  peer: Option<PeerAddr>| {
+                match Handshake::from_request(&headers, version, slot) {
+                    Ok(handshake) => {
+                        let client = client_address(&headers, peer, state.trusted_proxy_hops);
+                        admit(&state, handshake, route, client)
+                    }
+                    Err(refusal) => refusal.response(),
+                }
             },
         )
 }
@@ -101,8 +113,47 @@ struct Handshake {
     upgrade: OnUpgrade,
 }
 
+/// Why an upgrade request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandshakeRefusal {
+    /// Not an upgrade request at all: a plain GET (426, saying what to send).
+    NotAnUpgrade,
+    /// A `Sec-WebSocket-Version` other than 13 (426 with the version we speak, RFC 6455, 4.4).
+    UnsupportedVersion,
+    /// Not HTTP/1.1, no `Host`, or a `Sec-WebSocket-Key` that is not base64 of 16 bytes (400).
+    Malformed(&'static str),
+}
+
+impl HandshakeRefusal {
+    fn response(self) -> Response {
+        let (status, body) = match self {
+            HandshakeRefusal::NotAnUpgrade => (
+                StatusCode::UPGRADE_REQUIRED,
+                "This endpoint speaks WebSocket only: send a WebSocket upgrade request (Upgrade: websocket, Sec-WebSocket-Version: 13).",
+            ),
+            HandshakeRefusal::UnsupportedVersion => (
+                StatusCode::UPGRADE_REQUIRED,
+                "Unsupported WebSocket version: this server speaks Sec-WebSocket-Version 13.",
+            ),
+            HandshakeRefusal::Malformed(why) => return text(StatusCode::BAD_REQUEST, why),
+        };
+        let mut response = text(status, body);
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        response
+    }
+}
+
 impl Handshake {
-    fn from_request(headers: &HeaderMap, slot: Option<UpgradeSlot>) -> Option<Handshake> {
+    fn from_request(
+        headers: &HeaderMap,
+        version: Option<Version>,
+        slot: Option<UpgradeSlot>,
+    ) -> Result<Handshake, HandshakeRefusal> {
         let lists = |name: header::HeaderName, token: &str| {
             headers
                 .get_all(name)
@@ -111,51 +162,58 @@ impl Handshake {
                 .flat_map(|value| value.split(','))
                 .any(|item| item.trim().eq_ignore_ascii_case(token))
         };
-        let upgrade_requested =
-            lists(header::CONNECTION, "upgrade") && lists(header::UPGRADE, "websocket");
-        let version_13 = headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v == "13");
-        let key = headers.get(header::SEC_WEBSOCKET_KEY)?.clone();
-        if !(upgrade_requested && version_13) {
-            return None;
+        if !(lists(header::CONNECTION, "upgrade") && lists(header::UPGRADE, "websocket")) {
+            return Err(HandshakeRefusal::NotAnUpgrade);
         }
-        Some(Handshake {
-            key,
-            upgrade: slot?.take()?,
-        })
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_none_or(|v| v != "13")
+        {
+            return Err(HandshakeRefusal::UnsupportedVersion);
+        }
+        if version != Some(Version::HTTP_11) {
+            return Err(HandshakeRefusal::Malformed(
+                "A WebSocket upgrade must be an HTTP/1.1 request.",
+            ));
+        }
+        if headers.get(header::HOST).is_none_or(HeaderValue::is_empty) {
+            return Err(HandshakeRefusal::Malformed(
+                "A WebSocket upgrade needs a Host header.",
+            ));
+        }
+        let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
+            Some(key) if is_websocket_key(key.as_bytes()) => key.clone(),
+            _ => {
+                return Err(HandshakeRefusal::Malformed(
+                    "Sec-WebSocket-Key must be the base64 encoding of 16 bytes.",
+                ));
+            }
+        };
+        // Only a request hyper saw as an upgrade has a handle; without one there is nothing to
+        // switch protocols on.
+        let upgrade = slot
+            .and_then(|slot| slot.take())
+            .ok_or(HandshakeRefusal::NotAnUpgrade)?;
+        Ok(Handshake { key, upgrade })
     }
 }
 
-fn admit(state: &AppState, handshake: Option<Handshake>, route: Route, client: String) -> Response {
-    let Some(handshake) = handshake else {
-        let mut response = text(
-            StatusCode::UPGRADE_REQUIRED,
-            "This endpoint speaks WebSocket only: send a WebSocket upgrade request (Upgrade: websocket, Sec-WebSocket-Version: 13).",
-        );
-        response
-            .headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return response;
-    };
+/// Whether `key` is the base64 encoding of 16 bytes: 22 characters of the base64 alphabet and
+/// `==` padding (RFC 6455, 4.1 and 4.2.1).
+fn is_websocket_key(key: &[u8]) -> bool {
+    let is_base64 = |byte: &u8| byte.is_ascii_alphanumeric() || *byte == b'+' || *byte == b'/';
+    key.len() == 24 && key[..22].iter().all(is_base64) && key.ends_with(b"==")
+}
+
+fn admit(state: &AppState, handshake: Handshake, route: Route, client: String) -> Response {
     let metrics = &state.connection.metrics;
     if state.connection.shutdown.is_draining() {
         metrics.upgrade_rejected("draining");
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The server is shutting down; reconnect.",
-        );
+        return unavailable("The server is shutting down; reconnect.");
     }
     let Ok(permit) = Arc::clone(&state.permits).try_acquire_owned() else {
         metrics.upgrade_rejected("connection_limit");
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Connection limit reached; try again later.",
-        );
+        return unavailable("Connection limit reached; try again later.");
     };
     // The upgrade completes once hyper has sent the 101 below and handed over the connection.
     let connection = Arc::clone(&state.connection);
@@ -173,17 +231,26 @@ fn admit(state: &AppState, handshake: Option<Handshake>, route: Route, client: S
     response
 }
 
-/// The client's address for logs: the first hop of X-Forwarded-For when present (CloudFront and
-/// the ALB append to it), else the TCP peer.
-fn client_address(headers: &HeaderMap, peer: Option<PeerAddr>) -> String {
-    let forwarded = headers
-        .get("x-forwarded-for")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(',').next())
+/// The client's address for logs. Each proxy appends the address it received the request from to
+/// X-Forwarded-For, so with `hops` trusted proxies in front (CloudFront, then the ALB: 2) the entry
+/// `hops` places from the right is the one the first trusted proxy wrote: the client as CloudFront
+/// saw it. Entries further left are whatever the client sent, and never used. With fewer entries
+/// than hops, the leftmost is still one a trusted proxy wrote. `hops` = 0: the TCP peer.
+fn client_address(headers: &HeaderMap, peer: Option<PeerAddr>, hops: u8) -> String {
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
         .map(str::trim)
-        .filter(|first| !first.is_empty());
-    match (forwarded, peer) {
-        (Some(first), _) => first.to_owned(),
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    let trusted = match usize::from(hops) {
+        0 => None,
+        hops => forwarded.get(forwarded.len().saturating_sub(hops)),
+    };
+    match (trusted, peer) {
+        (Some(entry), _) => (*entry).to_owned(),
         (None, Some(PeerAddr(peer))) => peer.to_string(),
         (None, None) => "unknown".to_owned(),
     }
@@ -205,4 +272,54 @@ async fn answer_rejection(rejection: Rejection) -> Result<Response, Infallible> 
 
 fn text(status: StatusCode, body: &'static str) -> Response {
     warp::reply::with_status(body, status).into_response()
+}
+
+/// A 503 that closes its socket: the client is told to go elsewhere or come back later, and a
+/// keep-alive socket left open would only hold a file descriptor (and a place in the HTTP phase)
+/// for nothing.
+fn unavailable(body: &'static str) -> Response {
+    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, body);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn client_address_takes_trusted_hops_from_the_right() {
+        let peer = Some(PeerAddr("10.0.0.9:4000".parse().unwrap()));
+        let headers = forwarded(&["6.6.6.6, 203.0.113.7", "130.176.1.1"]);
+        assert_eq!(client_address(&headers, peer, 2), "203.0.113.7");
+        assert_eq!(client_address(&headers, peer, 1), "130.176.1.1");
+        assert_eq!(client_address(&headers, peer, 0), "10.0.0.9:4000");
+        assert_eq!(client_address(&headers, peer, 5), "6.6.6.6");
+        assert_eq!(client_address(&HeaderMap::new(), peer, 2), "10.0.0.9:4000");
+    }
+
+    #[test]
+    fn websocket_keys_are_base64_of_16_bytes() {
+        assert!(is_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25j!Q==",
+            b"dGhlIHNhbXBsZSBub25jZSE=",
+        ] {
+            assert!(!is_websocket_key(bad), "{bad:?}");
+        }
+    }
 }

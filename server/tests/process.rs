@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use server::healthcheck::http_request;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::test]
 async fn sigterm_drains_clients_with_1001_then_exits_0() {
@@ -156,6 +157,17 @@ fn every_bad_setting_is_refused_with_one_line_naming_it() {
         ("SERVICE_NAME", &"x".repeat(300), "SERVICE_NAME"),
         ("REDIS_URL", "http://:hunter2@cache:6379", "REDIS_URL"),
         ("REDIS_CHANNEL", "two words", "REDIS_CHANNEL"),
+        ("CLIENT_QUEUE_BYTES", "0", "CLIENT_QUEUE_BYTES"),
+        ("CLIENT_QUEUE_BYTES", "1000", "CLIENT_QUEUE_BYTES"),
+        ("MAX_MESSAGES_PER_SECOND", "-1", "MAX_MESSAGES_PER_SECOND"),
+        ("MESSAGE_BURST", "0", "MESSAGE_BURST"),
+        ("MAX_BYTES_PER_SECOND", "lots", "MAX_BYTES_PER_SECOND"),
+        ("HEADER_READ_TIMEOUT", "0", "HEADER_READ_TIMEOUT"),
+        ("HTTP_IDLE_TIMEOUT", "never", "HTTP_IDLE_TIMEOUT"),
+        ("MAX_HTTP_CONNECTIONS", "0", "MAX_HTTP_CONNECTIONS"),
+        ("TRUSTED_PROXY_HOPS", "17", "TRUSTED_PROXY_HOPS"),
+        // More than this machine's (or any container's) file limit allows.
+        ("MAX_CONNECTIONS", "1000000", "MAX_CONNECTIONS"),
     ];
     for (variable, value, named) in cases {
         let output = Command::new(BINARY)
@@ -212,6 +224,14 @@ fn help_lists_every_setting() {
         "SERVICE_NAME",
         "REDIS_URL",
         "REDIS_CHANNEL",
+        "CLIENT_QUEUE_BYTES",
+        "MAX_MESSAGES_PER_SECOND",
+        "MESSAGE_BURST",
+        "MAX_BYTES_PER_SECOND",
+        "HEADER_READ_TIMEOUT",
+        "HTTP_IDLE_TIMEOUT",
+        "MAX_HTTP_CONNECTIONS",
+        "TRUSTED_PROXY_HOPS",
     ] {
         assert!(
             // Secret-bearing settings are listed without their value.
@@ -244,40 +264,98 @@ async fn a_port_in_use_is_reported_and_exits_1() {
 }
 
 #[tokio::test]
-async fn connection_logs_name_the_client_from_x_forwarded_for() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let env = [
-        ("LOG_FORMAT", "json"),
-        ("EMF_INTERVAL", "0"),
-        ("DRAIN_TIMEOUT", "1s"),
-    ];
-    let server = Process::start(&env).await;
-    let mut request = server.url("/wss").into_client_request().unwrap();
-    // What the ALB sends behind CloudFront: the viewer first, then the CloudFront edge.
-    request.headers_mut().insert(
-        "x-forwarded-for",
-        "203.0.113.9, 198.51.100.7".parse().unwrap(),
-    );
-    let (mut client, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    next_text(&mut client).await;
-    let mut direct = connect(&server.url("/wss")).await;
-    next_text(&mut direct).await;
-    server.signal("TERM");
-    let exit = server.wait(Duration::from_secs(10)).await;
-    let opened: Vec<serde_json::Value> = exit
-        .stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .filter(|line: &serde_json::Value| line["message"] == "connection opened")
-        .collect();
-    assert_eq!(opened.len(), 2);
-    assert_eq!(opened[0]["client"], "203.0.113.9");
+async fn connection_logs_name_the_client_from_trusted_x_forwarded_for_entries() {
+    // What the ALB sends behind CloudFront: whatever the client wrote itself, the viewer as
+    // CloudFront saw it, then the CloudFront edge as the ALB saw it.
+    const FORWARDED: &str = "6.6.6.6, 203.0.113.9, 198.51.100.7";
+    for (hops, expected) in [("2", Some("203.0.113.9")), ("0", None)] {
+        let env = [
+            ("LOG_FORMAT", "json"),
+            ("EMF_INTERVAL", "0"),
+            ("DRAIN_TIMEOUT", "1s"),
+            ("TRUSTED_PROXY_HOPS", hops),
+        ];
+        let server = Process::start(&env).await;
+        let mut request = server.url("/wss").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", FORWARDED.parse().unwrap());
+        let (mut client, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        next_text(&mut client).await;
+        server.signal("TERM");
+        let exit = server.wait(Duration::from_secs(10)).await;
+        let opened: Vec<serde_json::Value> = exit
+            .stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line: &serde_json::Value| line["message"] == "connection opened")
+            .collect();
+        assert_eq!(opened.len(), 1);
+        let client = opened[0]["client"].as_str().unwrap();
+        match expected {
+            Some(address) => assert_eq!(client, address, "TRUSTED_PROXY_HOPS={hops}"),
+            // No trusted proxy: the TCP peer, never a header the client wrote.
+            None => assert!(client.starts_with("127.0.0.1:"), "{client}"),
+        }
+    }
+}
+
+/// Runs the binary with an open-file limit of `open_files` (soft and hard), as a container with a
+/// low nofile ulimit would.
+fn run_with_open_file_limit(open_files: u32, env: &[(&str, &str)]) -> std::process::Child {
+    Command::new("bash")
+        .args([
+            "-c",
+            &format!("ulimit -n {open_files} && exec \"$0\""),
+            BINARY,
+        ])
+        .env_clear()
+        .envs([("HOST", "127.0.0.1"), ("METRICS_PORT", "0")])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn connection_limits_are_fitted_to_the_open_file_limit() {
+    // An explicit MAX_CONNECTIONS that cannot fit: refused, naming it.
+    let output = run_with_open_file_limit(2000, &[("MAX_CONNECTIONS", "5000")])
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        opened[1]["client"]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:"),
-        "{}",
-        opened[1]
+        stderr.contains("MAX_CONNECTIONS") && stderr.contains("2000"),
+        "{stderr}"
+    );
+
+    // The default shrinks to what fits (2,000 - 1,024 in the HTTP phase - 64 spare), with one
+    // warning, and the server serves.
+    let port = free_port();
+    let child = run_with_open_file_limit(2000, &[("PORT", &port.to_string())]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !matches!(http_request(addr, "GET", "/health").await, Ok((200, _))) {
+        assert!(std::time::Instant::now() < deadline, "never healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let warnings: Vec<_> = stdout
+        .lines()
+        .filter(|line| line.contains("WARN"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert!(
+        warnings[0].contains("MAX_CONNECTIONS lowered from its default 10000 to 912"),
+        "{stdout}"
     );
 }

@@ -154,7 +154,16 @@ async fn cuts_off_a_stalled_client_while_the_others_receive_everything() {
     // The sender waits for its own echoes every WINDOW messages, so the readers that do read are
     // never more than WINDOW behind, well inside their queue; the stalled client falls out of it.
     const WINDOW: usize = 32;
-    let server = TestServer::start(&["--client-queue-size", "128"]).await;
+    // Unlimited inbound rate: the sender sends as fast as the readers read.
+    let server = TestServer::start(&[
+        "--client-queue-size",
+        "128",
+        "--max-messages-per-second",
+        "0",
+        "--max-bytes-per-second",
+        "0",
+    ])
+    .await;
     // A client that never reads, with a tiny receive buffer so the server's writes stall quickly.
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -218,7 +227,7 @@ async fn heartbeat_drops_a_client_that_stops_answering() {
     let _silent = join(&server).await;
     server
         .wait_for_metric(
-            r#"websocket_connections_closed_total{reason="ping_timeout"}"#,
+            r#"websocket_connections_closed_total{reason="pong_timeout"}"#,
             1.0,
         )
         .await;
