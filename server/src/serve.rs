@@ -137,7 +137,7 @@ pub async fn serve<F>(
             let _place = place;
             let first_head = tokio::time::sleep(limits.header_read_timeout);
             tokio::pin!(connection, first_head, crowded_out);
-            let mut closing = false;
+            let (mut closing, mut first_head_due) = (false, true);
             let ended = loop {
                 tokio::select! {
                     result = &mut connection => break match result {
@@ -149,8 +149,13 @@ pub async fn serve<F>(
                             None
                         }
                     },
-                    _ = &mut first_head, if !head_seen.load(Ordering::Relaxed) => {
-                        break Some("header_timeout");
+                    // A select's conditions are read once, when it starts: whether the head has
+                    // come is checked when the timer fires.
+                    _ = &mut first_head, if first_head_due => {
+                        if !head_seen.load(Ordering::Relaxed) {
+                            break Some("header_timeout");
+                        }
+                        first_head_due = false;
                     }
                     _ = &mut crowded_out => break Some("crowded_out"),
                     _ = shutdown.terminating(), if !closing => {

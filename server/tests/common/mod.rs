@@ -264,6 +264,29 @@ impl Process {
         format!("ws://{}{}", self.addr, path)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory now, in bytes (VmRSS from /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib * 1024
+    }
+
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric(self.admin, series).await
+    }
+
+    pub async fn wait_for_metric(&self, series: &str, value: f64) {
+        wait_for_metric(self.admin, series, value).await
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])

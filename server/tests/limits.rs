@@ -1,0 +1,514 @@
+//! The real binary against hostile and broken clients: each limit is hit from the outside, as such a
+//! client would, and every test checks that the well-behaved clients beside it lost nothing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use server::healthcheck::http_request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A valid `Sec-WebSocket-Key` (RFC 6455's example).
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// Opens `/wss` on a server process and reads the greeting.
+async fn join_process(server: &Process) -> Client {
+    let mut client = connect(&server.url("/wss")).await;
+    assert_eq!(next_text(&mut client).await, r#"{"connection":"ok"}"#);
+    client
+}
+
+/// Reads until the end of a response head (or until the peer closes) and returns what came.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            Ok(_) => break,
+            Err(_) => panic!(
+                "no response head in time; got {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Sends `request` on a fresh connection and returns the response head.
+async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_head(&mut stream).await
+}
+
+/// Waits until the server closes `stream` (end of file or reset); returns how long that took.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut sink = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(
+            limit.saturating_sub(started.elapsed()),
+            stream.read(&mut sink),
+        )
+        .await
+        {
+            Ok(Ok(0) | Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the socket was still open after {limit:?}"),
+        }
+    }
+}
+
+fn upgrade_request(path: &str, version: &str, host: bool, key: &str, ws_version: &str) -> String {
+    let host = if host { "Host: example.test\r\n" } else { "" };
+    format!(
+        "GET {path} {version}\r\n{host}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {ws_version}\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooder_is_held_to_its_rate_then_closed_with_1008_and_nobody_loses_anything() {
+    const LISTENERS: usize = 20;
+    const POLITE_MESSAGES: u64 = 14;
+    const POLITE_EVERY: Duration = Duration::from_millis(500);
+    // Default limits: 100 messages a second, bursts of 200.
+    let server = Process::start(&[]).await;
+    let mut listeners = Vec::new();
+    for _ in 0..LISTENERS {
+        let mut listener = join_process(&server).await;
+        listeners.push(tokio::spawn(async move {
+            let (mut polite, mut flood) = (Vec::new(), 0u64);
+            while polite.len() < POLITE_MESSAGES as usize {
+                let message: serde_json::Value =
+                    serde_json::from_str(&next_text(&mut listener).await).unwrap();
+                if let Some(seq) = message["message"]["polite"].as_u64() {
+                    polite.push(seq);
+                } else if message["message"]["flood"].is_u64() {
+                    flood += 1;
+                }
+            }
+            (polite, flood, listener)
+        }));
+    }
+
+    let flooder = join_process(&server).await;
+    let (mut flood_write, mut flood_read) = flooder.split();
+    let closed = Arc::new(AtomicBool::new(false));
+    let flood_started = Instant::now();
+    let flooding = tokio::spawn({
+        let closed = Arc::clone(&closed);
+        async move {
+            let mut sent = 0u64;
+            while !closed.load(Ordering::Relaxed) && flood_started.elapsed() < PATIENCE {
+                let text = format!(r#"{{"flood":{sent}}}"#);
+                if flood_write.send(Message::text(text)).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        }
+    });
+    // The flooder reads what it is sent, so it is a flooder, not a slow consumer.
+    let flood_close = tokio::spawn(async move {
+        while let Some(Ok(frame)) = flood_read.next().await {
+            if let Message::Close(frame) = frame {
+                closed.store(true, Ordering::Relaxed);
+                return (frame.map(|f| u16::from(f.code)), flood_started.elapsed());
+            }
+        }
+        panic!("the flooder's stream ended without a close frame");
+    });
+
+    let mut polite = join_process(&server).await;
+    for seq in 0..POLITE_MESSAGES {
+        send_text(&mut polite, format!(r#"{{"polite":{seq}}}"#)).await;
+        tokio::time::sleep(POLITE_EVERY).await;
+    }
+    let (code, closed_after) = flood_close.await.unwrap();
+    let sent = flooding.await.unwrap();
+    assert_eq!(code, Some(1008), "the flooder is closed with 1008");
+    assert!(
+        closed_after >= Duration::from_secs(5) && closed_after < Duration::from_secs(7),
+        "closed {closed_after:?} after it began, over the limit for 5 s after its burst"
+    );
+    assert!(sent > 2_000, "the flooder sent {sent}: not a flood");
+    // What got through: the burst, then the rate, for as long as the flooder was open.
+    let allowed = 200 + (100.0 * closed_after.as_secs_f64()) as u64 + 10;
+    for listener in listeners {
+        let (polite, flood, _listener) = listener.await.unwrap();
+        assert_eq!(polite, (0..POLITE_MESSAGES).collect::<Vec<_>>());
+        assert!(
+            flood <= allowed,
+            "{flood} flood messages got through, more than {allowed}"
+        );
+        assert!(
+            flood >= 200,
+            "{flood} flood messages: the burst got through"
+        );
+    }
+    assert_eq!(
+        server
+            .metric(r#"websocket_connections_closed_total{reason="rate_limited"}"#)
+            .await,
+        1.0
+    );
+    assert!(
+        server
+            .metric(r#"websocket_messages_dropped_total{reason="rate_limited"}"#)
+            .await
+            > 1_000.0
+    );
+    assert_eq!(
+        server
+            .metric(r#"websocket_connections_closed_total{reason="slow_consumer"}"#)
+            .await,
+        0.0,
+        "no listener was evicted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_clients_that_never_read_are_not_read_from_and_hold_bounded_memory() {
+    const HOARDERS: usize = 10;
+    let server = Process::start(&[]).await;
+    let before = server.rss_bytes();
+    let frame = "x".repeat(60 * 1024);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut hoarders = Vec::new();
+    for _ in 0..HOARDERS {
+        let mut hoarder = connect(&server.url("/echo")).await;
+        let frame = frame.clone();
+        hoarders.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            let until = tokio::time::Instant::from_std(deadline);
+            while let Ok(Ok(())) =
+                tokio::time::timeout_at(until, hoarder.send(Message::text(frame.clone()))).await
+            {
+                sent += 1;
+            }
+            (sent, hoarder)
+        }));
+    }
+    let mut peak = before;
+    let mut polite = connect(&server.url("/echo")).await;
+    while Instant::now() < deadline {
+        send_text(&mut polite, "still served?").await;
+        assert_eq!(next_text(&mut polite).await, "still served?");
+        peak = peak.max(server.rss_bytes());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut held = Vec::new();
+    for hoarder in hoarders {
+        let (sent, hoarder) = hoarder.await.unwrap();
+        assert!(sent >= 20, "a hoarder sent only {sent} frames");
+        held.push(hoarder);
+    }
+    peak = peak.max(server.rss_bytes());
+    let growth = peak.saturating_sub(before);
+    // Per hoarder: its queue (1 MiB), the batch being written (at most as much), and a frame's
+    // read buffer. Unbounded by bytes it was 1,024 queued frames: 60 MiB each.
+    assert!(
+        growth < ((HOARDERS as u64) * 4) << 20,
+        "resident memory grew by {} MiB for {HOARDERS} hoarders",
+        growth >> 20
+    );
+    assert_eq!(
+        server.metric("websocket_connections").await,
+        (HOARDERS + 1) as f64,
+        "backpressure, not eviction: every hoarder is still connected"
+    );
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_listener_is_evicted_by_the_bytes_it_pins_not_only_by_count() {
+    // 300 messages of 30 KB: 9 MB, far over the 1 MiB queue, though a third of the 1,024 frames.
+    const MESSAGES: usize = 300;
+    let server = Process::start(&[
+        ("MAX_BYTES_PER_SECOND", "0"),
+        ("MAX_MESSAGES_PER_SECOND", "0"),
+    ])
+    .await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let request = server.url("/wss").into_client_request().unwrap();
+    let (_stalled, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    let mut sender = join_process(&server).await;
+    let mut reader = join_process(&server).await;
+    let reading = tokio::spawn(async move {
+        for seq in 0..MESSAGES {
+            let text = next_text(&mut reader).await;
+            assert!(text.starts_with(&format!(r#"{{"message":{{"seq":{seq},"#)));
+        }
+    });
+    let pad = "x".repeat(30_000);
+    for seq in 0..MESSAGES {
+        send_text(&mut sender, format!(r#"{{"seq":{seq},"pad":"{pad}"}}"#)).await;
+        next_text(&mut sender).await;
+    }
+    reading.await.expect("the reading client got every message");
+    server
+        .wait_for_metric(
+            r#"websocket_connections_closed_total{reason="slow_consumer"}"#,
+            1.0,
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_are_closed_and_never_crowd_out_health() {
+    const SLOW: usize = 40;
+    let server = Process::start(&[
+        ("HEADER_READ_TIMEOUT", "1s"),
+        ("MAX_HTTP_CONNECTIONS", "20"),
+    ])
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHo")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    let closing = tokio::spawn(async move {
+        let mut times = Vec::new();
+        for mut stream in slow {
+            times.push(closed_within(&mut stream, Duration::from_secs(3)).await);
+        }
+        times
+    });
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2_500) {
+        let asked = Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(1),
+            http_request(server.addr, "GET", "/health"),
+        )
+        .await
+        .expect("/health answers within 1 s")
+        .unwrap();
+        assert_eq!(answer.0, 200, "after {:?}", asked.duration_since(started));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    closing
+        .await
+        .expect("every slow socket was closed within 3 s");
+    let timed_out = server
+        .metric(r#"websocket_http_connections_closed_total{reason="header_timeout"}"#)
+        .await;
+    let crowded_out = server
+        .metric(r#"websocket_http_connections_closed_total{reason="crowded_out"}"#)
+        .await;
+    assert!(
+        crowded_out >= (SLOW - 20) as f64,
+        "{crowded_out} crowded out"
+    );
+    assert_eq!(
+        timed_out + crowded_out,
+        SLOW as f64,
+        "every slow socket accounted for"
+    );
+}
+
+#[tokio::test]
+async fn a_request_head_over_16_kib_gets_431_and_is_closed() {
+    let server = Process::start(&[]).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut head = format!("GET /wss HTTP/1.1\r\nHost: {}\r\n", server.addr);
+    for n in 0..1_000 {
+        head.push_str(&format!("X-Pad-{n}: {}\r\n", "a".repeat(60)));
+    }
+    assert!(head.len() > 64 * 1024);
+    // The server may stop reading (and reset) before all of it is written.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let answer = read_head(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    closed_within(&mut stream, PATIENCE).await;
+    server
+        .wait_for_metric(
+            r#"websocket_http_connections_closed_total{reason="head_too_large"}"#,
+            1.0,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn keep_alive_sockets_outlive_the_header_timeout_and_close_after_the_idle_timeout() {
+    let server =
+        Process::start(&[("HEADER_READ_TIMEOUT", "1s"), ("HTTP_IDLE_TIMEOUT", "3s")]).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let mut body = [0u8; 2];
+    stream.read_exact(&mut body).await.unwrap();
+    // Idle for twice the header timeout: a keep-alive socket waits for the idle timeout instead.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    stream.read_exact(&mut body).await.unwrap();
+    let idle = closed_within(&mut stream, Duration::from_secs(6)).await;
+    assert!(
+        idle >= Duration::from_millis(2_500),
+        "closed after {idle:?} idle"
+    );
+    server
+        .wait_for_metric(
+            r#"websocket_http_connections_closed_total{reason="idle_timeout"}"#,
+            1.0,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_503_closes_its_socket() {
+    let server = Process::start(&[("MAX_CONNECTIONS", "1")]).await;
+    let _only = join_process(&server).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = upgrade_request("/wss", "HTTP/1.1", true, KEY, "13");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    closed_within(&mut stream, PATIENCE).await;
+}
+
+#[tokio::test]
+async fn upgrade_requests_are_checked_as_rfc_6455_says() {
+    let server = Process::start(&[]).await;
+    let cases = [
+        (
+            "a short key",
+            upgrade_request("/wss", "HTTP/1.1", true, "abc", "13"),
+            "400",
+        ),
+        (
+            "a key of 17 bytes",
+            upgrade_request("/wss", "HTTP/1.1", true, "dGhlIHNhbXBsZSBub25jZSE=", "13"),
+            "400",
+        ),
+        (
+            "no key",
+            upgrade_request("/wss", "HTTP/1.1", true, "", "13"),
+            "400",
+        ),
+        (
+            "HTTP/1.0",
+            upgrade_request("/wss", "HTTP/1.0", true, KEY, "13"),
+            "400",
+        ),
+        (
+            "no Host",
+            upgrade_request("/echo", "HTTP/1.1", false, KEY, "13"),
+            "400",
+        ),
+        (
+            "version 8",
+            upgrade_request("/wss", "HTTP/1.1", true, KEY, "8"),
+            "426",
+        ),
+        (
+            "the valid request",
+            upgrade_request("/wss", "HTTP/1.1", true, KEY, "13"),
+            "101",
+        ),
+    ];
+    for (what, request, status) in cases {
+        let head = raw_exchange(server.addr, &request).await;
+        // An HTTP/1.0 request is answered in HTTP/1.0.
+        assert!(
+            head.starts_with("HTTP/1.") && head.get(9..12) == Some(status),
+            "{what}: expected {status}, got {head:?}"
+        );
+        if status == "426" {
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("sec-websocket-version: 13"),
+                "{head}"
+            );
+        }
+    }
+    // HTTP/2 with prior knowledge: the public port speaks HTTP/1.1 only, so no HTTP/2 frame comes
+    // back (an HTTP/2 server answers the preface with a SETTINGS frame).
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test]
+async fn json_nested_too_deep_is_dropped_and_the_sender_stays() {
+    let server = Process::start(&[]).await;
+    let mut sender = join_process(&server).await;
+    let mut listener = join_process(&server).await;
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    send_text(&mut sender, deep).await;
+    send_text(&mut sender, r#"{"after":"deep"}"#).await;
+    for client in [&mut listener, &mut sender] {
+        assert_eq!(next_text(client).await, r#"{"message":{"after":"deep"}}"#);
+    }
+    let nested_128 = format!("{}{}", "[".repeat(128), "]".repeat(128));
+    send_text(&mut sender, nested_128.clone()).await;
+    assert_eq!(
+        next_text(&mut listener).await,
+        format!(r#"{{"message":{nested_128}}}"#)
+    );
+    assert_eq!(
+        server
+            .metric(r#"websocket_messages_dropped_total{reason="too_deep"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_connection_dropped_without_a_close_frame_is_counted_as_abnormal() {
+    let server = Process::start(&[]).await;
+    let client = join_process(&server).await;
+    drop(client);
+    server
+        .wait_for_metric(
+            r#"websocket_connections_closed_total{reason="abnormal"}"#,
+            1.0,
+        )
+        .await;
+    let mut polite = join_process(&server).await;
+    polite.close(None).await.unwrap();
+    server
+        .wait_for_metric(
+            r#"websocket_connections_closed_total{reason="client_closed"}"#,
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        server
+            .metric(r#"websocket_connections_closed_total{reason="protocol_error"}"#)
+            .await,
+        0.0
+    );
+}
