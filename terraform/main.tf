@@ -10,6 +10,12 @@ provider "aws" {
 
 data "aws_region" "current" {}
 
+locals {
+  # Twice the ping interval, so a WebSocket the server pings is never idle long enough for the ALB
+  # to cut it.
+  load_balancer_idle_timeout_seconds = 2 * var.ping_interval_seconds
+}
+
 module "network" {
   source = "./modules/network"
 
@@ -32,7 +38,7 @@ module "alb" {
   subnet_ids     = module.network.public_subnet_ids
 
   # Timings that must agree with the server's; see README.md, "Stopping a task".
-  idle_timeout_seconds         = 2 * var.ping_interval_seconds
+  idle_timeout_seconds         = local.load_balancer_idle_timeout_seconds
   deregistration_delay_seconds = var.drain_timeout_seconds
 
   origin_secret_header_name   = module.origin_secret.header_name
@@ -107,7 +113,9 @@ module "ecs_service" {
   connections_target_per_task = var.connections_target_per_task
   drain_timeout_seconds       = var.drain_timeout_seconds
   ping_interval_seconds       = var.ping_interval_seconds
-  log_retention_days          = var.log_retention_days
-  enable_execute_command      = var.enable_execute_command
-  secret_environment          = var.enable_redis_backplane ? { REDIS_URL = module.redis_backplane[0].redis_url_secret_arn } : {}
+  # The ALB's idle timeout, so the server's keep-alive timeout outlasts it.
+  load_balancer_idle_timeout_seconds = local.load_balancer_idle_timeout_seconds
+  log_retention_days                 = var.log_retention_days
+  enable_execute_command             = var.enable_execute_command
+  secret_environment                 = var.enable_redis_backplane ? { REDIS_URL = module.redis_backplane[0].redis_url_secret_arn } : {}
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static proof of terraform/ and the Dockerfile, offline: terraform fmt; init (local provider
-# mirror, no backend) and validate of the root module and of every module on its own; checkov;
-# hadolint. A missing tool fails the check; nothing is skipped.
+# mirror, no backend), validate and `terraform test` (mocked provider) of the root module and of
+# every module on its own; checkov; hadolint. A missing tool fails the check; nothing is skipped.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -28,6 +28,10 @@ for dir in terraform terraform/modules/*/; do
   terraform -chdir="$dir" init -backend=false -plugin-dir="$plugin_dir" -no-color >/dev/null ||
     fail "terraform init failed in $dir"
   terraform -chdir="$dir" validate -no-color || fail "terraform validate failed in $dir"
+  if compgen -G "$dir/tests/*.tftest.hcl" >/dev/null; then
+    echo "--- terraform test $dir (mocked AWS provider)"
+    terraform -chdir="$dir" test -no-color || fail "terraform test failed in $dir"
+  fi
 done
 
 echo "--- checkov (failures fail; each skip is inline with its reason)"

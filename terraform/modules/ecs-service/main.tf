@@ -9,16 +9,28 @@ locals {
   # exits 0. See terraform/README.md, "Stopping a task".
   stop_timeout_seconds = var.drain_timeout_seconds + 15
 
+  # Sockets that may be in the HTTP phase (not yet upgraded) at once, and the open-file limit: the
+  # server refuses to start unless MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 64 fit in it, and the
+  # rest of the headroom is for whatever else the process opens.
+  max_http_connections = 1024
+  open_files           = var.max_connections_per_task + local.max_http_connections + 1024
+
   environment = {
-    PORT              = tostring(var.container_port)
-    MAX_CONNECTIONS   = tostring(var.max_connections_per_task)
-    PING_INTERVAL     = "${var.ping_interval_seconds}s"
-    DRAIN_TIMEOUT     = "${var.drain_timeout_seconds}s"
-    LOG_FORMAT        = "json"
-    LOG_LEVEL         = var.log_level
-    EMF_INTERVAL      = "60s"
-    METRICS_NAMESPACE = var.metrics_namespace
-    SERVICE_NAME      = var.name
+    PORT                 = tostring(var.container_port)
+    MAX_CONNECTIONS      = tostring(var.max_connections_per_task)
+    MAX_HTTP_CONNECTIONS = tostring(local.max_http_connections)
+    PING_INTERVAL        = "${var.ping_interval_seconds}s"
+    DRAIN_TIMEOUT        = "${var.drain_timeout_seconds}s"
+    # Longer than the load balancer's idle timeout, so the ALB is always the one to close an idle
+    # keep-alive connection: a target that closes first can race a request the ALB is sending on
+    # it, which the client sees as a 502.
+    HTTP_IDLE_TIMEOUT  = "${var.load_balancer_idle_timeout_seconds + 15}s"
+    TRUSTED_PROXY_HOPS = tostring(var.trusted_proxy_hops)
+    LOG_FORMAT         = "json"
+    LOG_LEVEL          = var.log_level
+    EMF_INTERVAL       = "60s"
+    METRICS_NAMESPACE  = var.metrics_namespace
+    SERVICE_NAME       = var.name
   }
 }
 
@@ -170,7 +182,7 @@ resource "aws_ecs_task_definition" "this" {
 
       # One descriptor per connection, plus room for the process itself.
       ulimits = [
-        { name = "nofile", softLimit = var.max_connections_per_task + 1024, hardLimit = var.max_connections_per_task + 1024 },
+        { name = "nofile", softLimit = local.open_files, hardLimit = local.open_files },
       ]
 
       healthCheck = {

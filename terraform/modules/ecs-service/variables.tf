@@ -185,6 +185,28 @@ variable "ping_interval_seconds" {
   }
 }
 
+variable "load_balancer_idle_timeout_seconds" {
+  description = "Idle timeout of the load balancer in front of the tasks; the server keeps idle keep-alive HTTP connections 15 s longer (its HTTP_IDLE_TIMEOUT), so the load balancer never reuses one the server has just closed."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.load_balancer_idle_timeout_seconds >= 1 && var.load_balancer_idle_timeout_seconds <= 4000 && floor(var.load_balancer_idle_timeout_seconds) == var.load_balancer_idle_timeout_seconds
+    error_message = "load_balancer_idle_timeout_seconds must be a whole number from 1 to 4000."
+  }
+}
+
+variable "trusted_proxy_hops" {
+  description = "Proxies in front of the tasks that append to X-Forwarded-For (CloudFront and the ALB: 2); the server logs the client address that many entries from the right, which a client cannot forge (its TRUSTED_PROXY_HOPS)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.trusted_proxy_hops >= 0 && var.trusted_proxy_hops <= 16 && floor(var.trusted_proxy_hops) == var.trusted_proxy_hops
+    error_message = "trusted_proxy_hops must be a whole number from 0 to 16."
+  }
+}
+
 variable "metrics_namespace" {
   description = "CloudWatch namespace of the ActiveConnections metric (the server's METRICS_NAMESPACE)."
   type        = string
