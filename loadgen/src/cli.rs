@@ -1,9 +1,10 @@
 //! Command-line arguments. Every knob has a default and a range; clap refuses a bad value with a
 //! one-line error naming the flag (exit 2), and [`Cli::check`] the combinations clap cannot see.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Load generator for the WebSocket broadcast service.
 #[derive(Debug, Parser)]
@@ -13,7 +14,7 @@ pub struct Cli {
     pub scenario: Scenario,
 }
 
-/// The three scenarios.
+/// The scenarios.
 #[derive(Debug, Subcommand)]
 pub enum Scenario {
     /// C clients connect; S of them send M JSON messages of about B bytes (or for a duration);
@@ -24,6 +25,9 @@ pub enum Scenario {
     Idle(IdleArgs),
     /// Connect, read the greeting, close, in a loop from K clients at once: handshakes/s.
     Churn(ChurnArgs),
+    /// Hostile clients against a server on 127.0.0.1 (slow and oversized request heads, a flood,
+    /// clients that never read, bad handshakes, deeply nested JSON): each check passes or fails.
+    Abuse(AbuseArgs),
 }
 
 /// What every scenario shares.
@@ -128,6 +132,113 @@ pub struct ChurnArgs {
     pub duration: Duration,
 }
 
+/// `loadgen abuse`. Counts and durations left out take the full form's values, or the short
+/// form's with `--quick`. The limits the server is expected to enforce are flags too, so that the
+/// checks match a server configured otherwise.
+#[derive(Debug, Args)]
+pub struct AbuseArgs {
+    /// The server, ws://127.0.0.1:PORT; /wss, /echo and /health on that port are used (a path given
+    /// is ignored). Only 127.0.0.1: these checks are attacks, never to be run at a deployment.
+    #[arg(long, default_value = "ws://127.0.0.1:8080", value_parser = loopback_url)]
+    pub url: SocketAddr,
+
+    /// The server's process id, to read its memory (needed by the echo-hoarders check).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// The server's metrics address, 127.0.0.1:PORT, to print the counters of dropped messages.
+    #[arg(long, value_parser = loopback_addr)]
+    pub admin: Option<SocketAddr>,
+
+    /// Print one JSON line instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The short form for CI: fewer sockets and shorter floods (about 30 s in all).
+    #[arg(long)]
+    pub quick: bool,
+
+    /// The checks to run, comma-separated, in this order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = AbuseCheck::ALL)]
+    pub checks: Vec<AbuseCheck>,
+
+    /// Slowloris sockets [default: 300; --quick: 50].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    pub slowloris: Option<u32>,
+
+    /// How often each slowloris socket sends one more byte of its request head.
+    #[arg(long, default_value = "2s", value_parser = positive_duration)]
+    pub slowloris_interval: Duration,
+
+    /// Every slowloris socket must be closed by the server within this (HEADER_READ_TIMEOUT and
+    /// some slack).
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
+    pub slowloris_target: Duration,
+
+    /// Sockets sending an unfinished request head of 64 KiB+ [default: 20; --quick: 5].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub big_heads: Option<u32>,
+
+    /// `/wss` clients that only listen while one client floods [default: 200; --quick: 100].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub listeners: Option<u32>,
+
+    /// How long the flooder floods [default: 10s; --quick: 7s].
+    #[arg(long, value_parser = positive_duration)]
+    pub flood_duration: Option<Duration>,
+
+    /// The server's MAX_MESSAGES_PER_SECOND; 0 if it has no limit (the flooder's rate is then
+    /// only reported).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_messages_per_second: u32,
+
+    /// The server's MESSAGE_BURST.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub message_burst: u32,
+
+    /// How long the server lets a client stay over the limit before closing it with 1008; a flood
+    /// that lasts longer must end that way.
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
+    pub over_limit_close: Duration,
+
+    /// `/echo` clients that send 60 KiB frames and never read [default: 20; --quick: 5].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub hoarders: Option<u32>,
+
+    /// How long the echo hoarders send [default: 10s; --quick: 5s].
+    #[arg(long, value_parser = positive_duration)]
+    pub hoard_duration: Option<Duration>,
+}
+
+/// The checks of `loadgen abuse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AbuseCheck {
+    /// Request heads sent a byte at a time and never finished.
+    Slowloris,
+    /// Unfinished request heads of 64 KiB+.
+    BigHeads,
+    /// One client flooding `/wss` among listeners and a polite sender.
+    Flood,
+    /// `/echo` clients that send large frames and never read.
+    EchoHoarders,
+    /// Upgrade requests that break RFC 6455 or are not HTTP/1.1.
+    Handshakes,
+    /// A message nested 10,000 levels deep.
+    DeepJson,
+}
+
+impl AbuseCheck {
+    /// Every check, in the order they run by default.
+    pub const ALL: [AbuseCheck; 6] = [
+        AbuseCheck::Slowloris,
+        AbuseCheck::BigHeads,
+        AbuseCheck::Flood,
+        AbuseCheck::EchoHoarders,
+        AbuseCheck::Handshakes,
+        AbuseCheck::DeepJson,
+    ];
+}
+
 impl Cli {
     /// The rules that span flags.
     pub fn check(&self) -> Result<(), String> {
@@ -136,6 +247,13 @@ impl Cli {
                 "--senders ({}) must not exceed --clients ({})",
                 args.senders, args.clients
             )),
+            Scenario::Abuse(args)
+                if args.server_pid.is_none() && args.checks.contains(&AbuseCheck::EchoHoarders) =>
+            {
+                Err("the echo-hoarders check reads the server's memory: give --server-pid, or leave \
+                     the check out with --checks"
+                    .into())
+            }
             _ => Ok(()),
         }
     }
@@ -146,6 +264,26 @@ fn websocket_url(value: &str) -> Result<String, String> {
     match scheme {
         Some("ws" | "wss") if value.len() > "wss://".len() => Ok(value.to_owned()),
         _ => Err("expected a ws:// or wss:// URL, e.g. ws://127.0.0.1:8080/wss".into()),
+    }
+}
+
+/// A ws:// URL of a server on 127.0.0.1, as the address to connect to.
+fn loopback_url(value: &str) -> Result<SocketAddr, String> {
+    let authority = value
+        .strip_prefix("ws://")
+        .ok_or("expected ws://127.0.0.1:PORT (plain ws://, on this machine)")?;
+    let authority = authority.split('/').next().unwrap_or_default();
+    loopback_addr(authority)
+}
+
+/// `127.0.0.1:PORT`: the abuse scenario never talks to another address.
+fn loopback_addr(value: &str) -> Result<SocketAddr, String> {
+    match value.parse::<SocketAddr>() {
+        Ok(addr) if addr.ip() == Ipv4Addr::LOCALHOST && addr.port() != 0 => Ok(addr),
+        Ok(_) => {
+            Err("only 127.0.0.1 with a port is allowed: these checks attack the server".into())
+        }
+        Err(_) => Err("expected 127.0.0.1:PORT".into()),
     }
 }
 
@@ -180,6 +318,7 @@ mod tests {
         for scenario in ["broadcast", "idle", "churn"] {
             parse(&[scenario]).unwrap();
         }
+        parse(&["abuse", "--server-pid", "1"]).unwrap();
     }
 
     #[test]
@@ -194,9 +333,30 @@ mod tests {
                 &["broadcast", "--clients", "2", "--senders", "3"],
                 "--senders",
             ),
+            (&["abuse", "--url", "ws://10.0.0.1:8080"], "--url"),
+            (&["abuse", "--url", "wss://127.0.0.1:8080"], "--url"),
+            (&["abuse", "--admin", "localhost:9090"], "--admin"),
+            (&["abuse", "--checks", "flood,nope"], "--checks"),
+            (&["abuse"], "--server-pid"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(flag), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn abuse_urls_give_the_loopback_address_whatever_the_path() {
+        for url in [
+            "ws://127.0.0.1:8080",
+            "ws://127.0.0.1:8080/",
+            "ws://127.0.0.1:8080/wss",
+        ] {
+            assert_eq!(
+                loopback_url(url).unwrap(),
+                "127.0.0.1:8080".parse().unwrap()
+            );
+        }
+        assert!(loopback_url("ws://127.0.0.1").is_err());
+        assert!(loopback_url("ws://[::1]:8080").is_err());
     }
 }

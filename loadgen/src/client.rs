@@ -43,11 +43,7 @@ impl std::fmt::Display for ConnectError {
 /// Connects to `url` and waits for the greeting, the first frame of the service's `/wss`.
 pub async fn connect(url: &str, timeout: Duration) -> Result<Socket, ConnectError> {
     tokio::time::timeout(timeout, async {
-        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-        let (mut socket, _) =
-            tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, None)
-                .await
-                .map_err(ConnectError::Handshake)?;
+        let mut socket = handshake(url).await?;
         match socket.next().await {
             Some(Ok(Message::Text(_))) => Ok(socket),
             Some(Ok(other)) => Err(ConnectError::NoGreeting(format!("{other:?}"))),
@@ -57,6 +53,22 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<Socket, ConnectErro
     })
     .await
     .unwrap_or(Err(ConnectError::TimedOut))
+}
+
+/// Connects to `url` without waiting for a greeting (`/echo` sends none).
+pub async fn open(url: &str, timeout: Duration) -> Result<Socket, ConnectError> {
+    tokio::time::timeout(timeout, handshake(url))
+        .await
+        .unwrap_or(Err(ConnectError::TimedOut))
+}
+
+async fn handshake(url: &str) -> Result<Socket, ConnectError> {
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, None)
+            .await
+            .map_err(ConnectError::Handshake)?;
+    Ok(socket)
 }
 
 /// Opens `count` connections, `concurrency` at a time, spreading them over `urls` in turn.

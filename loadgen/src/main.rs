@@ -1,7 +1,9 @@
-//! `loadgen`: drives the WebSocket service with one of three scenarios (broadcast, idle, churn) and
-//! prints what it measured. Exit code 0: a clean run; 1: the run saw losses, duplicates or
-//! errors (the summary says which); 2: bad arguments or nothing could be measured.
+//! `loadgen`: drives the WebSocket service with one of its scenarios (broadcast, idle, churn, and
+//! abuse against a local server) and prints what it measured. Exit code 0: a clean run; 1: the run
+//! saw losses, duplicates or errors, or an abuse check missed its target (the summary says which);
+//! 2: bad arguments or nothing could be measured.
 
+mod abuse;
 mod broadcast;
 mod churn;
 mod cli;
@@ -42,6 +44,9 @@ fn main() -> ExitCode {
             Scenario::Churn(args) => churn::run(args)
                 .await
                 .map(|result| finish(&result, args.common.json, result.clean())),
+            Scenario::Abuse(args) => abuse::run(args)
+                .await
+                .map(|result| finish(&result, args.json, result.clean())),
         }
     });
     // Held sockets' tasks may still be closing; they need not finish.
