@@ -93,20 +93,24 @@ pub async fn run(server: &Server) -> Check {
     let listening = tokio::spawn(watch_for(listener, broadcast_marker.clone(), deadline));
     let (mut sink, stream) = sender.split();
     let deep = format!("{}{}", "[".repeat(DEPTH), "]".repeat(DEPTH));
-    let sent = async {
+    let sent = tokio::time::timeout_at(deadline, async {
         sink.send(Message::text(deep)).await?;
         sink.send(Message::text(marker)).await
-    }
+    })
     .await;
     let sender_seen = match sent {
-        Ok(()) => {
-            let socket = stream.reunite(sink).expect("the halves of one connection");
-            watch_for(socket, broadcast_marker, deadline).await
-        }
-        Err(err) => Seen {
+        Err(_) => Seen {
+            end: Some("the server took neither message".into()),
+            ..Seen::default()
+        },
+        Ok(Err(err)) => Seen {
             end: Some(format!("sending failed: {err}")),
             ..Seen::default()
         },
+        Ok(Ok(())) => {
+            let socket = stream.reunite(sink).expect("the halves of one connection");
+            watch_for(socket, broadcast_marker, deadline).await
+        }
     };
     let listener_seen = listening.await.unwrap_or_default();
     let dropped_after = server.dropped("too_deep").await;

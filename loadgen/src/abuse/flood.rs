@@ -471,11 +471,11 @@ async fn flood(socket: Socket, run: u32, start: Instant, deadline: Instant) -> F
     // A failed send means the connection is over and the reader has, or is about to have, the
     // reason. Otherwise the reader is done only if the server closed before the deadline; our own
     // close below must not count as the server's.
+    let mut reader = reader;
     let outcome = if send_failed || reader.is_finished() {
-        tokio::time::timeout(Duration::from_secs(2), reader)
-            .await
-            .ok()
-            .and_then(Result::ok)
+        let outcome = tokio::time::timeout(Duration::from_secs(2), &mut reader).await;
+        reader.abort();
+        outcome.ok().and_then(Result::ok)
     } else {
         reader.abort();
         let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
@@ -547,11 +547,10 @@ async fn send_politely(socket: Socket, run: u32, start: Instant, deadline: Insta
             _ = ended.changed() => break,
             _ = tokio::time::sleep_until(due) => {}
         }
-        if sink
-            .send(Message::text(polite_message(run, sent)))
-            .await
-            .is_err()
-        {
+        // A server that stops reading from a polite client is a failure the misses report, not
+        // a reason to wait past the flood.
+        let sending = sink.send(Message::text(polite_message(run, sent)));
+        if !matches!(tokio::time::timeout_at(deadline, sending).await, Ok(Ok(()))) {
             break;
         }
         sent += 1;
