@@ -154,7 +154,7 @@ pub struct AbuseArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// The short form for CI: fewer sockets and shorter floods (about 30 s in all).
+    /// The short form for CI: fewer sockets and shorter floods (about 20 s in all).
     #[arg(long)]
     pub quick: bool,
 

@@ -75,7 +75,15 @@ async fn measure(server: &Server, args: &[&str], exit_code: i32) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_counts_every_delivery_and_times_it() {
-    let server = Server::start(&[]).await;
+    // Full speed is over the server's default rate limit per client; the limits are off here as in
+    // make bench, or the server would rightly drop most of each sender's messages.
+    let server = Server::start(&[
+        "--max-messages-per-second",
+        "0",
+        "--max-bytes-per-second",
+        "0",
+    ])
+    .await;
     let result = measure(
         &server,
         &["broadcast", "-c", "20", "-s", "4", "-m", "300", "-b", "200"],
@@ -119,8 +127,17 @@ async fn broadcast_at_a_rate_for_a_duration_sends_that_many() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_the_server_drops_count_as_lost() {
-    // Queues of two frames, and senders allowed far ahead: the server evicts its slow clients.
-    let server = Server::start(&["--client-queue-size", "2"]).await;
+    // Queues of two frames, and senders allowed far ahead: the server evicts its slow clients
+    // (with the rate limits off, so that eviction is what loses the messages).
+    let server = Server::start(&[
+        "--client-queue-size",
+        "2",
+        "--max-messages-per-second",
+        "0",
+        "--max-bytes-per-second",
+        "0",
+    ])
+    .await;
     let result = measure(
         &server,
         &[
