@@ -333,10 +333,16 @@ async fn subscribe_loop(shared: Arc<Shared>, mut shutdown: Shutdown) {
 }
 
 /// Returns when a ping on the subscription fails or goes unanswered.
+///
+/// Any reply but an error counts as alive, whatever its shape: on a subscribed (RESP2 pub/sub)
+/// connection Redis answers PING with the array `["pong", ""]`, not the usual `PONG` string, so
+/// asking for a string would fail on every healthy answer and renew the subscription every
+/// `KEEPALIVE`, losing what other tasks publish in the meantime. Reading the reply as `()` accepts
+/// either form and still rejects an error reply.
 async fn keepalive(mut sink: PubSubSink) {
     loop {
         sleep(KEEPALIVE).await;
-        match tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<String>()).await {
+        match tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<()>()).await {
             Ok(Ok(_)) => {}
             _ => return,
         }

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures_util::stream::SplitStream;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Reconnection backs off up to 10 s, so recovery gets more patience than other waits.
 const RECOVERY: Duration = Duration::from_secs(30);
@@ -329,4 +332,164 @@ async fn rediss_with_an_auth_token() {
     .await;
     assert!(failures >= 1.0, "failed attempts are counted: {failures}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What each sender sends in `idle_keepalive_periods_cost_nothing`, one every `PACE`: over 16 s,
+/// so three of the subscription's 5 s keepalive periods pass while they flow.
+const SENT: usize = 110;
+const PACE: Duration = Duration::from_millis(150);
+
+/// Reads `stream` until it has gone quiet: 500 ms after the last message of every one of
+/// `senders`, or 3 s without any message (the last ones were lost). Returns the sequence numbers
+/// received from each sender, in arrival order.
+async fn collect_until_quiet(
+    mut stream: SplitStream<Client>,
+    senders: &[usize],
+    last: usize,
+) -> HashMap<usize, Vec<usize>> {
+    let mut by_sender: HashMap<usize, Vec<usize>> = HashMap::new();
+    loop {
+        let complete = senders.iter().all(|sender| {
+            by_sender
+                .get(sender)
+                .is_some_and(|seqs| seqs.contains(&last))
+        });
+        let quiet = if complete {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(3)
+        };
+        let frame = match tokio::time::timeout(quiet, stream.next()).await {
+            Err(_) => return by_sender,
+            Ok(frame) => frame.expect("the stream is open").expect("a valid frame"),
+        };
+        let Message::Text(text) = frame else {
+            continue; // pings and pongs
+        };
+        let envelope: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let message = &envelope["message"];
+        let sender = message["sender"].as_u64().unwrap() as usize;
+        by_sender
+            .entry(sender)
+            .or_default()
+            .push(message["seq"].as_u64().unwrap() as usize);
+    }
+}
+
+/// The subscription is pinged every 5 s while it is idle; a steady trickle of messages across
+/// several of those periods must reach every client exactly once, with no reconnect on either
+/// task: a keepalive that mistook a good answer for a dead connection would drop and renew the
+/// subscription each time, losing what other tasks published in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_periods_cost_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let redis_port = free_port();
+    let _redis = Redis::start(redis_port);
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("LOG_LEVEL", "warn"),
+        ("EMF_INTERVAL", "0"),
+        ("DRAIN_TIMEOUT", "1s"),
+    ];
+    let task_a = Process::start(&env).await;
+    let task_b = Process::start(&env).await;
+    wait_for_backplane(task_a.admin, true).await;
+    wait_for_backplane(task_b.admin, true).await;
+
+    // Clients 0 and 1 on task A, 2 and 3 on task B; clients 0 (on A) and 2 (on B) also send.
+    const SENDERS: [usize; 2] = [0, 2];
+    // Every client is connected before anyone sends, so that all of them can get every message.
+    let mut clients = Vec::new();
+    for task in [&task_a, &task_a, &task_b, &task_b] {
+        let mut client = connect(&task.url("/wss")).await;
+        assert_eq!(next_text(&mut client).await, r#"{"connection":"ok"}"#);
+        clients.push(client);
+    }
+    let started = Instant::now();
+    let mut readers = Vec::new();
+    let mut senders = Vec::new();
+    for (index, client) in clients.into_iter().enumerate() {
+        let (sink, stream) = client.split();
+        readers.push(tokio::spawn(collect_until_quiet(
+            stream,
+            &SENDERS,
+            SENT - 1,
+        )));
+        if SENDERS.contains(&index) {
+            senders.push(tokio::spawn(async move {
+                let mut sink = sink;
+                let mut pace = tokio::time::interval(PACE);
+                for seq in 0..SENT {
+                    pace.tick().await;
+                    let text = format!(r#"{{"round":"keepalive","sender":{index},"seq":{seq}}}"#);
+                    sink.send(Message::text(text)).await.expect("send");
+                }
+                sink
+            }));
+        }
+    }
+    let mut sinks = Vec::new();
+    for sender in senders {
+        sinks.push(sender.await.unwrap());
+    }
+    let mut problems = Vec::new();
+    for (client, reader) in readers.into_iter().enumerate() {
+        let by_sender = reader.await.unwrap();
+        for sender in SENDERS {
+            let got = by_sender.get(&sender).cloned().unwrap_or_default();
+            let lost = (0..SENT).filter(|seq| !got.contains(seq)).count();
+            let mut distinct = got.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let duplicated = got.len() - distinct.len();
+            let in_order = got == (0..SENT).collect::<Vec<_>>();
+            if lost > 0 || duplicated > 0 || !in_order {
+                problems.push(format!(
+                    "client {client} from client {sender}: {lost} lost, {duplicated} duplicated, in order: {in_order}"
+                ));
+            }
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(16),
+        "messages flowed for only {:?}, fewer than three keepalive periods",
+        started.elapsed()
+    );
+
+    let mut reconnects = Vec::new();
+    for (name, task) in [("A", &task_a), ("B", &task_b)] {
+        let failures = metric(task.admin, "websocket_backplane_connection_failures_total").await;
+        let up = metric(task.admin, "websocket_backplane_up").await;
+        if failures != 0.0 || up != 1.0 {
+            reconnects.push(format!(
+                "task {name}: {failures} connection failures, backplane up {up}"
+            ));
+        }
+    }
+    drop(sinks);
+
+    // Log lines go to standard output, which is complete once the process has ended.
+    let mut lost_lines = Vec::new();
+    for (name, task) in [("A", task_a), ("B", task_b)] {
+        task.signal("TERM");
+        let exit = task.wait(PATIENCE).await;
+        let count = exit
+            .stdout
+            .lines()
+            .filter(|line| line.contains("backplane connection lost"))
+            .count();
+        if count > 0 {
+            lost_lines.push(format!(
+                "task {name}: {count} \"backplane connection lost\" lines"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty() && reconnects.is_empty() && lost_lines.is_empty(),
+        "after {SENT} messages from each of {} senders over {:?}:\n{}",
+        SENDERS.len(),
+        started.elapsed(),
+        [problems, reconnects, lost_lines].concat().join("\n")
+    );
 }
