@@ -12,7 +12,8 @@ abuse: ## Attack a fresh local server with default settings (slowloris, flood, h
 	scripts/abuse.sh target/release/websocket-server target/release/loadgen
 
 # The short form: fewer sockets, a 7 s flood (it must outlast the 5 s a client may stay over the
-# rate limit), and a 2 s HEADER_READ_TIMEOUT so that the slowloris sockets are closed sooner.
+# rate limit), and a 2 s HEADER_READ_TIMEOUT so that the slowloris sockets are closed sooner. Debug
+# builds, which share their dependencies with `cargo test`: the targets hold for them too.
 abuse-quick: ## The short form of make abuse, for CI (HEADER_READ_TIMEOUT=2s); about 30 s
 	cargo build -p server
 	cargo build -p loadgen
