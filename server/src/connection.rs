@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -243,11 +244,7 @@ impl Connection {
             let membership = (route == Route::Broadcast).then(|| self.hub.join());
             let outbox = match &membership {
                 Some(membership) => Arc::clone(&membership.outbox),
-                None => Arc::new(Outbox::new(self.queue_limits)),
-            };
-            let inbound = match route {
-                Route::Broadcast => Inbound::Broadcast(&self.fanout),
-                Route::Echo => Inbound::Echo(&outbox),
+                None => Arc::new(Outbox::with_backpressure()),
             };
             let mut writer = Writer {
                 sink,
@@ -262,14 +259,14 @@ impl Connection {
             {
                 CloseReason::Abnormal
             } else {
-                let reader = Reader {
-                    inbound,
-                    metrics: &self.metrics,
-                    activity: &activity,
-                    rate_limits: &self.rate_limits,
-                };
+                // Built in place: a named local would keep its own slot in the task beside the
+                // copy `run` holds.
                 let reason = tokio::select! {
-                    reason = reader.run(&mut stream) => reason,
+                    reason = Reader {
+                        connection: &self,
+                        activity: &activity,
+                        echo: (route == Route::Echo).then_some(&*outbox),
+                    }.run(&mut stream) => reason,
                     reason = writer.run() => reason,
                 };
                 // Boxed: only a closing connection needs this state.
@@ -298,50 +295,68 @@ impl Connection {
 #[derive(Clone, Copy)]
 enum Inbound<'a> {
     Broadcast(&'a Fanout),
-    /// Back to the same client, through its own outbox.
-    Echo(&'a Outbox),
+    /// Back to the same client, through its own outbox and within these limits.
+    Echo(&'a Outbox, &'a QueueLimits),
+}
+
+impl<'a> Inbound<'a> {
+    /// Hands `message` over at once where it can; the future completes once it is taken, and
+    /// holds only what waiting needs: a broadcast waits only for a full Redis publish queue, an
+    /// echo for room in its own outbox (backpressure on a client that does not read).
+    fn deliver(self, message: Message) -> impl Future<Output = ()> + Send + 'a {
+        match self {
+            Inbound::Broadcast(fanout) => Either::Left(fanout.broadcast(message)),
+            Inbound::Echo(outbox, limits) => {
+                // Boxed: only a client that does not read its echoes ever waits here.
+                let waiting = outbox
+                    .try_push(message, limits)
+                    .err()
+                    .map(|message| Box::pin(outbox.push_when_room(message, limits)));
+                Either::Right(async move {
+                    if let Some(waiting) = waiting {
+                        waiting.await;
+                    }
+                })
+            }
+        }
+    }
 }
 
 /// What the reader does after a client's frame.
 enum Next<'a> {
     /// Reads on.
     Read,
-    /// Broadcasts this envelope, then reads on.
-    Broadcast(&'a Fanout, Message),
-    /// Echoes this frame once the outbox has room, and reads nothing more until then.
-    Echo(&'a Outbox, Message),
+    /// Hands this message (a broadcast envelope, or an echo) over, then reads on.
+    Deliver(Inbound<'a>, Message),
     /// Stops: the connection is over.
     Stop(CloseReason),
 }
 
 /// The reading half's context: where messages go and what limits them.
 struct Reader<'a> {
-    inbound: Inbound<'a>,
-    metrics: &'a Metrics,
+    connection: &'a Connection,
     activity: &'a Activity,
-    rate_limits: &'a RateLimits,
+    /// The connection's own outbox on `/echo`; `None` on `/wss`, which broadcasts.
+    echo: Option<&'a Outbox>,
 }
 
 impl<'a> Reader<'a> {
     async fn run(self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
-        let mut limiter = RateLimiter::default();
+        let mut limiter = RateLimiter::new(&self.connection.rate_limits);
         loop {
             let Some(frame) = stream.next().await else {
                 return CloseReason::Abnormal;
             };
             self.activity.heard();
-            // Decided by a plain function, so that a wait holds only the frame it waits with.
-            match self.receive(frame, &mut limiter) {
-                Next::Read => {}
-                Next::Broadcast(fanout, envelope) => fanout.broadcast(envelope).await,
-                // Boxed: only a client that does not read its echoes ever waits here.
-                Next::Echo(outbox, frame) => {
-                    if let Err(frame) = outbox.try_push(frame) {
-                        Box::pin(outbox.push_when_room(frame)).await;
-                    }
-                }
+            // Decided by a plain function, and the wait outside the match, so that a reader
+            // waiting holds only what it waits with: every connection's task is allocated at
+            // its largest state's size.
+            let (inbound, message) = match self.receive(frame, &mut limiter) {
+                Next::Read => continue,
+                Next::Deliver(inbound, message) => (inbound, message),
                 Next::Stop(reason) => return reason,
-            }
+            };
+            inbound.deliver(message).await;
         }
     }
 
@@ -364,13 +379,13 @@ impl<'a> Reader<'a> {
         if !(message.is_text() || message.is_binary()) {
             return Next::Read;
         }
-        let metrics = self.metrics;
+        let metrics = &*self.connection.metrics;
         let size = payload(&message).len();
         self.activity.received.fetch_add(1, Ordering::Relaxed);
         metrics.messages_received.inc();
         metrics.bytes_received.inc_by(size as u64);
         let now = self.activity.opened.elapsed();
-        match limiter.admit(self.rate_limits, now, size) {
+        match limiter.admit(&self.connection.rate_limits, now, size) {
             Verdict::Accept => {}
             Verdict::Drop => {
                 metrics.messages_dropped("rate_limited", 1);
@@ -381,18 +396,22 @@ impl<'a> Reader<'a> {
                 return Next::Stop(CloseReason::RateLimited);
             }
         }
-        match self.inbound {
+        let inbound = match self.echo {
+            Some(outbox) => Inbound::Echo(outbox, &self.connection.queue_limits),
+            None => Inbound::Broadcast(&self.connection.fanout),
+        };
+        match inbound {
             Inbound::Broadcast(fanout) => match envelope(payload(&message)) {
-                Ok(frame) => {
+                Ok(envelope) => {
                     metrics.messages_broadcast.inc();
-                    Next::Broadcast(fanout, frame)
+                    Next::Deliver(Inbound::Broadcast(fanout), envelope)
                 }
                 Err(refused) => {
                     metrics.messages_dropped(refused.label(), 1);
                     Next::Read
                 }
             },
-            Inbound::Echo(outbox) => Next::Echo(outbox, message),
+            echo @ Inbound::Echo(..) => Next::Deliver(echo, message),
         }
     }
 }

@@ -51,7 +51,7 @@ impl Hub {
 
     /// Adds a member; it receives every frame broadcast from now on.
     pub fn join(self: &Arc<Self>) -> Membership {
-        let outbox = Arc::new(Outbox::new(self.queue_limits));
+        let outbox = Arc::new(Outbox::new());
         let mut members = self.lock();
         let id = members.next_id;
         members.next_id += 1;
@@ -70,7 +70,7 @@ impl Hub {
         let before = members.by_id.len();
         members
             .by_id
-            .retain(|_, outbox| outbox.push(frame.clone()).is_ok());
+            .retain(|_, outbox| outbox.push(frame.clone(), &self.queue_limits).is_ok());
         let queued = members.by_id.len();
         drop(members);
         if queued < before {

@@ -110,7 +110,8 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
     let metrics = Arc::new(Metrics::new());
     let queue_limits = QueueLimits {
         frames: config.client_queue_size as usize,
-        bytes: usize::try_from(config.client_queue_bytes).unwrap_or(usize::MAX),
+        bytes: u32::try_from(config.client_queue_bytes)
+            .expect("CLIENT_QUEUE_BYTES is at most 1 GiB"),
     };
     let hub = Hub::new(queue_limits, Arc::clone(&metrics));
     let (lifecycle, shutdown) = shutdown::channel();

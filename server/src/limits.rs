@@ -59,36 +59,47 @@ pub enum Verdict {
     Close,
 }
 
-/// One connection's token buckets. Times are offsets from the connection's opening, kept small
-/// because this lives in every connection's task for its whole life.
-#[derive(Debug, Default)]
+/// One connection's token buckets.
+///
+/// It lives in every connection's task for the connection's whole life, so it is kept small: f32
+/// tokens, and times as milliseconds since the connection opened in a u32, compared with wrapping
+/// arithmetic (they wrap after 49 days, and only differences of less than that matter).
+#[derive(Debug)]
 pub struct RateLimiter {
-    message_tokens: f64,
-    byte_tokens: f64,
-    refilled_at: Duration,
-    over_since: Option<Duration>,
-    last_dropped: Duration,
-    started: bool,
+    message_tokens: f32,
+    byte_tokens: f32,
+    refilled_at: u32,
+    /// When the current stretch over the limit began, if the client is over it.
+    over_since: Option<u32>,
+    last_dropped: u32,
 }
 
 impl RateLimiter {
+    /// Full buckets at the connection's opening, so that a client's first burst is as welcome as
+    /// any other.
+    pub fn new(limits: &RateLimits) -> RateLimiter {
+        RateLimiter {
+            message_tokens: limits.message_burst as f32,
+            byte_tokens: limits.byte_burst as f32,
+            refilled_at: 0,
+            over_since: None,
+            last_dropped: 0,
+        }
+    }
+
     /// Decides about a message of `bytes` payload bytes arriving `now` after the connection opened.
     pub fn admit(&mut self, limits: &RateLimits, now: Duration, bytes: usize) -> Verdict {
-        if !self.started {
-            // Buckets start full, so that a client's first burst is as welcome as any other.
-            self.message_tokens = limits.message_burst;
-            self.byte_tokens = limits.byte_burst;
-            self.refilled_at = now;
-            self.started = true;
-        }
-        let elapsed = now.saturating_sub(self.refilled_at).as_secs_f64();
+        // Truncated on purpose: see the type's documentation.
+        let now = now.as_millis() as u32;
+        let elapsed = f64::from(now.wrapping_sub(self.refilled_at)) / 1000.0;
         self.refilled_at = now;
-        self.message_tokens =
-            (self.message_tokens + elapsed * limits.messages_per_second).min(limits.message_burst);
-        self.byte_tokens =
-            (self.byte_tokens + elapsed * limits.bytes_per_second).min(limits.byte_burst);
+        self.message_tokens = (f64::from(self.message_tokens)
+            + elapsed * limits.messages_per_second)
+            .min(limits.message_burst) as f32;
+        self.byte_tokens = (f64::from(self.byte_tokens) + elapsed * limits.bytes_per_second)
+            .min(limits.byte_burst) as f32;
 
-        let bytes = bytes as f64;
+        let bytes = bytes as f32;
         let messages_ok = limits.messages_per_second == 0.0 || self.message_tokens >= 1.0;
         let bytes_ok = limits.bytes_per_second == 0.0 || self.byte_tokens >= bytes;
         if messages_ok && bytes_ok {
@@ -100,18 +111,23 @@ impl RateLimiter {
             }
             return Verdict::Accept;
         }
+        let gap = millis(OVER_LIMIT_GAP);
         let over_since = match self.over_since {
-            Some(since) if now.saturating_sub(self.last_dropped) < OVER_LIMIT_GAP => since,
+            Some(since) if now.wrapping_sub(self.last_dropped) < gap => since,
             _ => now,
         };
         self.over_since = Some(over_since);
         self.last_dropped = now;
-        if now.saturating_sub(over_since) >= OVER_LIMIT_GRACE {
+        if now.wrapping_sub(over_since) >= millis(OVER_LIMIT_GRACE) {
             Verdict::Close
         } else {
             Verdict::Drop
         }
     }
+}
+
+fn millis(duration: Duration) -> u32 {
+    duration.as_millis() as u32
 }
 
 /// Whether `json` (already known to be valid JSON) nests arrays and objects deeper than `limit`.
@@ -163,7 +179,7 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_the_rate_applies() {
-        let mut limiter = RateLimiter::default();
+        let mut limiter = RateLimiter::new(&DEFAULTS);
         for _ in 0..200 {
             assert_eq!(limiter.admit(&DEFAULTS, ms(0), 10), Verdict::Accept);
         }
@@ -175,7 +191,7 @@ mod tests {
 
     #[test]
     fn bytes_are_limited_too() {
-        let mut limiter = RateLimiter::default();
+        let mut limiter = RateLimiter::new(&DEFAULTS);
         assert_eq!(limiter.admit(&DEFAULTS, ms(0), 1_000_000), Verdict::Accept);
         assert_eq!(limiter.admit(&DEFAULTS, ms(0), 100_000), Verdict::Drop);
         assert_eq!(limiter.admit(&DEFAULTS, ms(100), 100_000), Verdict::Accept);
@@ -183,7 +199,7 @@ mod tests {
 
     #[test]
     fn staying_over_the_limit_for_the_grace_period_closes() {
-        let mut limiter = RateLimiter::default();
+        let mut limiter = RateLimiter::new(&DEFAULTS);
         let mut verdicts = Vec::new();
         // 1,000 messages a second for 6 s.
         for tick in 0..6_000 {
@@ -205,7 +221,7 @@ mod tests {
 
     #[test]
     fn bursts_with_quiet_spells_never_close() {
-        let mut limiter = RateLimiter::default();
+        let mut limiter = RateLimiter::new(&DEFAULTS);
         for second in 0..20 {
             for _ in 0..250 {
                 let verdict = limiter.admit(&DEFAULTS, Duration::from_secs(second * 3), 10);
@@ -217,7 +233,7 @@ mod tests {
     #[test]
     fn zero_turns_a_limit_off() {
         let off = RateLimits::new(0, 1, 0, 65_536);
-        let mut limiter = RateLimiter::default();
+        let mut limiter = RateLimiter::new(&off);
         for _ in 0..100_000 {
             assert_eq!(limiter.admit(&off, ms(0), 65_536), Verdict::Accept);
         }

@@ -17,14 +17,17 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The queue between whoever produces a connection's frames and its writer.
-#[derive(Debug)]
+///
+/// Every connection has one for its whole life, so it holds nothing it can do without: its limits
+/// are the owner's (the hub's, or the connection's), and only an outbox built for backpressure has
+/// the second notifier.
+#[derive(Debug, Default)]
 pub struct Outbox {
     state: Mutex<State>,
     /// Wakes the writer: frames arrived in an empty outbox, or it was evicted.
     ready: Notify,
     /// Wakes a producer waiting in `push_when_room`: the writer took the queued frames.
-    room: Notify,
-    limits: QueueLimits,
+    room: Option<Box<Notify>>,
 }
 
 /// How much one outbox may hold.
@@ -32,29 +35,38 @@ pub struct Outbox {
 pub struct QueueLimits {
     /// Frames.
     pub frames: usize,
-    /// Payload bytes. An empty outbox takes one frame of any size, so nothing can be stuck.
-    pub bytes: usize,
+    /// Payload bytes, at most `u32::MAX`. An empty outbox takes one frame of any size, so nothing
+    /// can be stuck.
+    pub bytes: u32,
 }
 
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Message>,
-    bytes: usize,
+    /// Payload bytes queued; a u32 beside `evicted` costs no space.
+    bytes: u32,
     evicted: bool,
 }
 
 impl State {
-    fn has_room_for(&self, limits: &QueueLimits, bytes: usize) -> bool {
+    fn has_room_for(&self, limits: &QueueLimits, bytes: u32) -> bool {
         self.frames.is_empty()
-            || (self.frames.len() < limits.frames && self.bytes + bytes <= limits.bytes)
+            || (self.frames.len() < limits.frames
+                && self.bytes.saturating_add(bytes) <= limits.bytes)
     }
 
-    fn append(&mut self, frame: Message, bytes: usize) -> bool {
+    fn append(&mut self, frame: Message, bytes: u32) -> bool {
         let was_empty = self.frames.is_empty();
         self.frames.push_back(frame);
-        self.bytes += bytes;
+        self.bytes = self.bytes.saturating_add(bytes);
         was_empty
     }
+}
+
+/// A frame's payload bytes, as counted against `QueueLimits::bytes` (a control frame's are at most
+/// 125; a message is at most `MAX_MESSAGE_SIZE`, 64 MiB).
+fn payload_bytes(frame: &Message) -> u32 {
+    u32::try_from(frame.len()).unwrap_or(u32::MAX)
 }
 
 /// The outbox was full once, so its client was let go.
@@ -62,25 +74,28 @@ impl State {
 pub struct Evicted;
 
 impl Outbox {
-    /// An empty outbox that holds up to `limits`.
-    pub fn new(limits: QueueLimits) -> Outbox {
+    /// An empty outbox for [`Outbox::push`], which evicts when full.
+    pub fn new() -> Outbox {
+        Outbox::default()
+    }
+
+    /// An empty outbox whose producer may also wait for room ([`Outbox::push_when_room`]).
+    pub fn with_backpressure() -> Outbox {
         Outbox {
-            state: Mutex::default(),
-            ready: Notify::new(),
-            room: Notify::new(),
-            limits,
+            room: Some(Box::new(Notify::new())),
+            ..Outbox::new()
         }
     }
 
-    /// Queues `frame`. A full outbox is evicted instead, and stays so: `Err` from then on.
-    pub fn push(&self, frame: Message) -> Result<(), Evicted> {
-        // Payload bytes; a control frame's are at most 125.
-        let bytes = frame.len();
+    /// Queues `frame` if it fits in `limits`. A full outbox is evicted instead, and stays so: `Err`
+    /// from then on.
+    pub fn push(&self, frame: Message, limits: &QueueLimits) -> Result<(), Evicted> {
+        let bytes = payload_bytes(&frame);
         let mut state = self.lock();
         if state.evicted {
             return Err(Evicted);
         }
-        if !state.has_room_for(&self.limits, bytes) {
+        if !state.has_room_for(limits, bytes) {
             state.evicted = true;
             drop(state);
             self.ready.notify_one();
@@ -95,11 +110,11 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues `frame` if it fits now; hands it back if not.
-    pub fn try_push(&self, frame: Message) -> Result<(), Message> {
-        let bytes = frame.len();
+    /// Queues `frame` if it fits in `limits` now; hands it back if not.
+    pub fn try_push(&self, frame: Message, limits: &QueueLimits) -> Result<(), Message> {
+        let bytes = payload_bytes(&frame);
         let mut state = self.lock();
-        if !state.has_room_for(&self.limits, bytes) {
+        if !state.has_room_for(limits, bytes) {
             return Err(frame);
         }
         let was_empty = state.append(frame, bytes);
@@ -110,16 +125,23 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues `frame` once there is room for it, however long that takes.
-    pub async fn push_when_room(&self, mut frame: Message) {
+    /// Queues `frame` once there is room for it in `limits`, however long that takes.
+    ///
+    /// # Panics
+    /// On an outbox not made [`Outbox::with_backpressure`]: nothing would ever wake the wait.
+    pub async fn push_when_room(&self, mut frame: Message, limits: &QueueLimits) {
+        let room = self
+            .room
+            .as_deref()
+            .expect("push_when_room needs an outbox made with_backpressure");
         loop {
-            frame = match self.try_push(frame) {
+            frame = match self.try_push(frame, limits) {
                 Ok(()) => return,
                 Err(frame) => frame,
             };
             // `notify_one` keeps a permit when nobody waits, so a batch taken between the failed
             // push and this wait is not missed.
-            self.room.notified().await;
+            room.notified().await;
         }
     }
 
@@ -135,7 +157,9 @@ impl Outbox {
                     std::mem::swap(&mut state.frames, batch);
                     state.bytes = 0;
                     drop(state);
-                    self.room.notify_one();
+                    if let Some(room) = &self.room {
+                        room.notify_one();
+                    }
                     return Ok(());
                 }
             }
@@ -167,12 +191,17 @@ mod tests {
         frames: 4,
         bytes: 1 << 20,
     };
+    const ONE_FRAME: QueueLimits = QueueLimits { frames: 1, ..ROOMY };
+    const TEN_BYTES: QueueLimits = QueueLimits {
+        frames: 100,
+        bytes: 10,
+    };
 
     #[tokio::test]
     async fn hands_over_everything_queued_in_order() {
-        let outbox = Outbox::new(ROOMY);
-        outbox.push(Message::text("1")).unwrap();
-        outbox.push(Message::text("2")).unwrap();
+        let outbox = Outbox::new();
+        outbox.push(Message::text("1"), &ROOMY).unwrap();
+        outbox.push(Message::text("2"), &ROOMY).unwrap();
         let mut batch = VecDeque::new();
         outbox.take_all(&mut batch).await.unwrap();
         assert_eq!(batch, [Message::text("1"), Message::text("2")]);
@@ -180,41 +209,37 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_into_a_full_outbox_evicts_it_for_good() {
-        let outbox = Outbox::new(QueueLimits { frames: 1, ..ROOMY });
-        outbox.push(Message::text("1")).unwrap();
-        assert_eq!(outbox.push(Message::text("2")), Err(Evicted));
+        let outbox = Outbox::new();
+        outbox.push(Message::text("1"), &ONE_FRAME).unwrap();
+        assert_eq!(outbox.push(Message::text("2"), &ONE_FRAME), Err(Evicted));
         outbox.evicted().await;
         assert_eq!(outbox.take_all(&mut VecDeque::new()).await, Err(Evicted));
-        assert_eq!(outbox.push(Message::text("3")), Err(Evicted));
+        assert_eq!(outbox.push(Message::text("3"), &ONE_FRAME), Err(Evicted));
     }
 
     #[tokio::test]
     async fn bytes_bound_the_queue_but_an_empty_one_takes_any_frame() {
-        let outbox = Outbox::new(QueueLimits {
-            frames: 100,
-            bytes: 10,
-        });
-        outbox.push(Message::text("x".repeat(25))).unwrap();
-        assert_eq!(outbox.push(Message::text("y")), Err(Evicted));
+        let outbox = Outbox::new();
+        outbox
+            .push(Message::text("x".repeat(25)), &TEN_BYTES)
+            .unwrap();
+        assert_eq!(outbox.push(Message::text("y"), &TEN_BYTES), Err(Evicted));
 
-        let outbox = Outbox::new(QueueLimits {
-            frames: 100,
-            bytes: 10,
-        });
-        outbox.push(Message::text("123456")).unwrap();
-        outbox.push(Message::text("7890")).unwrap();
-        assert!(outbox.try_push(Message::text("!")).is_err());
+        let outbox = Outbox::new();
+        outbox.push(Message::text("123456"), &TEN_BYTES).unwrap();
+        outbox.push(Message::text("7890"), &TEN_BYTES).unwrap();
+        assert!(outbox.try_push(Message::text("!"), &TEN_BYTES).is_err());
         outbox.take_all(&mut VecDeque::new()).await.unwrap();
-        assert!(outbox.try_push(Message::text("!")).is_ok());
+        assert!(outbox.try_push(Message::text("!"), &TEN_BYTES).is_ok());
     }
 
     #[tokio::test]
     async fn push_when_room_waits_for_the_writer() {
-        let outbox = Arc::new(Outbox::new(QueueLimits { frames: 1, ..ROOMY }));
-        outbox.push(Message::text("1")).unwrap();
+        let outbox = Arc::new(Outbox::with_backpressure());
+        outbox.push(Message::text("1"), &ONE_FRAME).unwrap();
         let producer = tokio::spawn({
             let outbox = Arc::clone(&outbox);
-            async move { outbox.push_when_room(Message::text("2")).await }
+            async move { outbox.push_when_room(Message::text("2"), &ONE_FRAME).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!producer.is_finished(), "waits while the outbox is full");
@@ -229,7 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_writer_wakes_for_the_first_frame() {
-        let outbox = Arc::new(Outbox::new(ROOMY));
+        let outbox = Arc::new(Outbox::new());
         let writer = tokio::spawn({
             let outbox = Arc::clone(&outbox);
             async move {
@@ -238,7 +263,7 @@ mod tests {
             }
         });
         tokio::task::yield_now().await;
-        outbox.push(Message::text("1")).unwrap();
+        outbox.push(Message::text("1"), &ROOMY).unwrap();
         assert_eq!(writer.await.unwrap(), Ok(1));
     }
 }
