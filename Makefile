@@ -25,6 +25,7 @@ run: ## Start the server locally on :8080 (no AWS needed)
 test: tools lint ## Run every check (what CI runs)
 	cargo test --workspace
 	$(MAKE) conformance
+	$(MAKE) abuse-quick
 	$(MAKE) test-terraform
 
 lint: ## Formatting and clippy, warnings as errors

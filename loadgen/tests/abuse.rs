@@ -2,74 +2,15 @@
 //! against the server as configured by default, a server configured to be weak fails the check
 //! that concerns it, and what cannot be run is refused before anything is sent.
 
-use std::net::SocketAddr;
-use std::process::Output;
+mod common;
 
-use clap::Parser;
+use common::*;
 use serde_json::Value;
-use server::Listeners;
-use server::config::Cli;
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::Mutex;
 
 /// One abuse run at a time: they load both cores and read this process's memory, so two at once
 /// would disturb each other's figures.
 static SERIAL: Mutex<()> = Mutex::const_new(());
-
-/// A server running in this test process (so `--server-pid` is this process's pid).
-struct Server {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(flags: &[&str]) -> Server {
-        let argv = [
-            "websocket-server",
-            "--emf-interval",
-            "0",
-            "--drain-timeout",
-            "1s",
-            "--log-level",
-            "error",
-        ];
-        let cli = Cli::try_parse_from(argv.iter().chain(flags)).expect("valid flags");
-        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let listeners = Listeners {
-            public: server::bind(loopback).unwrap(),
-            admin: Some(server::bind(loopback).unwrap()),
-        };
-        let addr = listeners.public.local_addr().unwrap();
-        let admin = listeners.admin.as_ref().unwrap().local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server::run(&cli.config, listeners, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        Server {
-            addr,
-            admin,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
-    }
-}
-
-async fn loadgen(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(args)
-        .output()
-        .await
-        .expect("run loadgen")
-}
 
 /// Runs `loadgen abuse --json` against `server`, expecting `exit_code`; returns its JSON line.
 async fn abuse(server: &Server, args: &[&str], exit_code: i32) -> Value {
@@ -87,15 +28,7 @@ async fn abuse(server: &Server, args: &[&str], exit_code: i32) -> Value {
     ];
     argv.extend(args);
     argv.push("--json");
-    let output = loadgen(&argv).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(exit_code),
-        "{argv:?}\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("one JSON line")
+    json_run(&argv, exit_code).await
 }
 
 fn check<'a>(result: &'a Value, name: &str) -> &'a Value {

@@ -1,76 +1,18 @@
 //! The real `loadgen` binary against a real server on loopback: every scenario completes and
 //! counts what it should, and a server that loses messages makes it fail.
 
-use std::net::SocketAddr;
-use std::process::Output;
+mod common;
 
-use clap::Parser;
+use common::*;
 use serde_json::Value;
-use server::Listeners;
-use server::config::Cli;
-use tokio::sync::oneshot;
-
-/// A server running in this test process (so `--server-pid` is this process's pid).
-struct Server {
-    url: String,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(flags: &[&str]) -> Server {
-        let argv = [
-            "websocket-server",
-            "--emf-interval",
-            "0",
-            "--drain-timeout",
-            "1s",
-        ];
-        let cli = Cli::try_parse_from(argv.iter().chain(flags)).expect("valid flags");
-        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let listeners = Listeners {
-            public: server::bind(loopback).unwrap(),
-            admin: None,
-        };
-        let url = format!("ws://{}/wss", listeners.public.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server::run(&cli.config, listeners, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        Server { url, stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
-    }
-}
-
-async fn loadgen(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(args)
-        .output()
-        .await
-        .expect("run loadgen")
-}
 
 /// Runs loadgen with `--json` against `server`, expecting `exit_code`; returns its JSON line.
 async fn measure(server: &Server, args: &[&str], exit_code: i32) -> Value {
     let pid = std::process::id().to_string();
     let mut argv = args.to_vec();
-    argv.extend(["--url", &server.url, "--server-pid", &pid, "--json"]);
-    let output = loadgen(&argv).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(exit_code),
-        "{argv:?}\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("one JSON line")
+    let url = server.url();
+    argv.extend(["--url", &url, "--server-pid", &pid, "--json"]);
+    json_run(&argv, exit_code).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
