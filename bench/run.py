@@ -10,7 +10,7 @@ server's CPU time and memory are read from /proc), and stops the server. The ser
 
 The backplane case runs ours alone, alone with Redis, and as two processes sharing one Redis.
 Results go to .artifacts/bench/results.json and between the markers in BENCHMARKS.md, with the
-machine, the commands and the targets of issue 5. `make bench` builds everything first; this
+machine, the commands and the performance targets. `make bench` builds everything first; this
 script only checks that the binaries are there.
 """
 
@@ -308,6 +308,14 @@ def targets(results):
     return "\n".join(lines)
 
 
+def settings(case):
+    """The line saying how our server was configured for `case`, if not by default."""
+    if not case.limits:
+        return ""
+    env = " ".join(f"{name}={value}" for name, value in case.limits.items())
+    return f"Our server with `{env}` (inbound rate limits off). "
+
+
 def render(results, backplane, info, repeat):
     out = [BEGIN, "", f"Measured {info['date']} by `make bench` (median of {repeat} run{'s' if repeat > 1 else ''} "
            "per figure; a fresh server process per run).", "",
@@ -317,10 +325,10 @@ def render(results, backplane, info, repeat):
            "server's.", "", "### Targets", "", targets(results), ""]
     for case in CASES:
         command = "loadgen " + " ".join(case.args) + " --url ws://127.0.0.1:PORT/wss --server-pid PID --json"
-        out += [f"### {case.title}", "", f"`{command}`", "", table(list(SERVERS), results[case.key]), ""]
+        out += [f"### {case.title}", "", settings(case) + f"`{command}`", "", table(list(SERVERS), results[case.key]), ""]
     if backplane:
         command = "loadgen " + " ".join(BACKPLANE.args) + " --url ws://127.0.0.1:PORT1/wss --url ws://127.0.0.1:PORT2/wss --server-pid PID1 --server-pid PID2 --json"
-        out += [f"### {BACKPLANE.title}", "", f"`{command}`", "", table(list(backplane), backplane), ""]
+        out += [f"### {BACKPLANE.title}", "", settings(BACKPLANE) + f"`{command}`", "", table(list(backplane), backplane), ""]
     out.append(END)
     return "\n".join(out)
 

@@ -375,16 +375,22 @@ impl<'a> Reader<'a> {
         if message.is_close() {
             return Next::Stop(CloseReason::ClientClosed);
         }
-        // Pings are answered by the WebSocket layer; pongs only count as signs of life.
+        let now = self.activity.opened.elapsed();
+        // Pings are answered by the WebSocket layer and pongs only count as signs of life, but
+        // every frame counts toward the rate limit: a client pinging thousands of times a second
+        // is as much a flood as one sending messages, and is closed the same way.
         if !(message.is_text() || message.is_binary()) {
-            return Next::Read;
+            let limit = limiter.admit(&self.connection.rate_limits, now, message.len());
+            return match limit {
+                Verdict::Close => Next::Stop(CloseReason::RateLimited),
+                Verdict::Accept | Verdict::Drop => Next::Read,
+            };
         }
         let metrics = &*self.connection.metrics;
         let size = payload(&message).len();
         self.activity.received.fetch_add(1, Ordering::Relaxed);
         metrics.messages_received.inc();
         metrics.bytes_received.inc_by(size as u64);
-        let now = self.activity.opened.elapsed();
         match limiter.admit(&self.connection.rate_limits, now, size) {
             Verdict::Accept => {}
             Verdict::Drop => {

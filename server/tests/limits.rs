@@ -179,6 +179,44 @@ async fn a_flooder_is_held_to_its_rate_then_closed_with_1008_and_nobody_loses_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_counts_toward_the_rate_limit_and_is_closed_with_1008() {
+    let server = Process::start(&[]).await;
+    let mut listener = join_process(&server).await;
+    let (mut pinger_write, mut pinger_read) = join_process(&server).await.split();
+    let started = Instant::now();
+    let flooding = tokio::spawn(async move {
+        while started.elapsed() < PATIENCE {
+            if pinger_write
+                .send(Message::Ping(Vec::new().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let code = loop {
+        match tokio::time::timeout(PATIENCE, pinger_read.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("the pinger was not closed: {other:?}"),
+        }
+    };
+    flooding.abort();
+    assert_eq!(code, Some(1008));
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "over the limit for 5 s first"
+    );
+    // The others are still served.
+    send_text(&mut listener, r#"{"still":"here"}"#).await;
+    assert_eq!(
+        next_text(&mut listener).await,
+        r#"{"message":{"still":"here"}}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_clients_that_never_read_are_not_read_from_and_hold_bounded_memory() {
     const HOARDERS: usize = 10;
     let server = Process::start(&[]).await;
