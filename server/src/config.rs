@@ -183,6 +183,10 @@ pub struct Config {
 /// Redis connections, the runtime's epoll and wakers, with room to spare.
 pub const FILE_DESCRIPTOR_MARGIN: u64 = 64;
 
+/// Sockets the admin (metrics) port may have in the HTTP phase at once: a metrics scraper or two
+/// needs a handful, and this port is never exposed to clients.
+pub const ADMIN_HTTP_CONNECTIONS: u32 = 16;
+
 impl Config {
     /// Checks the rules that involve more than one setting, naming the variables in the error.
     pub fn validate(&self) -> Result<(), String> {
@@ -198,6 +202,12 @@ impl Config {
                 self.max_frame_size, self.max_message_size
             ));
         }
+        if self.header_read_timeout > self.http_idle_timeout {
+            return Err(format!(
+                "HEADER_READ_TIMEOUT (--header-read-timeout) is {:?} but may not exceed HTTP_IDLE_TIMEOUT ({:?}), which also bounds every head",
+                self.header_read_timeout, self.http_idle_timeout
+            ));
+        }
         if self.client_queue_bytes < self.max_message_size {
             return Err(format!(
                 "CLIENT_QUEUE_BYTES (--client-queue-bytes) is {} but must be at least MAX_MESSAGE_SIZE ({}), or one message would overflow a queue",
@@ -211,10 +221,16 @@ impl Config {
     }
 
     /// File descriptors the configured limits need at most: every WebSocket, every socket in the
-    /// HTTP phase, and [`FILE_DESCRIPTOR_MARGIN`].
+    /// HTTP phase on either port, and [`FILE_DESCRIPTOR_MARGIN`].
     pub fn file_descriptors_needed(&self) -> u64 {
+        let admin = if self.metrics_port == 0 {
+            0
+        } else {
+            ADMIN_HTTP_CONNECTIONS
+        };
         u64::from(self.max_connections)
             + u64::from(self.max_http_connections)
+            + u64::from(admin)
             + FILE_DESCRIPTOR_MARGIN
     }
 
@@ -229,8 +245,10 @@ impl Config {
         let room = open_files.saturating_sub(needed - u64::from(self.max_connections));
         if !self.max_connections_is_default || room == 0 {
             return Err(format!(
-                "MAX_CONNECTIONS (--max-connections) {} plus MAX_HTTP_CONNECTIONS {} and {FILE_DESCRIPTOR_MARGIN} spare need {needed} open files, but the limit is {open_files} (raise the nofile ulimit or lower them)",
-                self.max_connections, self.max_http_connections
+                "MAX_CONNECTIONS (--max-connections) {} plus MAX_HTTP_CONNECTIONS {} and {} spare need {needed} open files, but the limit is {open_files} (raise the nofile ulimit or lower them)",
+                self.max_connections,
+                self.max_http_connections,
+                needed - u64::from(self.max_connections) - u64::from(self.max_http_connections)
             ));
         }
         let default = self.max_connections;

@@ -27,7 +27,7 @@ use tracing::{debug, info};
 
 use crate::backplane::Fanout;
 use crate::hub::Hub;
-use crate::limits::{self, RateLimiter, RateLimits, Verdict};
+use crate::limits::{self, FrameMetered, OverRateLimit, RateLimiter, RateLimits, Verdict};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, QueueLimits};
 use crate::shutdown::Shutdown;
@@ -43,7 +43,7 @@ const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEP_BATCH_CAPACITY: usize = 64;
 
 /// An upgraded WebSocket connection.
-pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
+pub type WebSocket = WebSocketStream<FrameMetered<TokioIo<Upgraded>>>;
 
 /// What a connection does with the messages its client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +137,7 @@ impl CloseReason {
             tungstenite::Error::Protocol(ResetWithoutClosingHandshake) => CloseReason::Abnormal,
             tungstenite::Error::Protocol(_) => CloseReason::ProtocolError,
             tungstenite::Error::Utf8(_) => CloseReason::InvalidUtf8,
+            tungstenite::Error::Io(err) if OverRateLimit::is(err) => CloseReason::RateLimited,
             _ => CloseReason::Abnormal,
         }
     }
@@ -227,7 +228,7 @@ impl Connection {
                 return;
             };
             let socket = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
+                FrameMetered::new(TokioIo::new(upgraded), self.rate_limits),
                 Role::Server,
                 Some(self.websocket),
             )
@@ -251,6 +252,7 @@ impl Connection {
                 shutdown: self.shutdown.clone(),
                 outbox: &outbox,
                 heartbeat: HeartbeatTimer::new(&self.heartbeat),
+                ping_owed: false,
                 activity: &activity,
                 metrics: &self.metrics,
             };
@@ -375,17 +377,12 @@ impl<'a> Reader<'a> {
         if message.is_close() {
             return Next::Stop(CloseReason::ClientClosed);
         }
-        let now = self.activity.opened.elapsed();
-        // Pings are answered by the WebSocket layer and pongs only count as signs of life, but
-        // every frame counts toward the rate limit: a client pinging thousands of times a second
-        // is as much a flood as one sending messages, and is closed the same way.
+        // Pings are answered by the WebSocket layer; pongs only count as signs of life. Both,
+        // like every frame, counted toward the rate limit as they arrived (`FrameMetered`).
         if !(message.is_text() || message.is_binary()) {
-            let limit = limiter.admit(&self.connection.rate_limits, now, message.len());
-            return match limit {
-                Verdict::Close => Next::Stop(CloseReason::RateLimited),
-                Verdict::Accept | Verdict::Drop => Next::Read,
-            };
+            return Next::Read;
         }
+        let now = self.activity.opened.elapsed();
         let metrics = &*self.connection.metrics;
         let size = payload(&message).len();
         self.activity.received.fetch_add(1, Ordering::Relaxed);
@@ -477,6 +474,10 @@ struct Writer<'a> {
     shutdown: Shutdown,
     outbox: &'a Outbox,
     heartbeat: HeartbeatTimer<'a>,
+    /// A ping fell due while a batch was stuck: it goes out first thing after, its pong deadline
+    /// already running, so that a client that was slow for a moment is not judged on a ping it
+    /// never got.
+    ping_owed: bool,
     activity: &'a Activity,
     metrics: &'a Metrics,
 }
@@ -485,7 +486,10 @@ impl Writer<'_> {
     async fn run(&mut self) -> CloseReason {
         let mut batch = VecDeque::new();
         loop {
-            tokio::select! {
+            if std::mem::take(&mut self.ping_owed) {
+                batch.push_back(Message::Ping(bytes::Bytes::new()));
+            } else {
+                tokio::select! {
                 biased;
                 _ = self.shutdown.draining() => return CloseReason::ServerShutdown,
                 _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(self.activity) {
@@ -497,6 +501,7 @@ impl Writer<'_> {
                     if taken.is_err() {
                         return CloseReason::SlowConsumer;
                     }
+                }
                 }
             }
             // Boxed: a batch in flight needs far more state than an idle connection, and every
@@ -530,11 +535,11 @@ impl Writer<'_> {
                 _ = self.outbox.evicted() => return Err(CloseReason::SlowConsumer),
                 // No ping can go out while the socket is stuck; the timer still runs, so a client that
                 // neither reads nor says anything for the pong timeout is let go.
-                _ = self.heartbeat.timer.as_mut() => {
-                    if let Beat::Dead = self.heartbeat.beat(self.activity) {
-                        return Err(CloseReason::SlowConsumer);
-                    }
-                }
+                _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(self.activity) {
+                    Beat::Dead => return Err(CloseReason::SlowConsumer),
+                    Beat::Ping => self.ping_owed = true,
+                    Beat::Alive => {}
+                },
             }
         }
     }

@@ -173,10 +173,14 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
     ))];
     if let Some(admin) = listeners.admin {
         info!(address = %admin.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "serving metrics on /metrics");
+        let admin_limits = HttpLimits {
+            max_connections: config::ADMIN_HTTP_CONNECTIONS as usize,
+            ..http_limits
+        };
         servers.push(tokio::spawn(serve::serve(
             admin,
             routes::admin(Arc::clone(&metrics)),
-            http_limits,
+            admin_limits,
             Arc::clone(&metrics),
             shutdown.clone(),
             HTTP_SHUTDOWN_GRACE,

@@ -1,10 +1,16 @@
-//! What one client may send: a rate limit on its messages and bytes, and a nesting limit on the JSON
-//! it asks the server to broadcast. These exist so that one hostile or broken client cannot take the
-//! service away from the others: a flood of small messages amplifies into every recipient's egress
-//! (a 100-byte message to 10,000 clients is 1 MB written), and JSON nested thousands of levels deep
-//! crashes common recursive client parsers.
+//! What one client may send: a rate limit on its messages, frames and bytes, and a nesting limit on
+//! the JSON it asks the server to broadcast. These exist so that one hostile or broken client cannot
+//! take the service away from the others: a flood of small messages amplifies into every
+//! recipient's egress (a 100-byte message to 10,000 clients is 1 MB written), a flood of frames
+//! costs parsing however little it carries, and JSON nested thousands of levels deep crashes common
+//! recursive client parsers.
 
-use std::time::Duration;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How long a client may stay over its rate limit before it is closed with 1008.
 pub const OVER_LIMIT_GRACE: Duration = Duration::from_secs(5);
@@ -21,13 +27,13 @@ pub const MAX_JSON_DEPTH: usize = 128;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimits {
     /// Messages per second (0: no limit) and the burst above it.
-    pub messages_per_second: f64,
+    pub messages_per_second: f32,
     /// Messages that may arrive at once.
-    pub message_burst: f64,
+    pub message_burst: f32,
     /// Payload bytes per second (0: no limit).
-    pub bytes_per_second: f64,
+    pub bytes_per_second: f32,
     /// Payload bytes that may arrive at once.
-    pub byte_burst: f64,
+    pub byte_burst: f32,
 }
 
 impl RateLimits {
@@ -40,10 +46,19 @@ impl RateLimits {
         max_message_size: u64,
     ) -> RateLimits {
         RateLimits {
-            messages_per_second: f64::from(messages_per_second),
-            message_burst: f64::from(message_burst),
-            bytes_per_second: bytes_per_second as f64,
-            byte_burst: bytes_per_second.max(max_message_size) as f64,
+            messages_per_second: messages_per_second as f32,
+            message_burst: message_burst as f32,
+            bytes_per_second: bytes_per_second as f32,
+            byte_burst: bytes_per_second.max(max_message_size) as f32,
+        }
+    }
+
+    /// The same message rate applied to frames, with no byte limit: what [`FrameMetered`] counts.
+    fn frames_only(self) -> RateLimits {
+        RateLimits {
+            bytes_per_second: 0.0,
+            byte_burst: 0.0,
+            ..self
         }
     }
 }
@@ -79,8 +94,8 @@ impl RateLimiter {
     /// any other.
     pub fn new(limits: &RateLimits) -> RateLimiter {
         RateLimiter {
-            message_tokens: limits.message_burst as f32,
-            byte_tokens: limits.byte_burst as f32,
+            message_tokens: limits.message_burst,
+            byte_tokens: limits.byte_burst,
             refilled_at: 0,
             over_since: None,
             last_dropped: 0,
@@ -94,10 +109,11 @@ impl RateLimiter {
         let elapsed = f64::from(now.wrapping_sub(self.refilled_at)) / 1000.0;
         self.refilled_at = now;
         self.message_tokens = (f64::from(self.message_tokens)
-            + elapsed * limits.messages_per_second)
-            .min(limits.message_burst) as f32;
-        self.byte_tokens = (f64::from(self.byte_tokens) + elapsed * limits.bytes_per_second)
-            .min(limits.byte_burst) as f32;
+            + elapsed * f64::from(limits.messages_per_second))
+        .min(f64::from(limits.message_burst)) as f32;
+        self.byte_tokens = (f64::from(self.byte_tokens)
+            + elapsed * f64::from(limits.bytes_per_second))
+        .min(f64::from(limits.byte_burst)) as f32;
 
         let bytes = bytes as f32;
         let messages_ok = limits.messages_per_second == 0.0 || self.message_tokens >= 1.0;
@@ -128,6 +144,210 @@ impl RateLimiter {
 
 fn millis(duration: Duration) -> u32 {
     duration.as_millis() as u32
+}
+
+/// The read error a [`FrameMetered`] socket gives once its client has sent frames over the message
+/// rate for [`OVER_LIMIT_GRACE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverRateLimit;
+
+impl std::fmt::Display for OverRateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "frames over the rate limit for {OVER_LIMIT_GRACE:?}")
+    }
+}
+
+impl std::error::Error for OverRateLimit {}
+
+impl OverRateLimit {
+    /// Whether `err` is this error, as the WebSocket layer hands it on.
+    pub fn is(err: &io::Error) -> bool {
+        err.get_ref()
+            .is_some_and(|inner| inner.is::<OverRateLimit>())
+    }
+}
+
+/// The upgraded socket as the WebSocket layer reads it, with every frame counted as it arrives,
+/// from its header and without copying, against the message rate.
+///
+/// The connection's reader sees only whole messages and control frames, so a client that sends a
+/// message's first fragment and then empty continuation frames forever would never be seen:
+/// nothing completes, so nothing counts, and the size limit is never reached. Counted here, every
+/// frame (data, continuation or control) takes a token of `MAX_MESSAGES_PER_SECOND`; a client over
+/// that for [`OVER_LIMIT_GRACE`] gets the read error [`OverRateLimit`], which the connection
+/// answers with 1008, and every later read fails the same way, so the close handshake does not
+/// read on for its client either. Nothing is dropped here: whole messages are dropped by the
+/// reader's own limiter.
+#[derive(Debug)]
+pub struct FrameMetered<S> {
+    inner: S,
+    scan: FrameScan,
+    limiter: RateLimiter,
+    limits: RateLimits,
+    opened: Instant,
+}
+
+impl<S> FrameMetered<S> {
+    /// Meters `inner` at `limits`' message rate (no limit if that is 0).
+    pub fn new(inner: S, limits: RateLimits) -> FrameMetered<S> {
+        let limits = limits.frames_only();
+        FrameMetered {
+            inner,
+            scan: FrameScan::default(),
+            limiter: RateLimiter::new(&limits),
+            limits,
+            opened: Instant::now(),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FrameMetered<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let frames = this.scan.feed(&buf.filled()[before..]);
+        if this.limits.messages_per_second > 0.0 && frames > 0 {
+            let now = this.opened.elapsed();
+            for _ in 0..frames {
+                if this.limiter.admit(&this.limits, now, 0) == Verdict::Close {
+                    return Poll::Ready(Err(io::Error::other(OverRateLimit)));
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FrameMetered<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Finds where frames start in a byte stream by reading only their headers (RFC 6455, 5.2): the
+/// first two bytes, the extended length, the masking key, then the payload is skipped.
+#[derive(Debug, Default)]
+struct FrameScan {
+    phase: ScanPhase,
+    /// Header bytes still to read in `ExtendedLength` and `MaskingKey`.
+    header_left: u8,
+    masked: bool,
+    length: u64,
+    /// Payload bytes still to skip in `Payload`.
+    payload_left: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ScanPhase {
+    #[default]
+    FirstByte,
+    Length,
+    ExtendedLength,
+    MaskingKey,
+    Payload,
+}
+
+impl FrameScan {
+    /// Consumes `bytes`; returns how many frames began in them.
+    fn feed(&mut self, mut bytes: &[u8]) -> u32 {
+        let mut frames = 0;
+        while let Some((&byte, rest)) = bytes.split_first() {
+            match self.phase {
+                ScanPhase::Payload => {
+                    let skipped = bytes
+                        .len()
+                        .min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
+                    self.payload_left -= skipped as u64;
+                    bytes = &bytes[skipped..];
+                    if self.payload_left == 0 {
+                        self.phase = ScanPhase::FirstByte;
+                    }
+                    continue;
+                }
+                ScanPhase::FirstByte => {
+                    frames += 1;
+                    self.phase = ScanPhase::Length;
+                }
+                ScanPhase::Length => {
+                    self.masked = byte & 0x80 != 0;
+                    match byte & 0x7f {
+                        126 => self.expect_extended_length(2),
+                        127 => self.expect_extended_length(8),
+                        length => self.length_known(u64::from(length)),
+                    }
+                }
+                ScanPhase::ExtendedLength => {
+                    self.length = self.length << 8 | u64::from(byte);
+                    self.header_left -= 1;
+                    if self.header_left == 0 {
+                        self.length_known(self.length);
+                    }
+                }
+                ScanPhase::MaskingKey => {
+                    self.header_left -= 1;
+                    if self.header_left == 0 {
+                        self.payload_begins();
+                    }
+                }
+            }
+            bytes = rest;
+        }
+        frames
+    }
+
+    fn expect_extended_length(&mut self, bytes: u8) {
+        self.phase = ScanPhase::ExtendedLength;
+        self.header_left = bytes;
+        self.length = 0;
+    }
+
+    fn length_known(&mut self, length: u64) {
+        self.length = length;
+        if self.masked {
+            self.phase = ScanPhase::MaskingKey;
+            self.header_left = 4;
+        } else {
+            self.payload_begins();
+        }
+    }
+
+    fn payload_begins(&mut self) {
+        self.payload_left = self.length;
+        self.phase = if self.length == 0 {
+            ScanPhase::FirstByte
+        } else {
+            ScanPhase::Payload
+        };
+    }
 }
 
 /// Whether `json` (already known to be valid JSON) nests arrays and objects deeper than `limit`.
@@ -172,6 +392,79 @@ mod tests {
         bytes_per_second: 1_048_576.0,
         byte_burst: 1_048_576.0,
     };
+
+    /// A masked client frame: FIN and `opcode`, the payload length as RFC 6455 encodes it.
+    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![u8::from(fin) << 7 | opcode];
+        match payload.len() {
+            n @ 0..=125 => bytes.push(0x80 | n as u8),
+            n @ 126..=65_535 => {
+                bytes.push(0x80 | 126);
+                bytes.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                bytes.push(0x80 | 127);
+                bytes.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn the_scan_counts_every_frame_however_the_bytes_are_cut() {
+        let mut stream = Vec::new();
+        stream.extend(frame(false, 1, b"he"));
+        for _ in 0..1_000 {
+            stream.extend(frame(false, 0, b""));
+        }
+        stream.extend(frame(true, 0, b"llo"));
+        stream.extend(frame(true, 9, b"ping"));
+        stream.extend(frame(true, 2, &[7; 300]));
+        stream.extend(frame(true, 2, &[7; 70_000]));
+        for chunk in [1, 2, 3, 7, 256, stream.len()] {
+            let mut scan = FrameScan::default();
+            let frames: u32 = stream.chunks(chunk).map(|bytes| scan.feed(bytes)).sum();
+            assert_eq!(frames, 1_005, "read {chunk} bytes at a time");
+            assert_eq!(scan.phase, ScanPhase::FirstByte);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_flood_is_a_read_error_after_the_grace_period() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let mut metered = FrameMetered::new(server, DEFAULTS);
+        let mut client = client;
+        let empty_continuation = frame(false, 0, b"");
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let start = Instant::now();
+            while start.elapsed() < OVER_LIMIT_GRACE + Duration::from_secs(2) {
+                if client
+                    .write_all(&empty_continuation.repeat(100))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        let err = loop {
+            use tokio::io::AsyncReadExt;
+            match metered.read(&mut buf).await {
+                Ok(0) => panic!("the flood ended before the limit closed it"),
+                Ok(_) => continue,
+                Err(err) => break err,
+            }
+        };
+        assert!(OverRateLimit::is(&err), "{err}");
+        assert!(started.elapsed() >= OVER_LIMIT_GRACE);
+        writer.abort();
+    }
 
     fn ms(millis: u64) -> Duration {
         Duration::from_millis(millis)

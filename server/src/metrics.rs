@@ -162,8 +162,9 @@ impl Metrics {
     }
 
     /// Counts a socket the server closed in the HTTP phase: `header_timeout` (no complete first
-    /// head in time), `idle_timeout` (no next head on a keep-alive socket), `head_too_large`
-    /// (answered 431), `crowded_out` (the oldest, when the phase was full).
+    /// head in time), `idle_timeout` (no next head on a keep-alive socket), `response_stalled`
+    /// (its responses not read), `head_too_large` (answered 431), `crowded_out` (the oldest, when
+    /// the phase was full).
     pub fn http_connection_closed(&self, reason: &'static str) {
         self.http_connections_closed
             .get_or_create(&[("reason", reason)])

@@ -235,7 +235,8 @@ fn admit(state: &AppState, handshake: Handshake, route: Route, client: String) -
 /// X-Forwarded-For, so with `hops` trusted proxies in front (CloudFront, then the ALB: 2) the entry
 /// `hops` places from the right is the one the first trusted proxy wrote: the client as CloudFront
 /// saw it. Entries further left are whatever the client sent, and never used. With fewer entries
-/// than hops, the leftmost is still one a trusted proxy wrote. `hops` = 0: the TCP peer.
+/// than hops, which only a misconfiguration produces (a hop that does not append), the leftmost
+/// entry is taken as it is. `hops` = 0: the TCP peer.
 fn client_address(headers: &HeaderMap, peer: Option<PeerAddr>, hops: u8) -> String {
     let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")

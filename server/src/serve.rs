@@ -12,14 +12,15 @@
 //! that trickles a request head a byte at a time, or never finishes one, holds a file descriptor and
 //! its buffered bytes for free. So every socket must send its first head within the header-read
 //! timeout, a head may not exceed [`MAX_HEAD_BYTES`] (431), a keep-alive socket must send its next
-//! head within the idle timeout, and at most `MAX_HTTP_CONNECTIONS` sockets may be in the phase at
-//! once: when full, the oldest is closed to let the newest in, so `/health` and upgrades always get
-//! through, whatever the slow sockets do.
+//! head within the idle timeout, one that does not read its responses is closed once no head has
+//! come for the idle and header-read timeouts together, and at most `MAX_HTTP_CONNECTIONS` sockets
+//! may be in the phase at once: when full, the oldest is closed to let the newest in, so `/health`
+//! and upgrades always get through, whatever the slow sockets do.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 use tower_service::Service;
 use tracing::{debug, warn};
 use warp::Filter;
@@ -113,12 +115,15 @@ pub async fn serve<F>(
             debug!(error = %err, "TCP_NODELAY not set");
         }
         let (place, crowded_out) = phase.enter();
-        // Set once a complete request head has arrived, which ends the first-head deadline.
-        let head_seen = Arc::new(AtomicBool::new(false));
+        let accepted = Instant::now();
+        // When the latest complete request head arrived, in milliseconds after the accept, plus
+        // one (0: none yet). The deadlines below are measured from it.
+        let last_head = Arc::new(AtomicU64::new(0));
         let service = {
-            let (routes, head_seen) = (routes.clone(), Arc::clone(&head_seen));
+            let (routes, last_head) = (routes.clone(), Arc::clone(&last_head));
             hyper::service::service_fn(move |request| {
-                head_seen.store(true, Ordering::Relaxed);
+                let at = accepted.elapsed().as_millis() as u64 + 1;
+                last_head.store(at, Ordering::Relaxed);
                 warp::service(routes.clone()).call(with_extensions(request, peer))
             })
         };
@@ -135,9 +140,9 @@ pub async fn serve<F>(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _place = place;
-            let first_head = tokio::time::sleep(limits.header_read_timeout);
-            tokio::pin!(connection, first_head, crowded_out);
-            let (mut closing, mut first_head_due) = (false, true);
+            let deadline = tokio::time::sleep(limits.header_read_timeout);
+            tokio::pin!(connection, deadline, crowded_out);
+            let mut closing = false;
             let ended = loop {
                 tokio::select! {
                     result = &mut connection => break match result {
@@ -149,13 +154,24 @@ pub async fn serve<F>(
                             None
                         }
                     },
-                    // A select's conditions are read once, when it starts: whether the head has
-                    // come is checked when the timer fires.
-                    _ = &mut first_head, if first_head_due => {
-                        if !head_seen.load(Ordering::Relaxed) {
-                            break Some("header_timeout");
+                    // The first head must come within the header-read timeout. After a head,
+                    // hyper's own timer closes a socket idle for the idle timeout, but it runs
+                    // only while hyper waits for a head: a client that never reads its response
+                    // keeps hyper writing, so a socket with no new head for the idle timeout
+                    // and then the header-read timeout is closed here.
+                    () = &mut deadline => {
+                        let since_head = match last_head.load(Ordering::Relaxed) {
+                            0 => break Some("header_timeout"),
+                            at => Duration::from_millis(at - 1),
+                        };
+                        let due = accepted
+                            + since_head
+                            + limits.idle_timeout
+                            + limits.header_read_timeout;
+                        if Instant::now() >= due {
+                            break Some("response_stalled");
                         }
-                        first_head_due = false;
+                        deadline.as_mut().reset(due);
                     }
                     _ = &mut crowded_out => break Some("crowded_out"),
                     _ = shutdown.terminating(), if !closing => {

@@ -216,8 +216,166 @@ async fn a_ping_flood_counts_toward_the_rate_limit_and_is_closed_with_1008() {
     );
 }
 
+/// A masked client frame (RFC 6455, 5.2) with a payload under 126 bytes.
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![
+        u8::from(fin) << 7 | opcode,
+        0x80 | payload.len() as u8,
+        1,
+        2,
+        3,
+        4,
+    ];
+    frame.extend(
+        payload
+            .iter()
+            .zip([1, 2, 3, 4].iter().cycle())
+            .map(|(b, m)| b ^ m),
+    );
+    frame
+}
+
+/// Reads unmasked server frames from `stream` until a close frame; returns its code.
+async fn server_close_code(stream: &mut tokio::net::tcp::OwnedReadHalf) -> u16 {
+    loop {
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head).await.expect("a frame header");
+        let length = match head[1] & 0x7f {
+            126 => u64::from(stream.read_u16().await.unwrap()),
+            127 => stream.read_u64().await.unwrap(),
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; length as usize];
+        stream.read_exact(&mut payload).await.unwrap();
+        if head[0] & 0x0f == 8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_clients_that_never_read_are_not_read_from_and_hold_bounded_memory() {
+async fn a_message_that_never_ends_is_a_frame_flood_and_is_closed_with_1008() {
+    // The first fragment of a text message, then empty continuation frames for ever: no message
+    // ever completes, so only counting frames as they arrive can see it.
+    let server = Process::start(&[]).await;
+    let mut listener = join_process(&server).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = upgrade_request("/wss", "HTTP/1.1", true, KEY, "13");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 101"));
+    let (mut read, mut write) = stream.into_split();
+    let started = Instant::now();
+    let flooding = tokio::spawn(async move {
+        write
+            .write_all(&client_frame(false, 1, b"["))
+            .await
+            .unwrap();
+        let burst = client_frame(false, 0, b"").repeat(1_000);
+        while started.elapsed() < PATIENCE {
+            if write.write_all(&burst).await.is_err() {
+                break;
+            }
+        }
+    });
+    let code = tokio::time::timeout(PATIENCE, server_close_code(&mut read))
+        .await
+        .expect("closed before the test's patience ran out");
+    let closed_after = started.elapsed();
+    flooding.abort();
+    assert_eq!(code, 1008);
+    assert!(
+        closed_after >= Duration::from_secs(5),
+        "closed after {closed_after:?}"
+    );
+    assert_eq!(
+        server
+            .metric(r#"websocket_connections_closed_total{reason="rate_limited"}"#)
+            .await,
+        1.0
+    );
+    send_text(&mut listener, r#"{"still":"served"}"#).await;
+    assert_eq!(
+        next_text(&mut listener).await,
+        r#"{"message":{"still":"served"}}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_stalled_across_a_ping_gets_that_ping_once_it_reads() {
+    // Pings every second with a second to answer. The listener does not read for 1.5 s while 12 MB
+    // come its way (queues large enough to hold them), so the ping falls due while the server's
+    // write to it is stuck; then it reads everything, which answers any ping it got.
+    let server = Process::start(&[
+        ("PING_INTERVAL", "1s"),
+        ("PONG_TIMEOUT", "1s"),
+        ("CLIENT_QUEUE_BYTES", "67108864"),
+        ("MAX_MESSAGES_PER_SECOND", "0"),
+        ("MAX_BYTES_PER_SECOND", "0"),
+    ])
+    .await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let request = server.url("/wss").into_client_request().unwrap();
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (mut listener, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    let opened = Instant::now();
+    let mut sender = join_process(&server).await;
+    let pad = "x".repeat(60_000);
+    for seq in 0..200 {
+        send_text(&mut sender, format!(r#"{{"seq":{seq},"pad":"{pad}"}}"#)).await;
+        next_text(&mut sender).await;
+    }
+    // The sender's own heartbeat is answered while it reads.
+    let sender_reading =
+        tokio::spawn(async move { while let Some(Ok(_)) = sender.next().await {} });
+    tokio::time::sleep(Duration::from_millis(1_500).saturating_sub(opened.elapsed())).await;
+    assert_eq!(next_text(&mut listener).await, r#"{"connection":"ok"}"#);
+    for _ in 0..200 {
+        next_text(&mut listener).await;
+    }
+    // Three more heartbeats while reading.
+    let reading = tokio::spawn(async move { while let Some(Ok(_)) = listener.next().await {} });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for reason in ["pong_timeout", "slow_consumer"] {
+        let series = format!(r#"websocket_connections_closed_total{{reason="{reason}"}}"#);
+        assert_eq!(server.metric(&series).await, 0.0, "{reason}");
+    }
+    assert_eq!(server.metric("websocket_connections").await, 2.0);
+    reading.abort();
+    sender_reading.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_never_reads_its_responses_is_closed() {
+    let server =
+        Process::start(&[("HEADER_READ_TIMEOUT", "1s"), ("HTTP_IDLE_TIMEOUT", "2s")]).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    // Pipelined requests for the demo page, whose answers fill every buffer on the way.
+    let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).repeat(5_000);
+    let started = Instant::now();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(2), stream.write_all(request.as_bytes())).await;
+    // No new head for the idle and header-read timeouts (3 s) while hyper is stuck writing.
+    server
+        .wait_for_metric(
+            r#"websocket_http_connections_closed_total{reason="response_stalled"}"#,
+            1.0,
+        )
+        .await;
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after >= Duration::from_secs(3),
+        "closed after {closed_after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_clients_that_never_read_hold_bounded_memory_and_are_not_evicted() {
     const HOARDERS: usize = 10;
     let server = Process::start(&[]).await;
     let before = server.rss_bytes();
@@ -271,7 +429,8 @@ async fn echo_clients_that_never_read_are_not_read_from_and_hold_bounded_memory(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_listener_is_evicted_by_the_bytes_it_pins_not_only_by_count() {
-    // 300 messages of 30 KB: 9 MB, far over the 1 MiB queue, though a third of the 1,024 frames.
+    // 300 messages of 60 KB: 18 MB, far over the 1 MiB queue and what loopback's socket buffers
+    // absorb, though under a third of the 1,024 frames.
     const MESSAGES: usize = 300;
     let server = Process::start(&[
         ("MAX_BYTES_PER_SECOND", "0"),
@@ -293,7 +452,7 @@ async fn a_stalled_listener_is_evicted_by_the_bytes_it_pins_not_only_by_count() 
             assert!(text.starts_with(&format!(r#"{{"message":{{"seq":{seq},"#)));
         }
     });
-    let pad = "x".repeat(30_000);
+    let pad = "x".repeat(60_000);
     for seq in 0..MESSAGES {
         send_text(&mut sender, format!(r#"{{"seq":{seq},"pad":"{pad}"}}"#)).await;
         next_text(&mut sender).await;

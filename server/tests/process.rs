@@ -166,6 +166,8 @@ fn every_bad_setting_is_refused_with_one_line_naming_it() {
         ("HTTP_IDLE_TIMEOUT", "never", "HTTP_IDLE_TIMEOUT"),
         ("MAX_HTTP_CONNECTIONS", "0", "MAX_HTTP_CONNECTIONS"),
         ("TRUSTED_PROXY_HOPS", "17", "TRUSTED_PROXY_HOPS"),
+        // Longer than HTTP_IDLE_TIMEOUT (75 s), which bounds every head too.
+        ("HEADER_READ_TIMEOUT", "80s", "HEADER_READ_TIMEOUT"),
         // More than this machine's (or any container's) file limit allows.
         ("MAX_CONNECTIONS", "1000000", "MAX_CONNECTIONS"),
     ];

@@ -10,8 +10,8 @@ locals {
   stop_timeout_seconds = var.drain_timeout_seconds + 15
 
   # Sockets that may be in the HTTP phase (not yet upgraded) at once, and the open-file limit: the
-  # server refuses to start unless MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 64 fit in it, and the
-  # rest of the headroom is for whatever else the process opens.
+  # server refuses to start unless MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 16 (its metrics port)
+  # + 64 fit in it, and the rest of the headroom is for whatever else the process opens.
   max_http_connections = 1024
   open_files           = var.max_connections_per_task + local.max_http_connections + 1024
 

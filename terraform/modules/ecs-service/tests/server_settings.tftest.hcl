@@ -1,6 +1,6 @@
 # The server settings the task definition carries, with a mocked AWS provider (no account needed):
 # the timeouts that must agree with the load balancer's, the trusted proxies, and an open-file
-# limit that passes the server's start-up check (MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 64).
+# limit that passes the server's start-up check (MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 16 + 64).
 
 mock_provider "aws" {
   mock_data "aws_region" {
@@ -35,8 +35,8 @@ run "defaults_fit_the_load_balancer_and_the_file_limit" {
     error_message = "Behind CloudFront and the ALB, two proxies append to X-Forwarded-For."
   }
   assert {
-    condition     = jsondecode(aws_ecs_task_definition.this.container_definitions)[0].ulimits[0].softLimit >= 10000 + 1024 + 64
-    error_message = "nofile must cover MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 64, or the server refuses to start."
+    condition     = jsondecode(aws_ecs_task_definition.this.container_definitions)[0].ulimits[0].softLimit >= 10000 + 1024 + 16 + 64
+    error_message = "nofile must cover MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 16 + 64, or the server refuses to start."
   }
 }
 
@@ -55,8 +55,8 @@ run "a_large_task_keeps_its_file_limit_ahead" {
   assert {
     condition = alltrue([
       for limit in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].ulimits :
-      limit.softLimit >= 100000 + tonumber(local.environment.MAX_HTTP_CONNECTIONS) + 64 && limit.hardLimit == limit.softLimit
+      limit.softLimit >= 100000 + tonumber(local.environment.MAX_HTTP_CONNECTIONS) + 16 + 64 && limit.hardLimit == limit.softLimit
     ])
-    error_message = "nofile must cover MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 64."
+    error_message = "nofile must cover MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 16 + 64."
   }
 }
