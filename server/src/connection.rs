@@ -39,6 +39,12 @@ pub const GREETING: &str = r#"{"connection":"ok"}"#;
 /// is simply dropped: a peer that misbehaved gets no more patience than that.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a client closed for flooding keeps its socket after the server's close frame, unread:
+/// time for the frame (and what was queued before it) to reach the client, while TCP flow control
+/// holds the flood back at no cost to the server. Reading on for the close reply would mean parsing
+/// the flood; dropping at once would reset the connection and discard the close frame unsent.
+const FLOODER_LINGER: Duration = Duration::from_secs(1);
+
 /// Frames' worth of batch buffer a connection keeps between batches.
 const KEEP_BATCH_CAPACITY: usize = 64;
 
@@ -622,14 +628,19 @@ async fn close(
 ) {
     let handshake = async {
         match reason.close_code() {
-            // After our close frame, wait for the client's (the stream ends after it).
+            // After our close frame, wait for the client's (the stream ends after it); a flooder
+            // is not read from again.
             Some(code)
                 if sink
                     .send(close_frame(code, reason.close_text()))
                     .await
                     .is_ok() =>
             {
-                while let Some(Ok(_)) = stream.next().await {}
+                if reason == CloseReason::RateLimited {
+                    sleep(FLOODER_LINGER).await;
+                } else {
+                    while let Some(Ok(_)) = stream.next().await {}
+                }
             }
             // Sends the reply the WebSocket layer queued when the client's close frame arrived.
             None if reason == CloseReason::ClientClosed => {

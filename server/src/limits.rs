@@ -52,15 +52,6 @@ impl RateLimits {
             byte_burst: bytes_per_second.max(max_message_size) as f32,
         }
     }
-
-    /// The same message rate applied to frames, with no byte limit: what [`FrameMetered`] counts.
-    fn frames_only(self) -> RateLimits {
-        RateLimits {
-            bytes_per_second: 0.0,
-            byte_burst: 0.0,
-            ..self
-        }
-    }
 }
 
 /// What to do with a client's message.
@@ -175,28 +166,20 @@ impl OverRateLimit {
 /// nothing completes, so nothing counts, and the size limit is never reached. Counted here, every
 /// frame (data, continuation or control) takes a token of `MAX_MESSAGES_PER_SECOND`; a client over
 /// that for [`OVER_LIMIT_GRACE`] gets the read error [`OverRateLimit`], which the connection
-/// answers with 1008, and every later read fails the same way, so the close handshake does not
-/// read on for its client either. Nothing is dropped here: whole messages are dropped by the
-/// reader's own limiter.
+/// answers with 1008. Nothing is dropped here: whole messages are dropped by the reader's own
+/// limiter.
 #[derive(Debug)]
 pub struct FrameMetered<S> {
     inner: S,
-    scan: FrameScan,
-    limiter: RateLimiter,
-    limits: RateLimits,
-    opened: Instant,
+    meter: FrameMeter,
 }
 
 impl<S> FrameMetered<S> {
-    /// Meters `inner` at `limits`' message rate (no limit if that is 0).
+    /// Meters `inner` at `limits`' message rate (not at all if that is 0).
     pub fn new(inner: S, limits: RateLimits) -> FrameMetered<S> {
-        let limits = limits.frames_only();
         FrameMetered {
             inner,
-            scan: FrameScan::default(),
-            limiter: RateLimiter::new(&limits),
-            limits,
-            opened: Instant::now(),
+            meter: FrameMeter::new(limits.messages_per_second, limits.message_burst),
         }
     }
 }
@@ -210,16 +193,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameMetered<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let frames = this.scan.feed(&buf.filled()[before..]);
-        if this.limits.messages_per_second > 0.0 && frames > 0 {
-            let now = this.opened.elapsed();
-            for _ in 0..frames {
-                if this.limiter.admit(&this.limits, now, 0) == Verdict::Close {
-                    return Poll::Ready(Err(io::Error::other(OverRateLimit)));
-                }
-            }
-        }
-        Poll::Ready(Ok(()))
+        let read = &buf.filled()[before..];
+        Poll::Ready(this.meter.feed(read).map_err(io::Error::other))
     }
 }
 
@@ -253,22 +228,34 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FrameMetered<S> {
     }
 }
 
-/// Finds where frames start in a byte stream by reading only their headers (RFC 6455, 5.2): the
-/// first two bytes, the extended length, the masking key, then the payload is skipped.
-#[derive(Debug, Default)]
-struct FrameScan {
+/// `over_since` when the client is not over the limit.
+const NOT_OVER: u32 = u32::MAX;
+
+/// Finds where frames start in a byte stream by reading only their headers (RFC 6455, 5.2: two
+/// bytes, the extended length, the masking key; the payload is skipped), and holds the frames to
+/// a token bucket.
+///
+/// It sits in every connection's socket for the connection's whole life, beside the WebSocket
+/// state, so it is one flat 32-byte struct: times are milliseconds of a process-wide clock in a
+/// u32, compared with wrapping arithmetic; a stretch over the limit ends once the bucket has
+/// refilled to half, so that no second time is needed.
+#[derive(Debug)]
+struct FrameMeter {
+    /// The extended length being read, then the payload bytes still to skip.
+    count: u64,
+    tokens: f32,
+    refilled_at: u32,
+    over_since: u32,
+    rate: f32,
+    burst: f32,
     phase: ScanPhase,
     /// Header bytes still to read in `ExtendedLength` and `MaskingKey`.
     header_left: u8,
     masked: bool,
-    length: u64,
-    /// Payload bytes still to skip in `Payload`.
-    payload_left: u64,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ScanPhase {
-    #[default]
     FirstByte,
     Length,
     ExtendedLength,
@@ -276,19 +263,69 @@ enum ScanPhase {
     Payload,
 }
 
-impl FrameScan {
+impl FrameMeter {
+    fn new(rate: f32, burst: f32) -> FrameMeter {
+        FrameMeter {
+            count: 0,
+            tokens: burst,
+            refilled_at: clock_ms(),
+            over_since: NOT_OVER,
+            rate,
+            burst,
+            phase: ScanPhase::FirstByte,
+            header_left: 0,
+            masked: false,
+        }
+    }
+
+    /// Consumes `bytes` read from the client; an error once its frames have been over the rate
+    /// for [`OVER_LIMIT_GRACE`].
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), OverRateLimit> {
+        if self.rate == 0.0 {
+            return Ok(());
+        }
+        match self.scan(bytes) {
+            0 => Ok(()),
+            frames => self.admit(frames, clock_ms()),
+        }
+    }
+
+    /// Takes a token for each of `frames` arriving at `now`.
+    fn admit(&mut self, frames: u32, now: u32) -> Result<(), OverRateLimit> {
+        let elapsed = now.wrapping_sub(self.refilled_at) as f32 / 1000.0;
+        self.refilled_at = now;
+        let refilled = (self.tokens + elapsed * self.rate).min(self.burst);
+        if refilled >= self.burst / 2.0 {
+            // Recovered since the last frames: any stretch over the limit has ended.
+            self.over_since = NOT_OVER;
+        }
+        self.tokens = refilled - frames as f32;
+        if self.tokens >= 0.0 {
+            return Ok(());
+        }
+        // Over: the debt is not carried (the frames were read all the same), the stretch is.
+        self.tokens = 0.0;
+        if self.over_since == NOT_OVER {
+            self.over_since = now.min(NOT_OVER - 1);
+        }
+        if now.wrapping_sub(self.over_since) >= OVER_LIMIT_GRACE.as_millis() as u32 {
+            return Err(OverRateLimit);
+        }
+        Ok(())
+    }
+
     /// Consumes `bytes`; returns how many frames began in them.
-    fn feed(&mut self, mut bytes: &[u8]) -> u32 {
+    fn scan(&mut self, mut bytes: &[u8]) -> u32 {
         let mut frames = 0;
         while let Some((&byte, rest)) = bytes.split_first() {
             match self.phase {
                 ScanPhase::Payload => {
                     let skipped = bytes
                         .len()
-                        .min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
-                    self.payload_left -= skipped as u64;
+                        .min(usize::try_from(self.count).unwrap_or(usize::MAX));
+                    self.count -= skipped as u64;
                     bytes = &bytes[skipped..];
-                    if self.payload_left == 0 {
+                    if self.count == 0 {
                         self.phase = ScanPhase::FirstByte;
                     }
                     continue;
@@ -306,10 +343,10 @@ impl FrameScan {
                     }
                 }
                 ScanPhase::ExtendedLength => {
-                    self.length = self.length << 8 | u64::from(byte);
+                    self.count = self.count << 8 | u64::from(byte);
                     self.header_left -= 1;
                     if self.header_left == 0 {
-                        self.length_known(self.length);
+                        self.length_known(self.count);
                     }
                 }
                 ScanPhase::MaskingKey => {
@@ -327,11 +364,11 @@ impl FrameScan {
     fn expect_extended_length(&mut self, bytes: u8) {
         self.phase = ScanPhase::ExtendedLength;
         self.header_left = bytes;
-        self.length = 0;
+        self.count = 0;
     }
 
     fn length_known(&mut self, length: u64) {
-        self.length = length;
+        self.count = length;
         if self.masked {
             self.phase = ScanPhase::MaskingKey;
             self.header_left = 4;
@@ -341,13 +378,19 @@ impl FrameScan {
     }
 
     fn payload_begins(&mut self) {
-        self.payload_left = self.length;
-        self.phase = if self.length == 0 {
+        self.phase = if self.count == 0 {
             ScanPhase::FirstByte
         } else {
             ScanPhase::Payload
         };
     }
+}
+
+/// Milliseconds since the process first asked, in a u32 that wraps after 49 days (see
+/// [`FrameMeter`]).
+fn clock_ms() -> u32 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u32
 }
 
 /// Whether `json` (already known to be valid JSON) nests arrays and objects deeper than `limit`.
@@ -413,6 +456,38 @@ mod tests {
     }
 
     #[test]
+    fn the_frame_meter_is_small() {
+        // It is in every connection's socket; 32 bytes keep the WebSocket state's allocation in
+        // mimalloc's 384-byte size class.
+        assert_eq!(std::mem::size_of::<FrameMeter>(), 32);
+    }
+
+    #[test]
+    fn frames_over_the_rate_for_the_grace_period_are_an_error_and_bursts_are_not() {
+        let grace = OVER_LIMIT_GRACE.as_millis() as u32;
+        let mut meter = FrameMeter::new(100.0, 200.0);
+        let start = meter.refilled_at;
+        // 1,000 frames a second: over from the 223rd millisecond on.
+        let mut failed_at = None;
+        for ms in 0..grace + 1_000 {
+            if meter.admit(1, start + ms).is_err() {
+                failed_at = Some(ms);
+                break;
+            }
+        }
+        let failed_at = failed_at.expect("closed");
+        assert!(
+            (grace + 200..grace + 250).contains(&failed_at),
+            "{failed_at}"
+        );
+        // Bursts of 250 every 3 s: over for a moment each time, never for 5 s.
+        let mut meter = FrameMeter::new(100.0, 200.0);
+        for burst in 0..20 {
+            assert!(meter.admit(250, start + burst * 3_000).is_ok());
+        }
+    }
+
+    #[test]
     fn the_scan_counts_every_frame_however_the_bytes_are_cut() {
         let mut stream = Vec::new();
         stream.extend(frame(false, 1, b"he"));
@@ -424,10 +499,10 @@ mod tests {
         stream.extend(frame(true, 2, &[7; 300]));
         stream.extend(frame(true, 2, &[7; 70_000]));
         for chunk in [1, 2, 3, 7, 256, stream.len()] {
-            let mut scan = FrameScan::default();
-            let frames: u32 = stream.chunks(chunk).map(|bytes| scan.feed(bytes)).sum();
+            let mut meter = FrameMeter::new(100.0, 200.0);
+            let frames: u32 = stream.chunks(chunk).map(|bytes| meter.scan(bytes)).sum();
             assert_eq!(frames, 1_005, "read {chunk} bytes at a time");
-            assert_eq!(scan.phase, ScanPhase::FirstByte);
+            assert_eq!(meter.phase, ScanPhase::FirstByte);
         }
     }
 
