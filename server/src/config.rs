@@ -89,7 +89,8 @@ pub struct Config {
     pub client_queue_bytes: u64,
 
     /// Messages a client may send per second, on average (`/wss` and `/echo`); a message over the
-    /// limit is dropped, and a client over it for 5 s is closed with 1008. 0: no limit.
+    /// limit is dropped, and a client over it for 5 s is closed with 1008. Every frame counts too
+    /// (a message in k fragments costs k; pings and pongs count). 0: no limit.
     #[arg(long, env = "MAX_MESSAGES_PER_SECOND", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub max_messages_per_second: u32,

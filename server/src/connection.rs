@@ -388,13 +388,12 @@ impl<'a> Reader<'a> {
         if !(message.is_text() || message.is_binary()) {
             return Next::Read;
         }
-        let now = self.activity.opened.elapsed();
         let metrics = &*self.connection.metrics;
         let size = payload(&message).len();
         self.activity.received.fetch_add(1, Ordering::Relaxed);
         metrics.messages_received.inc();
         metrics.bytes_received.inc_by(size as u64);
-        match limiter.admit(&self.connection.rate_limits, now, size) {
+        match limiter.admit(&self.connection.rate_limits, size) {
             Verdict::Accept => {}
             Verdict::Drop => {
                 metrics.messages_dropped("rate_limited", 1);

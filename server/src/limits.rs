@@ -15,10 +15,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// How long a client may stay over its rate limit before it is closed with 1008.
 pub const OVER_LIMIT_GRACE: Duration = Duration::from_secs(5);
 
-/// A quiet spell this long ends a stretch over the limit: a client that bursts now and then is
-/// never closed, one that keeps pushing is.
-const OVER_LIMIT_GAP: Duration = Duration::from_secs(1);
-
 /// Deepest JSON nesting (arrays and objects) a broadcast message may have. 128 is serde_json's own
 /// recursion limit, which browsers' and most servers' parsers also handle.
 pub const MAX_JSON_DEPTH: usize = 128;
@@ -65,19 +61,13 @@ pub enum Verdict {
     Close,
 }
 
-/// One connection's token buckets.
-///
-/// It lives in every connection's task for the connection's whole life, so it is kept small: f32
-/// tokens, and times as milliseconds since the connection opened in a u32, compared with wrapping
-/// arithmetic (they wrap after 49 days, and only differences of less than that matter).
+/// One connection's message and byte buckets, for whole messages (the reader's): a message over
+/// either is dropped.
 #[derive(Debug)]
 pub struct RateLimiter {
-    message_tokens: f32,
-    byte_tokens: f32,
-    refilled_at: u32,
-    /// When the current stretch over the limit began, if the client is over it.
-    over_since: Option<u32>,
-    last_dropped: u32,
+    messages: Bucket,
+    bytes: Bucket,
+    stretch: Stretch,
 }
 
 impl RateLimiter {
@@ -85,47 +75,117 @@ impl RateLimiter {
     /// any other.
     pub fn new(limits: &RateLimits) -> RateLimiter {
         RateLimiter {
-            message_tokens: limits.message_burst,
-            byte_tokens: limits.byte_burst,
-            refilled_at: 0,
-            over_since: None,
-            last_dropped: 0,
+            messages: Bucket::full(limits.message_burst),
+            bytes: Bucket::full(limits.byte_burst),
+            stretch: Stretch::new(clock_ms()),
         }
     }
 
-    /// Decides about a message of `bytes` payload bytes arriving `now` after the connection opened.
-    pub fn admit(&mut self, limits: &RateLimits, now: Duration, bytes: usize) -> Verdict {
-        // Truncated on purpose: see the type's documentation.
-        let now = now.as_millis() as u32;
-        let elapsed = f64::from(now.wrapping_sub(self.refilled_at)) / 1000.0;
-        self.refilled_at = now;
-        self.message_tokens = (f64::from(self.message_tokens)
-            + elapsed * f64::from(limits.messages_per_second))
-        .min(f64::from(limits.message_burst)) as f32;
-        self.byte_tokens = (f64::from(self.byte_tokens)
-            + elapsed * f64::from(limits.bytes_per_second))
-        .min(f64::from(limits.byte_burst)) as f32;
+    /// Decides about a message of `bytes` payload bytes arriving now.
+    pub fn admit(&mut self, limits: &RateLimits, bytes: usize) -> Verdict {
+        self.admit_at(limits, clock_ms(), bytes)
+    }
 
-        let bytes = bytes as f32;
-        let messages_ok = limits.messages_per_second == 0.0 || self.message_tokens >= 1.0;
-        let bytes_ok = limits.bytes_per_second == 0.0 || self.byte_tokens >= bytes;
-        if messages_ok && bytes_ok {
-            if limits.messages_per_second > 0.0 {
-                self.message_tokens -= 1.0;
-            }
-            if limits.bytes_per_second > 0.0 {
-                self.byte_tokens -= bytes;
-            }
-            return Verdict::Accept;
+    fn admit_at(&mut self, limits: &RateLimits, now: u32, bytes: usize) -> Verdict {
+        let elapsed = self.stretch.elapsed(now);
+        let messages_on = limits.messages_per_second > 0.0;
+        let bytes_on = limits.bytes_per_second > 0.0;
+        let messages_recovered = !messages_on
+            || self
+                .messages
+                .refill(elapsed, limits.messages_per_second, limits.message_burst);
+        let bytes_recovered = !bytes_on
+            || self
+                .bytes
+                .refill(elapsed, limits.bytes_per_second, limits.byte_burst);
+        if messages_recovered && bytes_recovered {
+            self.stretch.recovered();
         }
-        let gap = millis(OVER_LIMIT_GAP);
-        let over_since = match self.over_since {
-            Some(since) if now.wrapping_sub(self.last_dropped) < gap => since,
-            _ => now,
-        };
-        self.over_since = Some(over_since);
-        self.last_dropped = now;
-        if now.wrapping_sub(over_since) >= millis(OVER_LIMIT_GRACE) {
+        let size = bytes as f32;
+        if (messages_on && !self.messages.holds(1.0)) || (bytes_on && !self.bytes.holds(size)) {
+            return self.stretch.over(now);
+        }
+        if messages_on {
+            self.messages.take(1.0);
+        }
+        if bytes_on {
+            self.bytes.take(size);
+        }
+        Verdict::Accept
+    }
+}
+
+/// A token bucket; its rate and burst are kept by its owner, which has them for every bucket
+/// alike. f32 tokens: the limiters live in every connection for its whole life.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f32,
+}
+
+impl Bucket {
+    fn full(burst: f32) -> Bucket {
+        Bucket { tokens: burst }
+    }
+
+    /// Refills for `elapsed` seconds; returns whether the bucket is at least half full again,
+    /// which ends a stretch over the limit.
+    fn refill(&mut self, elapsed: f32, rate: f32, burst: f32) -> bool {
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.tokens >= burst / 2.0
+    }
+
+    fn holds(&self, amount: f32) -> bool {
+        self.tokens >= amount
+    }
+
+    fn take(&mut self, amount: f32) {
+        self.tokens -= amount;
+    }
+
+    fn empty(&mut self) {
+        self.tokens = 0.0;
+    }
+}
+
+/// `Stretch::over_since` while the client is not over the limit.
+const NOT_OVER: u32 = u32::MAX;
+
+/// A limiter's clock: when its buckets were last refilled, and since when its client has been over
+/// the limit. Times are milliseconds of a process-wide clock in a u32, compared with wrapping
+/// arithmetic (they wrap after 49 days; only differences of less than that matter). A stretch over
+/// the limit ends once the buckets have refilled to half, so that a client that bursts now and
+/// then is never closed, and one that keeps pushing is, with no second time to keep.
+#[derive(Debug)]
+struct Stretch {
+    refilled_at: u32,
+    over_since: u32,
+}
+
+impl Stretch {
+    fn new(now: u32) -> Stretch {
+        Stretch {
+            refilled_at: now,
+            over_since: NOT_OVER,
+        }
+    }
+
+    /// Seconds since the buckets were last refilled, which they are now.
+    fn elapsed(&mut self, now: u32) -> f32 {
+        let elapsed = now.wrapping_sub(self.refilled_at) as f32 / 1000.0;
+        self.refilled_at = now;
+        elapsed
+    }
+
+    fn recovered(&mut self) {
+        self.over_since = NOT_OVER;
+    }
+
+    /// Something arrived over the limit `now`: drop it, or close once over for the grace period.
+    fn over(&mut self, now: u32) -> Verdict {
+        if self.over_since == NOT_OVER {
+            self.over_since = now.min(NOT_OVER - 1);
+        }
+        if now.wrapping_sub(self.over_since) >= OVER_LIMIT_GRACE.as_millis() as u32 {
             Verdict::Close
         } else {
             Verdict::Drop
@@ -133,8 +193,11 @@ impl RateLimiter {
     }
 }
 
-fn millis(duration: Duration) -> u32 {
-    duration.as_millis() as u32
+/// Milliseconds since the process first asked, in a u32 that wraps after 49 days (see
+/// [`Stretch`]).
+fn clock_ms() -> u32 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u32
 }
 
 /// The read error a [`FrameMetered`] socket gives once its client has sent frames over the message
@@ -228,24 +291,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FrameMetered<S> {
     }
 }
 
-/// `over_since` when the client is not over the limit.
-const NOT_OVER: u32 = u32::MAX;
-
 /// Finds where frames start in a byte stream by reading only their headers (RFC 6455, 5.2: two
 /// bytes, the extended length, the masking key; the payload is skipped), and holds the frames to
 /// a token bucket.
 ///
 /// It sits in every connection's socket for the connection's whole life, beside the WebSocket
-/// state, so it is one flat 32-byte struct: times are milliseconds of a process-wide clock in a
-/// u32, compared with wrapping arithmetic; a stretch over the limit ends once the bucket has
-/// refilled to half, so that no second time is needed.
+/// state, so it is kept to 32 bytes.
 #[derive(Debug)]
 struct FrameMeter {
     /// The extended length being read, then the payload bytes still to skip.
     count: u64,
-    tokens: f32,
-    refilled_at: u32,
-    over_since: u32,
+    frames: Bucket,
+    stretch: Stretch,
     rate: f32,
     burst: f32,
     phase: ScanPhase,
@@ -267,9 +324,8 @@ impl FrameMeter {
     fn new(rate: f32, burst: f32) -> FrameMeter {
         FrameMeter {
             count: 0,
-            tokens: burst,
-            refilled_at: clock_ms(),
-            over_since: NOT_OVER,
+            frames: Bucket::full(burst),
+            stretch: Stretch::new(clock_ms()),
             rate,
             burst,
             phase: ScanPhase::FirstByte,
@@ -292,26 +348,21 @@ impl FrameMeter {
 
     /// Takes a token for each of `frames` arriving at `now`.
     fn admit(&mut self, frames: u32, now: u32) -> Result<(), OverRateLimit> {
-        let elapsed = now.wrapping_sub(self.refilled_at) as f32 / 1000.0;
-        self.refilled_at = now;
-        let refilled = (self.tokens + elapsed * self.rate).min(self.burst);
-        if refilled >= self.burst / 2.0 {
-            // Recovered since the last frames: any stretch over the limit has ended.
-            self.over_since = NOT_OVER;
+        let elapsed = self.stretch.elapsed(now);
+        if self.frames.refill(elapsed, self.rate, self.burst) {
+            self.stretch.recovered();
         }
-        self.tokens = refilled - frames as f32;
-        if self.tokens >= 0.0 {
+        let frames = frames as f32;
+        if self.frames.holds(frames) {
+            self.frames.take(frames);
             return Ok(());
         }
-        // Over: the debt is not carried (the frames were read all the same), the stretch is.
-        self.tokens = 0.0;
-        if self.over_since == NOT_OVER {
-            self.over_since = now.min(NOT_OVER - 1);
+        // Over: the frames were read all the same, so no debt is carried; the stretch is.
+        self.frames.empty();
+        match self.stretch.over(now) {
+            Verdict::Close => Err(OverRateLimit),
+            Verdict::Accept | Verdict::Drop => Ok(()),
         }
-        if now.wrapping_sub(self.over_since) >= OVER_LIMIT_GRACE.as_millis() as u32 {
-            return Err(OverRateLimit);
-        }
-        Ok(())
     }
 
     /// Consumes `bytes`; returns how many frames began in them.
@@ -384,13 +435,6 @@ impl FrameMeter {
             ScanPhase::Payload
         };
     }
-}
-
-/// Milliseconds since the process first asked, in a u32 that wraps after 49 days (see
-/// [`FrameMeter`]).
-fn clock_ms() -> u32 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u32
 }
 
 /// Whether `json` (already known to be valid JSON) nests arrays and objects deeper than `limit`.
@@ -466,7 +510,7 @@ mod tests {
     fn frames_over_the_rate_for_the_grace_period_are_an_error_and_bursts_are_not() {
         let grace = OVER_LIMIT_GRACE.as_millis() as u32;
         let mut meter = FrameMeter::new(100.0, 200.0);
-        let start = meter.refilled_at;
+        let start = meter.stretch.refilled_at;
         // 1,000 frames a second: over from the 223rd millisecond on.
         let mut failed_at = None;
         for ms in 0..grace + 1_000 {
@@ -541,28 +585,24 @@ mod tests {
         writer.abort();
     }
 
-    fn ms(millis: u64) -> Duration {
-        Duration::from_millis(millis)
-    }
-
     #[test]
     fn a_burst_passes_then_the_rate_applies() {
         let mut limiter = RateLimiter::new(&DEFAULTS);
         for _ in 0..200 {
-            assert_eq!(limiter.admit(&DEFAULTS, ms(0), 10), Verdict::Accept);
+            assert_eq!(limiter.admit_at(&DEFAULTS, 0, 10), Verdict::Accept);
         }
-        assert_eq!(limiter.admit(&DEFAULTS, ms(0), 10), Verdict::Drop);
+        assert_eq!(limiter.admit_at(&DEFAULTS, 0, 10), Verdict::Drop);
         // 100 messages a second: one token every 10 ms.
-        assert_eq!(limiter.admit(&DEFAULTS, ms(10), 10), Verdict::Accept);
-        assert_eq!(limiter.admit(&DEFAULTS, ms(10), 10), Verdict::Drop);
+        assert_eq!(limiter.admit_at(&DEFAULTS, 10, 10), Verdict::Accept);
+        assert_eq!(limiter.admit_at(&DEFAULTS, 10, 10), Verdict::Drop);
     }
 
     #[test]
     fn bytes_are_limited_too() {
         let mut limiter = RateLimiter::new(&DEFAULTS);
-        assert_eq!(limiter.admit(&DEFAULTS, ms(0), 1_000_000), Verdict::Accept);
-        assert_eq!(limiter.admit(&DEFAULTS, ms(0), 100_000), Verdict::Drop);
-        assert_eq!(limiter.admit(&DEFAULTS, ms(100), 100_000), Verdict::Accept);
+        assert_eq!(limiter.admit_at(&DEFAULTS, 0, 1_000_000), Verdict::Accept);
+        assert_eq!(limiter.admit_at(&DEFAULTS, 0, 100_000), Verdict::Drop);
+        assert_eq!(limiter.admit_at(&DEFAULTS, 100, 100_000), Verdict::Accept);
     }
 
     #[test]
@@ -571,7 +611,7 @@ mod tests {
         let mut verdicts = Vec::new();
         // 1,000 messages a second for 6 s.
         for tick in 0..6_000 {
-            verdicts.push((tick, limiter.admit(&DEFAULTS, ms(tick), 10)));
+            verdicts.push((tick, limiter.admit_at(&DEFAULTS, tick, 10)));
         }
         let first_drop = verdicts
             .iter()
@@ -592,7 +632,7 @@ mod tests {
         let mut limiter = RateLimiter::new(&DEFAULTS);
         for second in 0..20 {
             for _ in 0..250 {
-                let verdict = limiter.admit(&DEFAULTS, Duration::from_secs(second * 3), 10);
+                let verdict = limiter.admit_at(&DEFAULTS, second * 3_000, 10);
                 assert_ne!(verdict, Verdict::Close);
             }
         }
@@ -603,7 +643,7 @@ mod tests {
         let off = RateLimits::new(0, 1, 0, 65_536);
         let mut limiter = RateLimiter::new(&off);
         for _ in 0..100_000 {
-            assert_eq!(limiter.admit(&off, ms(0), 65_536), Verdict::Accept);
+            assert_eq!(limiter.admit_at(&off, 0, 65_536), Verdict::Accept);
         }
     }
 

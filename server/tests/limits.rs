@@ -12,9 +12,8 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use server::healthcheck::http_request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A valid `Sec-WebSocket-Key` (RFC 6455's example).
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -315,14 +314,7 @@ async fn a_listener_stalled_across_a_ping_gets_that_ping_once_it_reads() {
         ("MAX_BYTES_PER_SECOND", "0"),
     ])
     .await;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let request = server.url("/wss").into_client_request().unwrap();
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    let (mut listener, _) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .unwrap();
+    let mut listener = small_buffer_client(server.addr, &server.url("/wss")).await;
     let opened = Instant::now();
     let mut sender = join_process(&server).await;
     let pad = "x".repeat(60_000);
@@ -354,9 +346,7 @@ async fn a_listener_stalled_across_a_ping_gets_that_ping_once_it_reads() {
 async fn a_socket_that_never_reads_its_responses_is_closed() {
     let server =
         Process::start(&[("HEADER_READ_TIMEOUT", "1s"), ("HTTP_IDLE_TIMEOUT", "2s")]).await;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(server.addr).await.unwrap();
+    let mut stream = small_buffer_socket(server.addr).await;
     // Pipelined requests for the demo page, whose answers fill every buffer on the way.
     let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).repeat(5_000);
     let started = Instant::now();
@@ -439,13 +429,7 @@ async fn a_stalled_listener_is_evicted_by_the_bytes_it_pins_not_only_by_count() 
         ("MAX_MESSAGES_PER_SECOND", "0"),
     ])
     .await;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let request = server.url("/wss").into_client_request().unwrap();
-    let (_stalled, _) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .unwrap();
+    let _stalled = small_buffer_client(server.addr, &server.url("/wss")).await;
     let mut sender = join_process(&server).await;
     let mut reader = join_process(&server).await;
     let reading = tokio::spawn(async move {

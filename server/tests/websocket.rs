@@ -9,9 +9,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use server::healthcheck::http_request;
-use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::Error as WsError;
 
 #[tokio::test]
@@ -165,13 +163,7 @@ async fn cuts_off_a_stalled_client_while_the_others_receive_everything() {
     ])
     .await;
     // A client that never reads, with a tiny receive buffer so the server's writes stall quickly.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let request = server.url("/wss").into_client_request().unwrap();
-    let (_stalled, _) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .unwrap();
+    let _stalled = small_buffer_client(server.addr, &server.url("/wss")).await;
     server.wait_for_metric("websocket_connections", 1.0).await;
 
     let mut sender = join(&server).await;

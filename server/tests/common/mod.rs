@@ -130,6 +130,25 @@ pub async fn connect(url: &str) -> Client {
     client
 }
 
+/// A socket to `addr` with a tiny receive buffer, so that the server's writes to it stall as soon
+/// as its client stops reading.
+pub async fn small_buffer_socket(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// A WebSocket to `url` (on `addr`) over [`small_buffer_socket`]; greeting not read.
+pub async fn small_buffer_client(addr: SocketAddr, url: &str) -> Client {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let stream = MaybeTlsStream::Plain(small_buffer_socket(addr).await);
+    let request = url.into_client_request().unwrap();
+    let (client, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    client
+}
+
 /// Opens `/wss` and consumes the greeting.
 pub async fn join(server: &TestServer) -> Client {
     let mut client = connect(&server.url("/wss")).await;
