@@ -179,6 +179,65 @@ async fn a_flooder_is_held_to_its_rate_then_closed_with_1008_and_nobody_loses_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_messages_are_held_to_the_byte_rate_then_closed_with_1008() {
+    // 60 KB messages as fast as they go: 30 a second would be well under the message limit (100),
+    // but the default 1 MiB/s of bytes lets through about 17.
+    let server = Process::start(&[]).await;
+    let mut listener = join_process(&server).await;
+    // The listener reads as it goes (it is not the one under test), until the messages stop.
+    let listening = tokio::spawn(async move {
+        let mut received = 0u64;
+        let quiet = Duration::from_millis(1_500);
+        while let Ok(text) = tokio::time::timeout(quiet, next_text(&mut listener)).await {
+            assert!(text.starts_with(r#"{"message":{"seq":"#), "{text:.40}");
+            received += 1;
+        }
+        received
+    });
+    let (mut write, mut read) = join_process(&server).await.split();
+    let pad = "x".repeat(60_000);
+    let started = Instant::now();
+    let sending = tokio::spawn(async move {
+        let mut sent = 0u32;
+        while started.elapsed() < PATIENCE {
+            let text = format!(r#"{{"seq":{sent},"pad":"{pad}"}}"#);
+            if write.send(Message::text(text)).await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(33)).await;
+        }
+    });
+    let code = loop {
+        match tokio::time::timeout(PATIENCE, read.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("the sender was not closed: {other:?}"),
+        }
+    };
+    let closed_after = started.elapsed();
+    sending.abort();
+    assert_eq!(code, Some(1008));
+    assert!(
+        closed_after >= Duration::from_secs(5),
+        "closed after {closed_after:?}"
+    );
+    // What the listener got: the 1 MiB burst, then 1 MiB a second.
+    let received = listening.await.unwrap();
+    let allowed = ((1.0 + closed_after.as_secs_f64()) * 1_048_576.0 / 60_000.0) as u64 + 1;
+    assert!(
+        (10..=allowed).contains(&received),
+        "{received} big messages got through in {closed_after:?}, at most {allowed} allowed"
+    );
+    assert!(
+        server
+            .metric(r#"websocket_messages_dropped_total{reason="rate_limited"}"#)
+            .await
+            > 20.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_counts_toward_the_rate_limit_and_is_closed_with_1008() {
     let server = Process::start(&[]).await;
     let mut listener = join_process(&server).await;
