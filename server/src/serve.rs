@@ -90,6 +90,13 @@ pub async fn serve<F>(
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
     let phase = Arc::new(HttpPhase::new(limits.max_connections));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .max_buf_size(MAX_HEAD_BYTES)
+        // hyper's header-read timeout runs from the moment it waits for a head, which for a
+        // keep-alive socket is as soon as the previous response is written: the idle timeout.
+        // The stricter timeout for the first head is kept in each connection's task below.
+        .header_read_timeout(limits.idle_timeout);
     let mut backoff = ACCEPT_BACKOFF_FIRST;
     loop {
         let (stream, peer) = tokio::select! {
@@ -127,13 +134,7 @@ pub async fn serve<F>(
                 warp::service(routes.clone()).call(with_extensions(request, peer))
             })
         };
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .max_buf_size(MAX_HEAD_BYTES)
-            // hyper's header-read timeout runs from the moment it waits for a head, which for a
-            // keep-alive socket is as soon as the previous response is written: the idle timeout.
-            // The stricter timeout for the first head is kept below.
-            .header_read_timeout(limits.idle_timeout)
+        let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let metrics = Arc::clone(&metrics);
