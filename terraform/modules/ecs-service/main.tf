@@ -9,6 +9,11 @@ locals {
   # exits 0. See terraform/README.md, "Stopping a task".
   stop_timeout_seconds = var.drain_timeout_seconds + 15
 
+  # ECS Exec runs the SSM agent inside the container, and the agent writes its state and logs under
+  # /var/lib/amazon and /var/log/amazon: with a read-only root file system it dies at start unless
+  # those two are writable task volumes (empty, and gone with the task). Only when Exec is on.
+  execute_command_volumes = var.enable_execute_command ? ["/var/lib/amazon", "/var/log/amazon"] : []
+
   # Sockets that may be in the HTTP phase (not yet upgraded) at once, and the open-file limit: the
   # server refuses to start unless MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 16 (its metrics port)
   # + 64 fit in it, and the rest of the headroom is for whatever else the process opens.
@@ -163,6 +168,13 @@ resource "aws_ecs_task_definition" "this" {
     cpu_architecture        = "ARM64"
   }
 
+  dynamic "volume" {
+    for_each = local.execute_command_volumes
+    content {
+      name = replace(trimprefix(volume.value, "/"), "/", "-")
+    }
+  }
+
   container_definitions = jsonencode([
     {
       name      = local.container_name
@@ -172,6 +184,12 @@ resource "aws_ecs_task_definition" "this" {
       user                   = "10001:10001"
       readonlyRootFilesystem = true
       stopTimeout            = local.stop_timeout_seconds
+
+      mountPoints = [for path in local.execute_command_volumes : {
+        sourceVolume  = replace(trimprefix(path, "/"), "/", "-")
+        containerPath = path
+        readOnly      = false
+      }]
 
       portMappings = [
         { containerPort = var.container_port, protocol = "tcp" },

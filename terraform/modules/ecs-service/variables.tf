@@ -55,10 +55,12 @@ variable "ecr_repository_arn" {
 }
 
 variable "cpu" {
-  description = "CPU units of a task (1024 = 1 vCPU)."
+  description = "CPU units of a task (1024 = 1 vCPU): one of Fargate's sizes, each with its own memory range (see memory)."
   type        = number
   default     = 1024
 
+  # The task definition is registered for Fargate and EC2 alike (so the service can move between
+  # them), and ECS then holds it to Fargate's sizes on either.
   validation {
     condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.cpu)
     error_message = "cpu must be a Fargate size: 256, 512, 1024, 2048, 4096, 8192 or 16384."
@@ -66,13 +68,23 @@ variable "cpu" {
 }
 
 variable "memory" {
-  description = "Memory of a task, MiB; Fargate allows 2 to 8 times the vCPUs in GiB."
+  description = "Memory of a task, MiB. Each Fargate cpu size allows its own range and step: 256: 512, 1024 or 2048; 512: 1024-4096 and 1024: 2048-8192 and 2048: 4096-16384 and 4096: 8192-30720, in 1024 steps; 8192: 16384-61440 in 4096 steps; 16384: 32768-122880 in 8192 steps."
   type        = number
   default     = 2048
 
+  # The combinations Fargate accepts (AWS documentation, "Task CPU and memory"); anything else is
+  # refused by RegisterTaskDefinition only at apply time, after the rest has been created.
   validation {
-    condition     = var.memory >= var.cpu * 2 && var.memory <= var.cpu * 8 && (var.memory == 512 || var.memory % 1024 == 0)
-    error_message = "memory must be from 2 to 8 GiB per vCPU of cpu (cpu 1024: 2048-8192), in whole GiB (or 512 with cpu 256)."
+    condition = contains(lookup({
+      "256"   = [512, 1024, 2048]
+      "512"   = range(1024, 4096 + 1, 1024)
+      "1024"  = range(2048, 8192 + 1, 1024)
+      "2048"  = range(4096, 16384 + 1, 1024)
+      "4096"  = range(8192, 30720 + 1, 1024)
+      "8192"  = range(16384, 61440 + 1, 4096)
+      "16384" = range(32768, 122880 + 1, 8192)
+    }, tostring(var.cpu), []), var.memory)
+    error_message = "memory does not fit cpu on Fargate: cpu 256 takes 512, 1024 or 2048; 512 takes 1024-4096, 1024 takes 2048-8192, 2048 takes 4096-16384 and 4096 takes 8192-30720, in steps of 1024; 8192 takes 16384-61440 in steps of 4096; 16384 takes 32768-122880 in steps of 8192."
   }
 }
 
@@ -263,7 +275,7 @@ variable "secret_environment" {
 }
 
 variable "enable_execute_command" {
-  description = "Enable ECS Exec (a shell in a running task through SSM); adds a task role allowed to open SSM channels."
+  description = "Enable ECS Exec (a shell in a running task through SSM): adds a task role allowed to open SSM channels and the two writable volumes the SSM agent needs beside the read-only root file system."
   type        = bool
   default     = false
 }

@@ -1,0 +1,144 @@
+# Fargate's cpu/memory combinations are refused at plan time, not by RegisterTaskDefinition halfway
+# through an apply; ECS Exec adds its role and the writable volumes its agent needs only when on.
+
+mock_provider "aws" {
+  mock_data "aws_region" {
+    defaults = { name = "eu-west-1", region = "eu-west-1" }
+  }
+  mock_data "aws_iam_policy_document" {
+    defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
+  }
+}
+
+variables {
+  name                            = "websocket-test"
+  cluster_name                    = "websocket-test"
+  vpc_id                          = "vpc-0123456789abcdef0"
+  subnet_ids                      = ["subnet-0123456789abcdef0"]
+  assign_public_ip                = true
+  image                           = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/websocket-service:1a2b3c4d"
+  ecr_repository_arn              = "arn:aws:ecr:eu-west-1:123456789012:repository/websocket-service"
+  target_group_arn                = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/websocket-test/0123456789abcdef"
+  load_balancer_security_group_id = "sg-0123456789abcdef0"
+}
+
+run "every_edge_of_the_fargate_table_is_accepted" {
+  command = plan
+
+  variables {
+    cpu    = 16384
+    memory = 122880
+  }
+
+  assert {
+    condition     = aws_ecs_task_definition.this.memory == "122880"
+    error_message = "16 vCPU with 120 GiB is a Fargate size."
+  }
+}
+
+run "four_vcpu_stops_at_30_gib" {
+  command = plan
+
+  variables {
+    cpu    = 4096
+    memory = 32768
+  }
+
+  expect_failures = [var.memory]
+}
+
+run "eight_vcpu_goes_in_4_gib_steps" {
+  command = plan
+
+  variables {
+    cpu    = 8192
+    memory = 17408
+  }
+
+  expect_failures = [var.memory]
+}
+
+run "sixteen_vcpu_goes_in_8_gib_steps" {
+  command = plan
+
+  variables {
+    cpu    = 16384
+    memory = 36864
+  }
+
+  expect_failures = [var.memory]
+}
+
+run "a_quarter_vcpu_takes_at_most_2_gib" {
+  command = plan
+
+  variables {
+    cpu    = 256
+    memory = 3072
+  }
+
+  expect_failures = [var.memory]
+}
+
+run "a_cpu_size_fargate_does_not_have" {
+  command = plan
+
+  variables {
+    cpu    = 3072
+    memory = 8192
+  }
+
+  expect_failures = [var.cpu]
+}
+
+run "ec2_capacity_is_held_to_the_same_table" {
+  command = plan
+
+  variables {
+    capacity_provider = "websocket-test-ec2"
+    cpu               = 1536
+    memory            = 3072
+  }
+
+  expect_failures = [var.cpu]
+}
+
+run "exec_off_adds_nothing" {
+  command = plan
+
+  assert {
+    condition     = length(aws_iam_role.task) == 0 && length(aws_ecs_task_definition.this.volume) == 0
+    error_message = "Without ECS Exec there is no task role and no volume."
+  }
+  assert {
+    condition     = length(jsondecode(aws_ecs_task_definition.this.container_definitions)[0].mountPoints) == 0
+    error_message = "Without ECS Exec nothing is mounted."
+  }
+}
+
+run "exec_on_keeps_the_root_read_only_and_gives_the_agent_its_directories" {
+  command = plan
+
+  variables {
+    enable_execute_command = true
+  }
+
+  assert {
+    condition     = aws_ecs_service.this.enable_execute_command && length(aws_iam_role.task) == 1
+    error_message = "ECS Exec needs the service switch and a task role for its SSM channels."
+  }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.this.container_definitions)[0].readonlyRootFilesystem
+    error_message = "The root file system stays read-only with ECS Exec."
+  }
+  assert {
+    condition = toset([
+      for mount in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].mountPoints : mount.containerPath if !mount.readOnly
+    ]) == toset(["/var/lib/amazon", "/var/log/amazon"])
+    error_message = "The SSM agent writes under /var/lib/amazon and /var/log/amazon: both must be writable volumes."
+  }
+  assert {
+    condition     = toset([for volume in aws_ecs_task_definition.this.volume : volume.name]) == toset(["var-lib-amazon", "var-log-amazon"])
+    error_message = "Each writable directory is a task volume of its own."
+  }
+}
