@@ -1,9 +1,11 @@
-//! The four checks, in order: each prints one line; the first failure says what to look at and
+//! The five checks, in order: each prints one line; the first failure says what to look at and
 //! ends the run with exit code 1.
 
+use std::cell::RefCell;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use futures_util::future::{join_all, try_join_all};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -25,8 +27,9 @@ fn fail(what: impl Into<String>, look_at: &'static str) -> Failure {
     }
 }
 
-/// Runs the checks in order and returns the process exit code.
-pub async fn run_all(targets: &Targets, limit: Duration) -> ExitCode {
+/// Runs the checks in order and returns the process exit code. `connections` is how many
+/// WebSockets check 2 opens at once.
+pub async fn run_all(targets: &Targets, limit: Duration, connections: usize) -> ExitCode {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(limit)
@@ -39,16 +42,21 @@ pub async fn run_all(targets: &Targets, limit: Duration) -> ExitCode {
         websocket(&targets.websocket, limit).await,
     ) && report(
         2,
+        "broadcast reaches every task",
+        &targets.websocket,
+        every_task(&targets.websocket, limit, connections).await,
+    ) && report(
+        3,
         "health through CloudFront",
         &targets.health,
         health(&http, &targets.health).await,
     ) && report(
-        3,
+        4,
         "load balancer bypass is closed",
         &targets.alb,
         alb_refuses(&http, &targets.alb).await,
     ) && report(
-        4,
+        5,
         "CloudFront serves HTTPS only",
         &targets.plain,
         https_only(&http, &targets.plain).await,
@@ -111,11 +119,161 @@ async fn websocket(url: &str, limit: Duration) -> Verdict {
         .unwrap_or_else(|_| Err(fail(format!("no answer within {limit:?}"), LOOK)))
 }
 
-async fn next_text(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> Result<String, Failure> {
+/// Messages check 2 sends, each from a different connection.
+pub const SENDERS: usize = 6;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `connections` WebSockets at once, so that the load balancer spreads them over the tasks,
+/// sends one message from each of [`SENDERS`] of them and waits until every connection has
+/// received every message. Check 1 cannot see tasks that do not share a backplane: its one
+/// connection gets its own message back from its own task. Here a client on task A misses what a
+/// client on task B sent. With one task it passes, as it should: that deployment has no such bug.
+async fn every_task(url: &str, limit: Duration, connections: usize) -> Verdict {
+    const LOOK: &str = "the CloudFront distribution and the ECS service's healthy targets \
+        (check 1 opened one connection; this one opens many at once, so also MAX_CONNECTIONS)";
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + limit;
+    let opened = tokio::time::timeout_at(
+        deadline,
+        try_join_all((0..connections).map(|index| async move {
+            let numbered = |what: String| fail(format!("connection {}: {what}", index + 1), LOOK);
+            let (mut socket, _) = tokio_tungstenite::connect_async(url)
+                .await
+                .map_err(|err| numbered(format!("cannot connect: {err}")))?;
+            // The server joins a client to the broadcast before it greets it, so every message
+            // sent once all greetings are in must reach every connection.
+            let greeting = next_text(&mut socket)
+                .await
+                .map_err(|failure| numbered(failure.what))?;
+            if greeting != r#"{"connection":"ok"}"# {
+                return Err(numbered(format!("expected the greeting, got {greeting:?}")));
+            }
+            Ok(socket)
+        })),
+    )
+    .await;
+    let mut sockets = match opened {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(fail(
+                format!("{connections} connections not all open and greeted within {limit:?}"),
+                LOOK,
+            ));
+        }
+    };
+
+    // Each message carries a random nonce, so broadcasts of real clients (or of another smoke run)
+    // are told apart; the server forwards a message exactly as written, so the envelope to expect
+    // is known byte for byte.
+    let sent: Vec<String> = (0..SENDERS.min(connections))
+        .map(|_| {
+            format!(
+                r#"{{"smoke":"every-task","nonce":"{:016x}"}}"#,
+                rand::random::<u64>()
+            )
+        })
+        .collect();
+    let expected: Vec<String> = sent
+        .iter()
+        .map(|message| format!(r#"{{"message":{message}}}"#))
+        .collect();
+    for (socket, message) in sockets.iter_mut().zip(&sent) {
+        socket
+            .send(Message::text(message.as_str()))
+            .await
+            .map_err(|err| fail(format!("cannot send: {err}"), LOOK))?;
+    }
+
+    // What each connection got, kept outside the readers so that it survives the time limit.
+    let received = RefCell::new(vec![vec![false; sent.len()]; connections]);
+    let readers = sockets.iter_mut().enumerate().map(|(index, socket)| {
+        let (received, expected) = (&received, &expected);
+        async move {
+            while received.borrow()[index].contains(&false) {
+                let text = next_text(socket).await.map_err(|failure| Failure {
+                    what: format!("connection {}: {}", index + 1, failure.what),
+                    ..failure
+                })?;
+                if let Some(message) = expected.iter().position(|envelope| *envelope == text) {
+                    received.borrow_mut()[index][message] = true;
+                }
+            }
+            Ok::<_, Failure>(())
+        }
+    });
+    if let Ok(result) = tokio::time::timeout_at(deadline, try_join_all(readers)).await {
+        result?;
+    }
+    let elapsed = started.elapsed();
+    // Closing is a courtesy to the server's logs; it must not hold the verdict up.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        join_all(sockets.iter_mut().map(|socket| socket.close(None))),
+    )
+    .await;
+    judge(&received.into_inner(), elapsed, limit)
+}
+
+/// The verdict of check 2 from what each connection received: `received[connection][message]`.
+fn judge(received: &[Vec<bool>], elapsed: Duration, limit: Duration) -> Verdict {
+    const NO_BACKPLANE: &str = "enable_redis_backplane = true in terraform.tfvars, or a single task \
+        (desired_count = min_capacity = max_capacity = 1); if it is on, the tasks' backplane \
+        warnings in their CloudWatch logs (\"cannot reach Redis\", \"cannot subscribe\", \
+        \"backplane connection lost\")";
+    const LOOK: &str = "the server's logs (CloudWatch log group of the ECS service): \
+        websocket_messages_dropped_total says why messages were dropped";
+    let connections = received.len();
+    let sent = received.first().map_or(0, Vec::len);
+    let got = |connection: &Vec<bool>| connection.iter().filter(|&&got| got).count();
+    // A message counts as delivered if any connection got it.
+    let delivered: Vec<bool> = (0..sent)
+        .map(|message| received.iter().any(|connection| connection[message]))
+        .collect();
+    let reached = delivered.iter().filter(|&&got| got).count();
+    if reached == 0 {
+        return Err(fail(
+            format!(
+                "none of {connections} connections got any of the {sent} messages sent within {limit:?}"
+            ),
+            LOOK,
+        ));
+    }
+    let missing: Vec<usize> = (0..connections)
+        .filter(|&connection| received[connection] != delivered)
+        .collect();
+    if let Some(&worst) = missing
+        .iter()
+        .min_by_key(|&&connection| got(&received[connection]))
+    {
+        return Err(fail(
+            format!(
+                "{} of {connections} connections missed messages that other connections received \
+                 (e.g. connection {} got {} of {sent}): the tasks do not share a backplane",
+                missing.len(),
+                worst + 1,
+                got(&received[worst]),
+            ),
+            NO_BACKPLANE,
+        ));
+    }
+    if reached < sent {
+        return Err(fail(
+            format!(
+                "{} of the {sent} messages sent reached no connection, not even their sender's",
+                sent - reached
+            ),
+            LOOK,
+        ));
+    }
+    Ok(format!(
+        "all {connections} connections got all {sent} messages in {} ms",
+        elapsed.as_millis()
+    ))
+}
+
+async fn next_text(socket: &mut Socket) -> Result<String, Failure> {
     const LOOK: &str = "the server's logs (CloudWatch log group of the ECS service)";
     loop {
         match socket.next().await {
@@ -190,5 +348,77 @@ async fn https_only(http: &reqwest::Client, url: &str) -> Verdict {
             Ok(format!("{} redirect to {location}", status.as_u16()))
         }
         _ => Err(fail(format!("answered {status} over plain HTTP"), LOOK)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIME: Duration = Duration::from_millis(120);
+
+    /// `received[connection][message]` from the messages each connection got.
+    fn received(got: &[&[usize]], sent: usize) -> Vec<Vec<bool>> {
+        got.iter()
+            .map(|messages| (0..sent).map(|m| messages.contains(&m)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn every_connection_with_every_message_passes() {
+        let all: &[usize] = &[0, 1, 2];
+        let seen = judge(&received(&[all, all, all, all], 3), TIME, TIME).ok();
+        assert_eq!(
+            seen.as_deref(),
+            Some("all 4 connections got all 3 messages in 120 ms")
+        );
+    }
+
+    #[test]
+    fn connections_that_got_only_their_tasks_messages_name_the_backplane() {
+        // Two tasks without a backplane: messages 0 and 2 were sent on one, 1 on the other.
+        let (a, b): (&[usize], &[usize]) = (&[0, 2], &[1]);
+        let failure = judge(&received(&[a, b, a, b, b], 3), TIME, TIME).unwrap_err();
+        assert_eq!(
+            failure.what,
+            "5 of 5 connections missed messages that other connections received \
+             (e.g. connection 2 got 1 of 3): \
+             the tasks do not share a backplane"
+        );
+        assert!(failure.look_at.contains("enable_redis_backplane"));
+    }
+
+    #[test]
+    fn only_the_connections_that_missed_are_counted() {
+        let (all, some): (&[usize], &[usize]) = (&[0, 1, 2], &[0]);
+        let failure = judge(&received(&[all, all, some, all], 3), TIME, TIME).unwrap_err();
+        assert!(
+            failure
+                .what
+                .starts_with("1 of 4 connections missed messages that other connections received (e.g. connection 3 got 1 of 3)"),
+            "{}",
+            failure.what
+        );
+    }
+
+    #[test]
+    fn nothing_received_at_all_is_not_blamed_on_the_backplane() {
+        let none: &[usize] = &[];
+        let failure = judge(&received(&[none, none], 3), TIME, TIME).unwrap_err();
+        assert_eq!(
+            failure.what,
+            "none of 2 connections got any of the 3 messages sent within 120ms"
+        );
+        assert!(!failure.look_at.contains("backplane"));
+    }
+
+    #[test]
+    fn a_message_nobody_got_is_reported_as_lost() {
+        let most: &[usize] = &[0, 2];
+        let failure = judge(&received(&[most, most], 3), TIME, TIME).unwrap_err();
+        assert_eq!(
+            failure.what,
+            "1 of the 3 messages sent reached no connection, not even their sender's"
+        );
     }
 }

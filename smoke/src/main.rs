@@ -37,6 +37,11 @@ struct Args {
     /// Time limit of each check.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+
+    /// WebSockets the broadcast check opens at once, so that the load balancer spreads them over
+    /// every task; the fewer, the likelier they all land on one task and hide a missing backplane.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u16).range(checks::SENDERS as i64..=1000))]
+    connections: u16,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -52,5 +57,5 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    checks::run_all(&targets, args.timeout).await
+    checks::run_all(&targets, args.timeout, args.connections.into()).await
 }

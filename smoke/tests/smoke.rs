@@ -1,8 +1,14 @@
 //! The `smoke` binary against a real server on loopback, with stand-ins for what only a deployment
-//! has: a load balancer that answers 403 and a CloudFront that redirects plain HTTP.
+//! has: a load balancer that answers 403 and a CloudFront that redirects plain HTTP. For the
+//! broadcast check, two servers (the tasks) behind a round-robin proxy (the load balancer), with
+//! and without a real `redis-server` between them.
 
 use std::net::SocketAddr;
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,14 +68,14 @@ fn args(server: SocketAddr, alb: SocketAddr, plain: SocketAddr) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_healthy_deployment_passes_all_four_checks() {
+async fn a_healthy_deployment_passes_all_five_checks() {
     let server = server().await;
     let alb = stand_in("HTTP/1.1 403 Forbidden").await;
     let plain = stand_in("HTTP/1.1 301 Moved Permanently\r\nLocation: https://example.test/").await;
     let (code, stdout) = smoke(args(server, alb, plain)).await;
     assert_eq!(code, Some(0), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines.len(), 5, "{stdout}");
     for (number, line) in lines.iter().enumerate() {
         assert!(
             line.starts_with(&format!("ok    {}.", number + 1)),
@@ -78,39 +84,44 @@ async fn a_healthy_deployment_passes_all_four_checks() {
     }
     assert!(lines[0].contains("broadcast round trip"), "{}", lines[0]);
     assert!(
-        lines[3].contains("301 redirect to https://"),
+        lines[1].contains("all 24 connections got all 6 messages"),
         "{}",
-        lines[3]
+        lines[1]
+    );
+    assert!(
+        lines[4].contains("301 redirect to https://"),
+        "{}",
+        lines[4]
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_bypass_fails_check_3_and_says_where_to_look() {
+async fn an_open_bypass_fails_check_4_and_says_where_to_look() {
     let server = server().await;
     // The server itself plays a load balancer that forwards without the secret header.
     let plain = stand_in("HTTP/1.1 403 Forbidden").await;
     let (code, stdout) = smoke(args(server, server, plain)).await;
     assert_eq!(code, Some(1), "{stdout}");
     assert!(
-        stdout.contains("FAIL  3. load balancer bypass is closed"),
+        stdout.contains("FAIL  4. load balancer bypass is closed"),
         "{stdout}"
     );
     assert!(stdout.contains("look at: the ALB listener"), "{stdout}");
     assert!(
-        !stdout.contains("4."),
+        !stdout.contains("5."),
         "stops at the first failure: {stdout}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_http_served_as_is_fails_check_4() {
+async fn plain_http_served_as_is_fails_check_5() {
     let server = server().await;
     let alb = stand_in("HTTP/1.1 403 Forbidden").await;
     // The server answers plain HTTP with 200: what an allow-all viewer protocol policy would do.
     let (code, stdout) = smoke(args(server, alb, server)).await;
     assert_eq!(code, Some(1), "{stdout}");
     assert!(
-        stdout.contains("FAIL  4. CloudFront serves HTTPS only"),
+        stdout.contains("FAIL  5. CloudFront serves HTTPS only"),
         "{stdout}"
     );
 }
@@ -150,4 +161,200 @@ fn without_flags_or_terraform_outputs_it_says_what_to_do() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// Long enough for anything that should happen; only reached when a test is about to fail.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A `redis-server` on a Unix socket in a directory of its own (no TCP port another test could
+/// take in between), without persistence; killed and its directory removed when dropped.
+struct Redis {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "smoke-redis-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .arg("--unixsocket")
+            .arg(dir.join("redis.sock"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server must be installed (Debian package redis-server; .ci/run installs it)",
+            );
+        let mut redis = Redis { child, dir };
+        let deadline = Instant::now() + PATIENCE;
+        while std::os::unix::net::UnixStream::connect(redis.socket()).is_err() {
+            assert!(
+                redis.child.try_wait().unwrap().is_none(),
+                "redis-server exited"
+            );
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One task of a deployment: a real server in this process with its own hub, connected to Redis
+/// at `redis_url` if given. Returns its public and metrics addresses once its backplane is up.
+async fn task(redis_url: Option<&str>) -> (SocketAddr, SocketAddr) {
+    let mut argv = vec!["websocket-server", "--emf-interval", "0"];
+    if let Some(url) = redis_url {
+        argv.extend(["--redis-url", url]);
+    }
+    let cli = server::config::Cli::try_parse_from(argv).unwrap();
+    let listeners = server::Listeners {
+        public: server::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+        admin: Some(server::bind("127.0.0.1:0".parse().unwrap()).unwrap()),
+    };
+    let addr = listeners.public.local_addr().unwrap();
+    let admin = listeners.admin.as_ref().unwrap().local_addr().unwrap();
+    tokio::spawn(async move { server::run(&cli.config, listeners, std::future::pending()).await });
+    if redis_url.is_some() {
+        // Until it has subscribed, a task would miss the others' messages for a reason that is
+        // not the one under test.
+        let deadline = Instant::now() + PATIENCE;
+        while metric(admin, "websocket_backplane_up").await != 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the backplane of {addr} never came up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (addr, admin)
+}
+
+/// A value from a server's Prometheus text (0 when the series does not exist yet).
+async fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let (status, body) = server::healthcheck::http_request(admin, "GET", "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The load balancer: TCP connection i goes to backend i % 2, bytes copied both ways. Returns its
+/// address and how many connections each backend got.
+async fn round_robin(backends: [SocketAddr; 2]) -> (SocketAddr, Arc<[AtomicUsize; 2]>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let counted = Arc::clone(&counts);
+    tokio::spawn(async move {
+        let mut next = 0;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let backend = next % 2;
+            next += 1;
+            counted[backend].fetch_add(1, Ordering::SeqCst);
+            let target = backends[backend];
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (addr, counts)
+}
+
+/// Two tasks behind the round-robin proxy, sharing `redis` if given; runs smoke through the proxy
+/// and checks that both tasks really got a share of the WebSockets, so that a verdict is about
+/// two tasks and not one.
+async fn two_tasks(redis: Option<&Redis>) -> (Option<i32>, String) {
+    let url = redis.map(Redis::url);
+    let (a, a_admin) = task(url.as_deref()).await;
+    let (b, b_admin) = task(url.as_deref()).await;
+    let (proxy, counts) = round_robin([a, b]).await;
+    let alb = stand_in("HTTP/1.1 403 Forbidden").await;
+    let plain = stand_in("HTTP/1.1 301 Moved Permanently\r\nLocation: https://example.test/").await;
+    let mut args = args(proxy, alb, plain);
+    // The failing case waits this long for messages that never come.
+    args.retain(|arg| !arg.starts_with("--timeout"));
+    args.push("--timeout=3s".to_owned());
+    let (code, stdout) = smoke(args).await;
+    // Check 2's 24 WebSockets alternate between the backends, whatever else went through.
+    for (backend, admin) in [a_admin, b_admin].into_iter().enumerate() {
+        let proxied = counts[backend].load(Ordering::SeqCst);
+        assert!(
+            proxied >= 12,
+            "backend {backend} got {proxied} connections: {stdout}"
+        );
+        let opened = metric(admin, "websocket_connections_opened_total").await;
+        assert!(
+            opened >= 12.0,
+            "backend {backend} opened {opened} WebSockets: {stdout}"
+        );
+    }
+    (code, stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tasks_sharing_redis_pass_the_broadcast_check() {
+    let redis = Redis::start();
+    let (code, stdout) = two_tasks(Some(&redis)).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert!(
+        lines[1].starts_with("ok    2. broadcast reaches every task")
+            && lines[1].contains("all 24 connections got all 6 messages"),
+        "{}",
+        lines[1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tasks_without_a_backplane_fail_check_2_and_name_it() {
+    let (code, stdout) = two_tasks(None).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "check 1, check 2 and where to look: {stdout}"
+    );
+    assert!(lines[0].starts_with("ok    1."), "{stdout}");
+    assert!(
+        lines[1].starts_with("FAIL  2. broadcast reaches every task")
+            && lines[1]
+                .contains("of 24 connections missed messages that other connections received")
+            && lines[1].ends_with("the tasks do not share a backplane"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("enable_redis_backplane = true"),
+        "{}",
+        lines[2]
+    );
 }
