@@ -186,15 +186,17 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
             HTTP_SHUTDOWN_GRACE,
         )));
     }
-    if !config.emf_interval.is_zero() {
+    let emf = (!config.emf_interval.is_zero()).then(|| {
         tokio::spawn(metrics::emf_loop(
             Arc::clone(&metrics),
             config.emf_interval,
-            config.metrics_namespace.clone(),
-            config.service_name.clone(),
+            metrics::Emf::new(
+                config.metrics_namespace.clone(),
+                config.service_name.clone(),
+            ),
             shutdown,
-        ));
-    }
+        ))
+    });
 
     stop.await;
     info!(connections = metrics.connections.get(), drain_timeout = ?config.drain_timeout, "draining");
@@ -215,6 +217,13 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
     }
     for server in servers {
         let _ = server.await;
+    }
+    // The counts since the last periodic EMF line, the drain's closes and refusals included, once
+    // every connection has been counted; CloudWatch would never see them otherwise.
+    if let Some(emf) = emf
+        && let Ok(mut emf) = emf.await
+    {
+        println!("{}", emf.last_line(&metrics, std::time::SystemTime::now()));
     }
     info!("stopped");
 }

@@ -1,6 +1,7 @@
 //! What the server counts, and the two ways it reports it: Prometheus text on the admin port, and
 //! a CloudWatch Embedded Metric Format log line with the connection count, which auto scaling
-//! tracks per task without any agent.
+//! tracks per task without any agent, and what happened since the previous line (messages,
+//! deliveries, evictions, rejections, backplane failures), which the dashboard and alarms read.
 //!
 //! Hot-path counters are plain atomics; label families are only touched on rare events (a close,
 //! a rejection, a dropped message).
@@ -187,45 +188,155 @@ impl Metrics {
         text
     }
 
-    /// One CloudWatch Embedded Metric Format document (a single line) with the current connection
-    /// count, `ActiveConnections`, under the dimension `ServiceName`.
-    pub fn emf_line(&self, namespace: &str, service_name: &str, at: SystemTime) -> String {
+    /// The totals the EMF line reports, in the order of `EMF_COUNTERS`. A labelled series that
+    /// was never incremented is read as 0 without being created, so reading leaves the Prometheus
+    /// text as it was.
+    fn emf_totals(&self) -> [u64; EMF_COUNTERS.len()] {
+        let by_reason = |family: &Family<ReasonLabel, Counter>, reason: &'static str| {
+            family
+                .get(&[("reason", reason)])
+                .map_or(0, |counter| counter.get())
+        };
+        [
+            self.connections_opened.get(),
+            self.messages_received.get(),
+            self.messages_broadcast.get(),
+            self.messages_delivered.get(),
+            by_reason(&self.connections_closed, "slow_consumer"),
+            by_reason(&self.connections_closed, "rate_limited"),
+            by_reason(&self.upgrades_rejected, "connection_limit"),
+            by_reason(&self.upgrades_rejected, "draining"),
+            by_reason(&self.messages_dropped, "rate_limited"),
+            by_reason(&self.messages_dropped, "invalid_json"),
+            by_reason(&self.messages_dropped, "too_deep"),
+            self.backplane_connection_failures.get(),
+            self.backplane_local_only.get(),
+        ]
+    }
+}
+
+/// The counters the EMF line carries, by CloudWatch metric name (unit Count), in the order
+/// `Metrics::emf_totals` reads them. The dimension set stays `ServiceName` alone, so a reason
+/// is part of the name rather than a dimension: every extra dimension set would be another
+/// metric per value to pay for, and the alarms want one series per reason anyway.
+const EMF_COUNTERS: [&str; 13] = [
+    // websocket_connections_opened_total
+    "ConnectionsOpened",
+    // websocket_messages_received_total
+    "MessagesReceived",
+    // websocket_messages_broadcast_total
+    "MessagesBroadcast",
+    // websocket_messages_delivered_total
+    "MessagesDelivered",
+    // websocket_connections_closed_total{reason="slow_consumer"}: clients evicted (1013)
+    "SlowConsumerEvictions",
+    // websocket_connections_closed_total{reason="rate_limited"}: clients closed with 1008
+    "RateLimitedCloses",
+    // websocket_upgrades_rejected_total{reason="connection_limit"}: 503, task full
+    "UpgradesRejectedConnectionLimit",
+    // websocket_upgrades_rejected_total{reason="draining"}: 503, task stopping
+    "UpgradesRejectedDraining",
+    // websocket_messages_dropped_total{reason=...}
+    "MessagesDroppedRateLimited",
+    "MessagesDroppedInvalidJson",
+    "MessagesDroppedTooDeep",
+    // websocket_backplane_connection_failures_total: Redis connections that could not be made
+    // or were lost (a publish that failed on a fresh connection too, a subscription that ended or
+    // missed its keepalive ping), publisher and subscriber alike
+    "BackplaneConnectionFailures",
+    // websocket_backplane_local_only_total: messages that reached this task's clients only
+    "BackplaneLocalOnly",
+];
+
+/// Writes the EMF documents of one process. It keeps the counter totals of its previous line:
+/// CloudWatch adds up the values a metric gets within a period (statistic Sum), so each line must
+/// carry what happened since the line before, not the totals since start.
+#[derive(Debug)]
+pub struct Emf {
+    namespace: String,
+    service_name: String,
+    reported: [u64; EMF_COUNTERS.len()],
+}
+
+impl Emf {
+    /// Nothing reported yet: the first line carries everything counted since the process started.
+    pub fn new(namespace: String, service_name: String) -> Emf {
+        Emf {
+            namespace,
+            service_name,
+            reported: [0; EMF_COUNTERS.len()],
+        }
+    }
+
+    /// One CloudWatch Embedded Metric Format document (a single line) under the dimension
+    /// `ServiceName`: the connections open now, `ActiveConnections`, and every counter of
+    /// `EMF_COUNTERS` as its increase since the previous line.
+    pub fn line(&mut self, metrics: &Metrics, at: SystemTime) -> String {
+        self.document(metrics, at, true)
+    }
+
+    /// The document written once the server has stopped serving: the counts since the previous
+    /// line, the drain included. `ActiveConnections` stays in it as a plain field but not as a
+    /// metric, so a stopping task adds no sample to the connections-per-task average auto scaling
+    /// tracks (nor to a count of tasks reporting).
+    pub fn last_line(&mut self, metrics: &Metrics, at: SystemTime) -> String {
+        self.document(metrics, at, false)
+    }
+
+    fn document(&mut self, metrics: &Metrics, at: SystemTime, with_connections: bool) -> String {
         let timestamp = at
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
-        serde_json::json!({
-            "_aws": {
+        let totals = metrics.emf_totals();
+        let mut definitions = Vec::with_capacity(EMF_COUNTERS.len() + 1);
+        if with_connections {
+            definitions.push(serde_json::json!({ "Name": "ActiveConnections", "Unit": "Count" }));
+        }
+        let mut document = serde_json::Map::new();
+        document.insert("ServiceName".into(), self.service_name.as_str().into());
+        document.insert("ActiveConnections".into(), metrics.connections.get().into());
+        for ((name, total), reported) in EMF_COUNTERS.iter().zip(totals).zip(&mut self.reported) {
+            definitions.push(serde_json::json!({ "Name": name, "Unit": "Count" }));
+            // Counters only grow; saturating all the same, so a reading can never wrap around.
+            document.insert((*name).into(), total.saturating_sub(*reported).into());
+            *reported = total;
+        }
+        document.insert(
+            "_aws".into(),
+            serde_json::json!({
                 "Timestamp": timestamp,
                 "CloudWatchMetrics": [{
-                    "Namespace": namespace,
+                    "Namespace": self.namespace,
                     "Dimensions": [["ServiceName"]],
-                    "Metrics": [{ "Name": "ActiveConnections", "Unit": "Count" }],
+                    "Metrics": definitions,
                 }],
-            },
-            "ServiceName": service_name,
-            "ActiveConnections": self.connections.get(),
-        })
-        .to_string()
+            }),
+        );
+        serde_json::Value::Object(document).to_string()
     }
 }
 
-/// Prints an EMF line to standard output every `interval` until the drain starts. Standard output
-/// is what the ECS awslogs driver ships to CloudWatch Logs, which extracts the metric.
+/// Prints an EMF line to standard output every `interval` until the drain starts, and returns the
+/// writer, so that `run` can print the last line once the listeners have stopped. Standard output
+/// is what the ECS awslogs driver ships to CloudWatch Logs, which extracts the metrics.
+///
+/// The periodic lines stop at the drain because `ActiveConnections` then only falls, as the task
+/// lets its clients go; counted as a sample it would pull the connections-per-task average down
+/// while the other tasks are as busy as before.
 pub async fn emf_loop(
     metrics: std::sync::Arc<Metrics>,
     interval: Duration,
-    namespace: String,
-    service_name: String,
+    mut emf: Emf,
     mut shutdown: Shutdown,
-) {
+) -> Emf {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.draining() => return,
+            _ = shutdown.draining() => return emf,
             _ = ticks.tick() => {
-                println!("{}", metrics.emf_line(&namespace, &service_name, SystemTime::now()));
+                println!("{}", emf.line(&metrics, SystemTime::now()));
             }
         }
     }
@@ -257,11 +368,8 @@ mod tests {
     fn emf_line_is_one_valid_document() {
         let metrics = Metrics::new();
         metrics.connections.set(7);
-        let line = metrics.emf_line(
-            "WebSocketService",
-            "svc",
-            UNIX_EPOCH + Duration::from_secs(2),
-        );
+        let mut emf = Emf::new("WebSocketService".into(), "svc".into());
+        let line = emf.line(&metrics, UNIX_EPOCH + Duration::from_secs(2));
         assert!(!line.contains('\n'));
         let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(doc["ActiveConnections"], 7);
@@ -269,6 +377,112 @@ mod tests {
         assert_eq!(doc["_aws"]["Timestamp"], 2000);
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "WebSocketService");
+        assert_eq!(
+            directive["Dimensions"],
+            serde_json::json!([["ServiceName"]])
+        );
         assert_eq!(directive["Metrics"][0]["Name"], "ActiveConnections");
+        // Every metric the directive names is a number in the document, with unit Count.
+        let names = metric_names(&doc);
+        assert_eq!(names.len(), 1 + EMF_COUNTERS.len());
+        for (name, definition) in names.iter().zip(directive["Metrics"].as_array().unwrap()) {
+            assert_eq!(definition["Unit"], "Count", "{name}");
+            assert!(doc[name].is_u64() || doc[name].is_i64(), "{name} in {line}");
+        }
+    }
+
+    /// The metric names of a document's directive.
+    fn metric_names(doc: &serde_json::Value) -> Vec<String> {
+        doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|metric| metric["Name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn count_some_of_each(metrics: &Metrics) {
+        metrics.connections_opened.inc_by(3);
+        metrics.messages_received.inc_by(10);
+        metrics.messages_broadcast.inc_by(8);
+        metrics.messages_delivered.inc_by(24);
+        metrics.connection_closed("slow_consumer");
+        metrics.connection_closed("rate_limited");
+        metrics.connection_closed("client_closed");
+        metrics.upgrade_rejected("connection_limit");
+        metrics.upgrade_rejected("draining");
+        metrics.messages_dropped("rate_limited", 4);
+        metrics.messages_dropped("invalid_json", 5);
+        metrics.messages_dropped("too_deep", 6);
+        metrics.messages_dropped("slow_consumer", 100);
+        metrics.backplane_connection_failures.inc_by(2);
+        metrics.backplane_local_only.inc_by(7);
+    }
+
+    #[test]
+    fn emf_counters_are_deltas_since_the_previous_line() {
+        let metrics = Metrics::new();
+        let mut emf = Emf::new("ns".into(), "svc".into());
+        let at = UNIX_EPOCH + Duration::from_secs(60);
+        count_some_of_each(&metrics);
+        let first: serde_json::Value = serde_json::from_str(&emf.line(&metrics, at)).unwrap();
+        // Twice as much happens before the second line, and some more of one kind.
+        count_some_of_each(&metrics);
+        count_some_of_each(&metrics);
+        metrics.upgrade_rejected("connection_limit");
+        let second: serde_json::Value = serde_json::from_str(&emf.line(&metrics, at)).unwrap();
+        // Nothing before the third.
+        let third: serde_json::Value = serde_json::from_str(&emf.line(&metrics, at)).unwrap();
+
+        let expected = [
+            ("ConnectionsOpened", 3),
+            ("MessagesReceived", 10),
+            ("MessagesBroadcast", 8),
+            ("MessagesDelivered", 24),
+            ("SlowConsumerEvictions", 1),
+            ("RateLimitedCloses", 1),
+            ("UpgradesRejectedConnectionLimit", 1),
+            ("UpgradesRejectedDraining", 1),
+            ("MessagesDroppedRateLimited", 4),
+            ("MessagesDroppedInvalidJson", 5),
+            ("MessagesDroppedTooDeep", 6),
+            ("BackplaneConnectionFailures", 2),
+            ("BackplaneLocalOnly", 7),
+        ];
+        assert_eq!(expected.len(), EMF_COUNTERS.len());
+        for (name, once) in expected {
+            let extra = u64::from(name == "UpgradesRejectedConnectionLimit");
+            assert_eq!(first[name], once, "{name}, first line");
+            assert_eq!(second[name], 2 * once + extra, "{name}, second line");
+            assert_eq!(third[name], 0, "{name}, third line");
+        }
+    }
+
+    #[test]
+    fn emf_last_line_counts_without_a_connections_sample() {
+        let metrics = Metrics::new();
+        metrics.connections.set(2);
+        let mut emf = Emf::new("ns".into(), "svc".into());
+        let at = UNIX_EPOCH;
+        emf.line(&metrics, at);
+        metrics.upgrade_rejected("draining");
+        let last: serde_json::Value = serde_json::from_str(&emf.last_line(&metrics, at)).unwrap();
+        assert_eq!(last["UpgradesRejectedDraining"], 1);
+        assert_eq!(last["MessagesReceived"], 0);
+        assert_eq!(
+            last["ActiveConnections"], 2,
+            "still there for whoever reads the log"
+        );
+        let names = metric_names(&last);
+        assert!(!names.iter().any(|name| name == "ActiveConnections"));
+        assert_eq!(names.len(), EMF_COUNTERS.len());
+    }
+
+    #[test]
+    fn emf_reading_adds_no_prometheus_series() {
+        let metrics = Metrics::new();
+        let before = metrics.encode();
+        Emf::new("ns".into(), "svc".into()).line(&metrics, UNIX_EPOCH);
+        assert_eq!(metrics.encode(), before);
     }
 }
