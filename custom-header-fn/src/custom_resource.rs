@@ -6,7 +6,7 @@
 //! (the original ignored Delete and left them behind).
 //!
 //! The values are the stack's, as they were for the Node function: only CloudFront's own rules
-//! apply to them (see [`crate::change`]), not the stricter ones for Terraform's `HeaderValue`.
+//! apply to them (see [`crate::change`]), not the stricter ones of the state document's values.
 
 use aws_sdk_cloudfront::Client;
 use serde_json::json;
@@ -50,10 +50,7 @@ pub async fn handle(
             edits
         }
     };
-    let outcome = distribution::edit(client, &properties.distribution_id, retry, |_| {
-        Ok((edits.clone(), ()))
-    })
-    .await?;
+    let outcome = distribution::edit(client, &properties.distribution_id, retry, &edits).await?;
     if outcome == Outcome::Missing && event.request_type != RequestType::Delete {
         return Err(format!(
             "CloudFront has no distribution {:?}: check DistributionId",

@@ -1,19 +1,22 @@
-//! Reading and writing a distribution's config safely: GetDistributionConfig, decide, then
-//! UpdateDistribution with `IfMatch` set to the ETag read. If someone else changed the distribution
-//! in between (PreconditionFailed), read again and decide again, a bounded number of times with
-//! jittered exponential backoff. Nothing is written when the decision changes nothing.
+//! Reading and writing a distribution's config safely: GetDistributionConfig, apply the edits,
+//! then UpdateDistribution with `IfMatch` set to the ETag read. If someone else changed the
+//! distribution in between (PreconditionFailed), read again and apply again, a bounded number of
+//! times with jittered exponential backoff. Nothing is written when the edits change nothing.
+//!
+//! And GetDistribution, for what only it tells: whether CloudFront has deployed the config.
 
 use std::time::Duration;
 
 use aws_sdk_cloudfront::Client;
-use aws_sdk_cloudfront::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudfront::error::SdkError;
+use aws_sdk_cloudfront::operation::get_distribution::GetDistributionError;
 use aws_sdk_cloudfront::operation::get_distribution_config::GetDistributionConfigError;
 use aws_sdk_cloudfront::operation::update_distribution::UpdateDistributionError;
 use aws_sdk_cloudfront::types::DistributionConfig;
 use tracing::{info, warn};
 
-use crate::Error;
 use crate::change::{self, Edit};
+use crate::{Error, describe};
 
 /// How often, and how patiently, a conflicting write is retried.
 #[derive(Debug, Clone, Copy)]
@@ -31,21 +34,23 @@ pub const RETRY: Retry = Retry {
 };
 
 /// How an edit ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome<T> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
     /// The distribution does not exist.
     Missing,
-    /// The decision's extra result, and whether an update was written.
-    Done { decided: T, updated: bool },
+    /// The config already was as wanted: no update.
+    Unchanged,
+    /// An update was written.
+    Updated,
 }
 
-/// Reads the config, lets `decide` turn it into edits (and a result), and writes them.
-pub async fn edit<T>(
+/// Reads the config, makes `edits` on it, and writes it back.
+pub async fn edit(
     client: &Client,
     distribution_id: &str,
     retry: Retry,
-    mut decide: impl FnMut(&DistributionConfig) -> Result<(Vec<Edit>, T), Error>,
-) -> Result<Outcome<T>, Error> {
+    edits: &[Edit],
+) -> Result<Outcome, Error> {
     let mut backoff = retry.first_backoff;
     for attempt in 1..=retry.attempts {
         let read = match client
@@ -63,7 +68,7 @@ pub async fn edit<T>(
             Err(err) => {
                 return Err(format!(
                     "cannot read distribution {distribution_id}: {}",
-                    describe(&err)
+                    describe("CloudFront", &err)
                 )
                 .into());
             }
@@ -71,16 +76,12 @@ pub async fn edit<T>(
         let mut config = read.distribution_config.ok_or_else(|| {
             format!("CloudFront returned no config for distribution {distribution_id}")
         })?;
-        let (edits, decided) = decide(&config)?;
-        if !change::apply(&mut config, &edits)? {
+        if !change::apply(&mut config, edits)? {
             info!(
                 distribution_id,
                 "origin headers already as wanted; no update"
             );
-            return Ok(Outcome::Done {
-                decided,
-                updated: false,
-            });
+            return Ok(Outcome::Unchanged);
         }
         let mut update = client
             .update_distribution()
@@ -92,10 +93,7 @@ pub async fn edit<T>(
         match update.send().await {
             Ok(_) => {
                 info!(distribution_id, attempt, "origin headers updated");
-                return Ok(Outcome::Done {
-                    decided,
-                    updated: true,
-                });
+                return Ok(Outcome::Updated);
             }
             Err(SdkError::ServiceError(err))
                 if matches!(err.err(), UpdateDistributionError::PreconditionFailed(_)) =>
@@ -109,7 +107,7 @@ pub async fn edit<T>(
             Err(err) => {
                 return Err(format!(
                     "cannot update distribution {distribution_id}: {}",
-                    describe(&err)
+                    describe("CloudFront", &err)
                 )
                 .into());
             }
@@ -117,7 +115,7 @@ pub async fn edit<T>(
     }
     Err(format!(
         "distribution {distribution_id} kept changing while this function tried to update it ({} attempts); \
-         run the apply again once other changes to it have finished",
+         try again once other changes to it have finished",
         retry.attempts
     )
     .into())
@@ -127,25 +125,35 @@ fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(1.0 + rand::random::<f64>() / 2.0)
 }
 
-/// What went wrong, in words that carry no secret: the service's error code and message (CloudFront
-/// does not echo the request's config back), or the kind of transport failure. A response that
-/// could not be read is not quoted, since a config response holds the header values.
-fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(err: &SdkError<E>) -> String {
-    match err {
-        SdkError::ServiceError(service) => {
-            let meta = service.err();
-            format!(
-                "{}: {}",
-                meta.code().unwrap_or("error"),
-                meta.message().unwrap_or("no message")
-            )
+/// A distribution as GetDistribution shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// `InProgress` until every edge location has the latest config, then `Deployed`.
+    pub status: String,
+    pub config: DistributionConfig,
+}
+
+/// The distribution's status and config, or `None` when it does not exist.
+pub async fn read(client: &Client, distribution_id: &str) -> Result<Option<Snapshot>, Error> {
+    let read = match client.get_distribution().id(distribution_id).send().await {
+        Ok(read) => read,
+        Err(SdkError::ServiceError(err))
+            if matches!(err.err(), GetDistributionError::NoSuchDistribution(_)) =>
+        {
+            return Ok(None);
         }
-        SdkError::DispatchFailure(_) => format!(
-            "CloudFront could not be reached ({})",
-            DisplayErrorContext(err)
-        ),
-        SdkError::TimeoutError(_) => "CloudFront did not answer in time".to_owned(),
-        SdkError::ResponseError(_) => "CloudFront's answer could not be read".to_owned(),
-        _ => "the request could not be built".to_owned(),
-    }
+        Err(err) => {
+            return Err(format!(
+                "cannot read distribution {distribution_id}: {}",
+                describe("CloudFront", &err)
+            )
+            .into());
+        }
+    };
+    let no_config = || format!("CloudFront returned no config for distribution {distribution_id}");
+    let distribution = read.distribution.ok_or_else(no_config)?;
+    Ok(Some(Snapshot {
+        status: distribution.status,
+        config: distribution.distribution_config.ok_or_else(no_config)?,
+    }))
 }

@@ -1,12 +1,17 @@
-//! The two event shapes the function accepts, and what each expects back.
+//! The three event shapes the function accepts, and what each expects back.
 //!
-//! 1. Terraform's `aws_lambda_invocation` with `lifecycle_scope = "CRUD"`: the module's input object
-//!    plus the provider's `tf` object, `{"action": "create"|"update"|"delete", "prev_input": …}`.
-//! 2. The CloudFormation custom resource of the replaced CDK stack (`RequestType`,
+//! 1. Terraform's `aws_lambda_invocation` with `lifecycle_scope = "CRUD"`: the module's input
+//!    (`{"SecretId": …}`) plus the provider's `tf` object, `{"action": "create"|"update"|"delete",
+//!    "prev_input": …}`.
+//! 2. A rotation phase, which `make rotate-secret` sends with `aws lambda invoke`:
+//!    `{"Rotate": "prepare"|"promote"|"retire", "SecretId", "DistributionId", "OriginId",
+//!    "HeaderName"}`.
+//! 3. The CloudFormation custom resource of the replaced CDK stack (`RequestType`,
 //!    `ResourceProperties`), answered as the CDK provider framework expects.
 //!
-//! The shape is decided by the `RequestType` key, so that a malformed event of either kind gets
-//! that kind's own error message (which field is missing) rather than "matches neither shape".
+//! The shape is decided by the `RequestType` and `Rotate` keys, so that a malformed event of any
+//! kind gets that kind's own error message (which field is missing) rather than "matches no
+//! shape". No answer carries a value: Terraform reads them from Secrets Manager.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,22 +20,15 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Terraform(TerraformEvent),
+    Rotation(RotationEvent),
     CustomResource(CustomResourceEvent),
 }
 
-/// What to put where, as the Terraform module passes it.
+/// Which secret holds the state document, as the Terraform module passes it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct HeaderInput {
-    pub distribution_id: String,
-    pub origin_id: String,
-    pub header_name: String,
-    /// The secret; when absent the value on the origin is kept, or one is generated.
-    #[serde(default)]
-    pub header_value: Option<String>,
-    /// Changing it generates a new secret.
-    #[serde(default)]
-    pub rotation_token: Option<String>,
+pub struct SecretInput {
+    pub secret_id: String,
 }
 
 /// Which lifecycle step Terraform is performing.
@@ -42,23 +40,54 @@ pub enum Action {
     Delete,
 }
 
-/// The Terraform event: the input, the action, and the input of the previous invocation.
+/// The Terraform event: the input and the action. The previous input does not matter: every
+/// create or update ensures the same thing, a valid document in the secret now named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TerraformEvent {
-    pub input: HeaderInput,
+    pub input: SecretInput,
     pub action: Action,
-    pub previous: Option<HeaderInput>,
 }
 
-/// The answer to Terraform, read by the listener rule through `jsondecode(…result)`.
+/// The answer to Terraform: which version of the secret holds the document (null after a
+/// delete). Never a value, so nothing secret lands in Terraform's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct HeaderOutput {
+pub struct TerraformOutput {
+    pub secret_id: String,
+    pub version_id: Option<String>,
+}
+
+/// A rotation's phases, run in this order with a Terraform apply after prepare and after retire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// A new value becomes `pending`, for the load balancer to accept.
+    Prepare,
+    /// CloudFront sends `pending`, which becomes `current`; the old one becomes `previous`.
+    Promote,
+    /// Once CloudFront has deployed the new value, `previous` goes.
+    Retire,
+}
+
+/// One rotation phase, and where the header is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct RotationEvent {
+    pub rotate: Phase,
+    pub secret_id: String,
+    pub distribution_id: String,
+    pub origin_id: String,
     pub header_name: String,
-    /// The secret now on the origin (null after a delete).
-    pub header_value: Option<String>,
-    /// The secret it replaced, which the load balancer keeps accepting while CloudFront propagates.
-    pub previous_header_value: Option<String>,
+}
+
+/// The answer to a rotation phase: whether it wrote anything, and how many values the load
+/// balancer must accept now (what the next Terraform apply gives it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RotationOutput {
+    pub phase: Phase,
+    pub changed: bool,
+    pub accepted_values: usize,
 }
 
 /// CloudFormation's request types.
@@ -139,65 +168,36 @@ impl std::error::Error for EventError {}
 /// The key the AWS provider adds to the input (its `terraform_key`, "tf" by default).
 const TERRAFORM_KEY: &str = "tf";
 
-/// The fields of [`HeaderInput`]. The previous input keeps only these, so that an apply after a
-/// change of the module's input never fails on what an older version passed.
-const INPUT_FIELDS: [&str; 5] = [
-    "DistributionId",
-    "OriginId",
-    "HeaderName",
-    "HeaderValue",
-    "RotationToken",
-];
-
+/// The provider's object; its `prev_input` is not needed, and serde leaves it aside.
 #[derive(Deserialize)]
 struct Lifecycle {
     action: Action,
-    #[serde(default)]
-    prev_input: Option<Value>,
 }
 
-/// Reads an event of either shape. Errors say which field is wrong; serde's messages name fields,
+/// Reads an event of any shape. Errors say which field is wrong; serde's messages name fields,
 /// never the values they hold.
 pub fn parse(payload: Value) -> Result<Event, EventError> {
     let Value::Object(mut fields) = payload else {
         return Err(EventError("the event must be a JSON object".to_owned()));
     };
     if fields.contains_key("RequestType") {
-        return serde_json::from_value(Value::Object(fields))
-            .map(Event::CustomResource)
-            .map_err(|err| {
-                EventError(format!(
-                    "invalid custom resource event: {}",
-                    without_values(&err)
-                ))
-            });
+        return read(Value::Object(fields), "custom resource event").map(Event::CustomResource);
+    }
+    if fields.contains_key("Rotate") {
+        return read(Value::Object(fields), "rotation event").map(Event::Rotation);
     }
     // Without the provider's object (lifecycle_scope CREATE_ONLY) an invocation can only create.
-    let lifecycle = match fields.remove(TERRAFORM_KEY) {
-        Some(lifecycle) => serde_json::from_value::<Lifecycle>(lifecycle).map_err(|err| {
-            EventError(format!("invalid \"tf\" object: {}", without_values(&err)))
-        })?,
-        None => Lifecycle {
-            action: Action::Create,
-            prev_input: None,
-        },
-    };
-    let input = header_input(Value::Object(fields), "input")?;
-    let previous = match lifecycle.prev_input {
-        Some(Value::Object(mut previous)) => {
-            previous.retain(|key, _| INPUT_FIELDS.contains(&key.as_str()));
-            Some(header_input(Value::Object(previous), "tf.prev_input")?)
-        }
-        _ => None,
+    let action = match fields.remove(TERRAFORM_KEY) {
+        Some(lifecycle) => read::<Lifecycle>(lifecycle, "\"tf\" object")?.action,
+        None => Action::Create,
     };
     Ok(Event::Terraform(TerraformEvent {
-        input,
-        action: lifecycle.action,
-        previous,
+        input: read(Value::Object(fields), "input")?,
+        action,
     }))
 }
 
-fn header_input(value: Value, what: &str) -> Result<HeaderInput, EventError> {
+fn read<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> Result<T, EventError> {
     serde_json::from_value(value)
         .map_err(|err| EventError(format!("invalid {what}: {}", without_values(&err))))
 }
@@ -221,35 +221,65 @@ mod tests {
 
     use super::*;
 
+    const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:origin-AbCdEf";
+
     #[test]
-    fn reads_terraform_crud_events_and_tolerates_old_fields_in_the_previous_input() {
+    fn reads_terraform_crud_events_whatever_the_previous_input_held() {
         let event = parse(json!({
-            "DistributionId": "E1", "OriginId": "alb", "HeaderName": "X-Origin-Verify", "RotationToken": "2",
+            "SecretId": ARN,
             "tf": { "action": "update", "prev_input": {
-                "DistributionId": "E1", "OriginId": "alb", "HeaderName": "X-Origin-Verify", "RotationToken": "1",
-                "Dropped": "a field an older module passed" } }
+                "DistributionId": "E1", "RotationToken": "1", "Dropped": "what an older module passed" } }
         }))
         .unwrap();
-        let Event::Terraform(event) = event else {
-            panic!("a Terraform event")
-        };
-        assert_eq!(event.action, Action::Update);
-        assert_eq!(event.input.rotation_token.as_deref(), Some("2"));
-        assert_eq!(event.previous.unwrap().rotation_token.as_deref(), Some("1"));
+        assert_eq!(
+            event,
+            Event::Terraform(TerraformEvent {
+                input: SecretInput {
+                    secret_id: ARN.into()
+                },
+                action: Action::Update,
+            })
+        );
     }
 
     #[test]
     fn an_event_without_tf_is_a_create() {
-        let event =
-            parse(json!({"DistributionId": "E1", "OriginId": "alb", "HeaderName": "X-A"})).unwrap();
+        let event = parse(json!({"SecretId": ARN})).unwrap();
         assert!(matches!(
             event,
             Event::Terraform(TerraformEvent {
                 action: Action::Create,
-                previous: None,
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn reads_rotation_events() {
+        let event = parse(json!({
+            "Rotate": "promote", "SecretId": ARN, "DistributionId": "E1", "OriginId": "alb",
+            "HeaderName": "X-Origin-Verify"
+        }))
+        .unwrap();
+        assert_eq!(
+            event,
+            Event::Rotation(RotationEvent {
+                rotate: Phase::Promote,
+                secret_id: ARN.into(),
+                distribution_id: "E1".into(),
+                origin_id: "alb".into(),
+                header_name: "X-Origin-Verify".into(),
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(RotationOutput {
+                phase: Phase::Retire,
+                changed: false,
+                accepted_values: 1
+            })
+            .unwrap(),
+            json!({"Phase": "retire", "Changed": false, "AcceptedValues": 1})
+        );
     }
 
     #[test]
@@ -274,19 +304,23 @@ mod tests {
 
     #[test]
     fn bad_events_name_the_field_and_never_the_value() {
-        let missing = parse(json!({"DistributionId": "E1", "HeaderName": "X"})).unwrap_err();
-        assert!(missing.to_string().contains("OriginId"), "{missing}");
-        let typo = parse(
-            json!({"DistributionId": "E1", "OriginId": "o", "HeaderName": "X", "HeaderValu": "s"}),
+        let old = parse(json!({"DistributionId": "E1", "OriginId": "o", "HeaderName": "X"}));
+        let old = old.unwrap_err().to_string();
+        assert!(
+            old.contains("invalid input: unknown field `DistributionId`"),
+            "{old}"
         );
-        assert!(typo.unwrap_err().to_string().contains("HeaderValu"));
-        let wrong = parse(
-            json!({"DistributionId": "E1", "OriginId": "o", "HeaderName": "X", "HeaderValue": 12345678}),
+        let missing = parse(json!({"Rotate": "prepare", "SecretId": ARN, "OriginId": "o"}));
+        let missing = missing.unwrap_err().to_string();
+        assert!(
+            missing.contains("invalid rotation event: missing field"),
+            "{missing}"
         );
+        let phase = parse(json!({"Rotate": "rollback", "SecretId": ARN}));
+        assert!(phase.unwrap_err().to_string().contains("rollback"));
+        let wrong = parse(json!({"SecretId": 12345678}));
         assert!(!wrong.unwrap_err().to_string().contains("12345678"));
-        let action = parse(
-            json!({"DistributionId": "E1", "OriginId": "o", "HeaderName": "X", "tf": {"action": "replace"}}),
-        );
+        let action = parse(json!({"SecretId": ARN, "tf": {"action": "replace"}}));
         assert!(action.unwrap_err().to_string().contains("tf"));
         assert!(parse(json!([])).is_err());
     }

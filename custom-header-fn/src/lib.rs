@@ -1,42 +1,67 @@
-//! custom-header-fn: puts the secret origin header on the CloudFront distribution, so that the
-//! load balancer, which refuses requests without it, can only be reached through CloudFront.
+//! custom-header-fn: keeps the secret origin header's values in Secrets Manager and rotates the
+//! header on the CloudFront distribution, so that the load balancer, which refuses requests
+//! without it, can only be reached through CloudFront.
 //!
-//! The Rust successor of the replaced stack's CloudFormation custom resource. `main.rs` only starts
-//! the Lambda runtime; [`handle`] is the whole function, a plain async function over the event,
-//! testable without Lambda.
+//! `main.rs` only starts the Lambda runtime; [`handle`] is the whole function, a plain async
+//! function over the event, testable without Lambda. No value ever leaves it in an answer, an
+//! error or a log line: Terraform reads the state document from Secrets Manager itself.
 //!
-//! - [`event`]: the two event shapes and their answers.
-//! - [`terraform`]: Terraform's CRUD invocation (one header, generated or given, rotation).
+//! - [`event`]: the three event shapes and their answers.
+//! - [`terraform`]: Terraform's CRUD invocation (a first value in the secret).
+//! - [`rotation`]: the three rotation phases, prepare, promote and retire.
 //! - [`custom_resource`]: the CloudFormation custom resource of the replaced stack.
+//! - [`state`]: the state document (current, pending and previous values).
+//! - [`store`]: reading and writing the document in Secrets Manager.
+//! - [`secret`]: generating and checking a value.
 //! - [`change`]: the pure edit of a distribution's origin headers, under CloudFront's rules.
-//! - [`secret`]: generating and checking the header value.
 //! - [`distribution`]: read, decide, write with `IfMatch`, retry on conflicts.
 
 pub mod change;
 pub mod custom_resource;
 pub mod distribution;
 pub mod event;
+pub mod rotation;
 pub mod secret;
+pub mod state;
+pub mod store;
 pub mod terraform;
 
-use aws_config::BehaviorVersion;
 use aws_config::meta::region::RegionProviderChain;
-use aws_sdk_cloudfront::Client;
-use aws_sdk_cloudfront::config::Region;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_cloudfront::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
 
 pub use distribution::{RETRY, Retry};
 use event::Event;
 
-/// What the function fails with; its message is what Terraform or CloudFormation shows the user,
-/// so it says what to fix and never contains a header value.
+/// What the function fails with; its message is what Terraform, CloudFormation or
+/// `make rotate-secret` shows the user, so it says what to fix and never contains a value.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Handles one event of either shape. A failure reaches Terraform or CloudFormation as
+/// The two services the function talks to.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub cloudfront: aws_sdk_cloudfront::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Clients {
+    /// Both clients from one configuration. CloudFront is global: its endpoint rules sign with
+    /// the partition's global region (us-east-1) whatever region the configuration names, so the
+    /// region that counts is the one Secrets Manager needs, the function's own.
+    pub fn new(config: &SdkConfig) -> Self {
+        Self {
+            cloudfront: aws_sdk_cloudfront::Client::new(config),
+            secrets: aws_sdk_secretsmanager::Client::new(config),
+        }
+    }
+}
+
+/// Handles one event of any shape. A failure reaches its caller as
 /// `{"errorType": "OriginHeaderError", "errorMessage": …}` rather than under a Rust type name.
-pub async fn handle(client: &Client, payload: Value) -> Result<Value, Diagnostic> {
-    handle_with(client, payload, RETRY)
+pub async fn handle(clients: &Clients, payload: Value) -> Result<Value, Diagnostic> {
+    handle_with(clients, payload, RETRY)
         .await
         .map_err(|err| Diagnostic {
             error_type: "OriginHeaderError".to_owned(),
@@ -45,27 +70,30 @@ pub async fn handle(client: &Client, payload: Value) -> Result<Value, Diagnostic
 }
 
 /// [`handle`] with a chosen retry policy, so that tests need not wait out production backoff.
-pub async fn handle_with(client: &Client, payload: Value, retry: Retry) -> Result<Value, Error> {
+pub async fn handle_with(clients: &Clients, payload: Value, retry: Retry) -> Result<Value, Error> {
     Ok(match event::parse(payload)? {
         Event::Terraform(event) => {
-            serde_json::to_value(terraform::handle(client, &event, retry).await?)?
+            serde_json::to_value(terraform::handle(&clients.secrets, &event).await?)?
         }
-        Event::CustomResource(event) => {
-            serde_json::to_value(custom_resource::handle(client, &event, retry).await?)?
+        Event::Rotation(event) => {
+            serde_json::to_value(rotation::handle(clients, &event, retry).await?)?
         }
+        Event::CustomResource(event) => serde_json::to_value(
+            custom_resource::handle(&clients.cloudfront, &event, retry).await?,
+        )?,
     })
 }
 
-/// The CloudFront client, configured from the environment like any AWS SDK (so `AWS_ENDPOINT_URL`
-/// and `AWS_ENDPOINT_URL_CLOUDFRONT` are honoured). CloudFront is global and signs with us-east-1,
-/// so that is the region when the environment names none (Lambda always does).
-pub async fn client_from_env() -> Client {
+/// The clients, configured from the environment like any AWS SDK (so `AWS_ENDPOINT_URL` and the
+/// per-service `AWS_ENDPOINT_URL_*` are honoured). Lambda always sets `AWS_REGION`; without it
+/// the region is us-east-1, CloudFront's.
+pub async fn clients_from_env() -> Clients {
     let region = RegionProviderChain::default_provider().or_else(Region::from_static("us-east-1"));
     let config = aws_config::defaults(BehaviorVersion::latest())
         .region(region)
         .load()
         .await;
-    Client::new(&config)
+    Clients::new(&config)
 }
 
 /// JSON log lines on standard output (CloudWatch Logs), at info level. `RUST_LOG` is deliberately
@@ -78,4 +106,30 @@ pub fn init_logging() {
         .with_max_level(tracing::Level::INFO)
         .without_time()
         .init();
+}
+
+/// What went wrong with a request to `service`, in words that carry no value read: the service's
+/// error code and message, or the kind of transport failure. A response that could not be read
+/// is not quoted, since a config or secret response holds the values.
+pub(crate) fn describe<E>(service: &str, err: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(failure) => {
+            let meta = failure.err();
+            format!(
+                "{}: {}",
+                meta.code().unwrap_or("error"),
+                meta.message().unwrap_or("no message")
+            )
+        }
+        SdkError::DispatchFailure(_) => format!(
+            "{service} could not be reached ({})",
+            DisplayErrorContext(err)
+        ),
+        SdkError::TimeoutError(_) => format!("{service} did not answer in time"),
+        SdkError::ResponseError(_) => format!("{service}'s answer could not be read"),
+        _ => "the request could not be built".to_owned(),
+    }
 }

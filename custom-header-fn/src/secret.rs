@@ -10,12 +10,13 @@ use std::fmt;
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 
-/// Shortest secret accepted from a user.
+/// Shortest value accepted in the state document.
 pub const MIN_LENGTH: usize = 32;
 /// Longest value an ALB header condition takes.
 pub const MAX_LENGTH: usize = 128;
 
-/// Why a given secret is refused (the message never contains it).
+/// Why a value is refused. The message never contains the value; the caller says which one
+/// (`"pending" has 6 characters; …`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretError {
     Length(usize),
@@ -28,12 +29,12 @@ impl fmt::Display for SecretError {
         match self {
             SecretError::Length(length) => write!(
                 f,
-                "HeaderValue has {length} characters; it needs {MIN_LENGTH} to {MAX_LENGTH} (or leave it out to have one generated)"
+                "has {length} characters; a value needs {MIN_LENGTH} to {MAX_LENGTH}"
             ),
             SecretError::Characters => write!(
                 f,
-                "HeaderValue may contain only lowercase letters a-z and digits 0-9, because the load balancer matches \
-                 header values case-insensitively and reads * and ? as wildcards (or leave it out to have one generated)"
+                "may contain only lowercase letters a-z and digits 0-9, because the load balancer matches \
+                 header values case-insensitively and reads * and ? as wildcards"
             ),
             SecretError::Entropy => {
                 write!(f, "the operating system's random number generator failed")
@@ -53,7 +54,7 @@ pub fn generate() -> Result<String, SecretError> {
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
-/// Checks a secret given by the user.
+/// Checks a value read from the state document.
 pub fn check(value: &str) -> Result<(), SecretError> {
     if !(MIN_LENGTH..=MAX_LENGTH).contains(&value.len()) {
         return Err(SecretError::Length(value.chars().count()));

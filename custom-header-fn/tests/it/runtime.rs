@@ -1,18 +1,22 @@
 //! The built `bootstrap` in the real Lambda runtime loop: `cargo lambda watch` serves the Runtime
 //! API, the binary polls it as on Lambda (configured only by the environment, as there), and
-//! `cargo lambda invoke` sends both event shapes.
+//! `cargo lambda invoke` sends each event shape.
 //!
 //! `--only-lambda-apis` keeps cargo-lambda from building the function itself: the test runs the
 //! binary `cargo test` just built, with no second cargo build inside the test.
 
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{
-    Moto, Process, create_distribution, custom_resource, free_port, headers, input, invocation,
-    owned, read_config, tool,
+    Moto, Process, create_distribution, create_secret, custom_resource, document, free_port,
+    headers, owned, read_config, rotation, terraform, tool, values,
 };
+
+/// Not us-east-1: Secrets Manager must be called in the function's own region (moto keeps
+/// secrets per region), CloudFront whatever the region.
+const REGION: &str = "eu-west-1";
 
 /// A function served by `cargo lambda watch`, and its invoke port.
 struct Function {
@@ -47,7 +51,7 @@ impl Function {
             .env("AWS_ENDPOINT_URL", &moto.endpoint)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
+            .env("AWS_REGION", REGION)
             // Nothing may look for credentials or a region beyond loopback.
             .env("AWS_EC2_METADATA_DISABLED", "true");
         Self {
@@ -80,58 +84,88 @@ impl Function {
 }
 
 #[tokio::test]
-async fn both_event_shapes_through_the_lambda_runtime() {
+async fn every_event_shape_through_the_lambda_runtime() {
     let moto = Moto::start();
-    let client = moto.client();
-    let id = create_distribution(&client, &[("alb", &[("X-Other", "keep")]), ("s3", &[])]).await;
+    let clients = moto.clients_in(REGION);
+    let secret_id = create_secret(&clients.secrets, "origin-header").await;
     let function = Function::start(&moto);
+    let invoke = |event: &Value| {
+        function
+            .invoke(event)
+            .unwrap_or_else(|err| panic!("{err}\nfunction log:\n{}", function.bootstrap.output()))
+    };
 
-    let v1 = input(&id, "alb", "X-Origin-Verify", "1");
-    let created = function
-        .invoke(&invocation(&v1, "create", None))
-        .unwrap_or_else(|err| panic!("{err}\nfunction log:\n{}", function.bootstrap.output()));
-    let secret = created["HeaderValue"].as_str().expect("a value").to_owned();
-    assert_eq!(secret.len(), 64);
+    let created = invoke(&terraform(&secret_id, "create"));
+    let (first, version) = document(&clients.secrets, &secret_id).await;
     assert_eq!(
-        headers(&read_config(&client, &id).await, "alb"),
-        owned(&[("X-Other", "keep"), ("X-Origin-Verify", &secret)])
+        created,
+        json!({"SecretId": secret_id, "VersionId": version})
+    );
+    let current = first["current"].as_str().expect("a current value");
+    assert_eq!(current.len(), 64);
+
+    let id = create_distribution(
+        &clients.cloudfront,
+        &[
+            ("alb", &[("X-Other", "keep"), ("X-Origin-Verify", current)]),
+            ("s3", &[]),
+        ],
+    )
+    .await;
+    let phase = |name| rotation(name, &secret_id, &id, "alb", "X-Origin-Verify");
+    assert_eq!(
+        invoke(&phase("prepare")),
+        json!({"Phase": "prepare", "Changed": true, "AcceptedValues": 2})
+    );
+    let (prepared, _) = document(&clients.secrets, &secret_id).await;
+    let pending = prepared["pending"].as_str().expect("a pending value");
+    assert_eq!(invoke(&phase("promote"))["Changed"], true);
+    assert_eq!(
+        headers(&read_config(&clients.cloudfront, &id).await, "alb"),
+        owned(&[("X-Other", "keep"), ("X-Origin-Verify", pending)])
+    );
+    assert_eq!(
+        invoke(&phase("retire")),
+        json!({"Phase": "retire", "Changed": true, "AcceptedValues": 1})
+    );
+    assert_eq!(
+        document(&clients.secrets, &secret_id).await.0,
+        json!({"current": pending})
     );
 
     let given = "c".repeat(40);
-    let answer = function
-        .invoke(&custom_resource(
-            "Create",
-            &id,
-            &[("s3", "X-Origin-Verify", &given)],
-            None,
-        ))
-        .expect("the custom resource is created");
+    let answer = invoke(&custom_resource(
+        "Create",
+        &id,
+        &[("s3", "X-Origin-Verify", &given)],
+        None,
+    ));
     assert_eq!(
         answer["PhysicalResourceId"],
         format!("{id}/origin-custom-headers")
     );
     assert_eq!(answer["Data"]["HeaderNames"], "X-Origin-Verify");
     assert_eq!(
-        headers(&read_config(&client, &id).await, "s3"),
+        headers(&read_config(&clients.cloudfront, &id).await, "s3"),
         owned(&[("X-Origin-Verify", &given)])
     );
 
+    invoke(&phase("prepare"));
     let err = function
-        .invoke(&invocation(
-            &input(&id, "nope", "X-Origin-Verify", "1"),
-            "create",
-            None,
+        .invoke(&rotation(
+            "promote",
+            &secret_id,
+            &id,
+            "nope",
+            "X-Origin-Verify",
         ))
         .expect_err("an unknown origin fails");
     assert!(err.contains("OriginHeaderError"), "{err}");
     assert!(err.contains(r#"its origins are: "alb", "s3""#), "{err}");
 
-    function
-        .invoke(&invocation(&v1, "delete", Some(&v1)))
-        .expect("deleted");
     assert_eq!(
-        headers(&read_config(&client, &id).await, "alb"),
-        owned(&[("X-Other", "keep")])
+        invoke(&terraform(&secret_id, "delete")),
+        json!({"SecretId": secret_id, "VersionId": null})
     );
 
     let log = function.bootstrap.output();
@@ -140,12 +174,22 @@ async fn both_event_shapes_through_the_lambda_runtime() {
             .unwrap_or_else(|err| panic!("not a JSON log line ({err}): {line}"));
         assert!(entry["level"].is_string(), "{line}");
     }
-    assert!(
-        log.contains(r#""message":"origin header in place""#),
-        "{log}"
-    );
-    assert!(
-        !log.contains(&secret) && !log.contains(&given),
-        "a secret was logged:\n{log}"
-    );
+    for message in [
+        "first value generated and stored",
+        "origin header sends the pending value",
+        "rotation phase done",
+        "custom resource done",
+    ] {
+        assert!(
+            log.contains(&format!(r#""message":"{message}""#)),
+            "{message}: {log}"
+        );
+    }
+    let mut secrets = values(&first);
+    secrets.extend(values(&document(&clients.secrets, &secret_id).await.0));
+    secrets.extend([pending.to_owned(), given]);
+    for secret in secrets {
+        assert!(!log.contains(&secret), "a value was logged:\n{log}");
+        assert!(!err.contains(&secret), "a value is in the error: {err}");
+    }
 }

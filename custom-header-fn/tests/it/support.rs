@@ -1,5 +1,5 @@
 //! What the integration tests share: the external tools (moto, cargo-lambda), processes that end
-//! with the test, a CloudFront client pointed at moto, and distributions to work on.
+//! with the test, clients pointed at moto, distributions and secrets to work on, and the events.
 //!
 //! A missing tool fails the test with what to install: these tests never skip.
 
@@ -10,13 +10,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_cloudfront::Client;
-use aws_sdk_cloudfront::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_cloudfront::config::{Credentials, SharedCredentialsProvider};
 use aws_sdk_cloudfront::types::{
     CustomHeaders, CustomOriginConfig, DefaultCacheBehavior, DistributionConfig, Origin,
     OriginCustomHeader, OriginProtocolPolicy, Origins, ViewerProtocolPolicy,
 };
-use custom_header_fn::Retry;
+use aws_sdk_secretsmanager::Client as SecretsClient;
+use custom_header_fn::{Clients, Retry};
 use serde_json::{Value, json};
 
 /// Production's policy, without the waiting.
@@ -134,16 +136,25 @@ impl Moto {
         }
     }
 
-    /// A CloudFront client that talks to this server only, with dummy credentials.
-    pub fn client(&self) -> Client {
-        let config = aws_sdk_cloudfront::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::from_static("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-            .build();
-        Client::from_conf(config)
+    /// Clients that talk to this server only, with dummy credentials, in us-east-1.
+    pub fn clients(&self) -> Clients {
+        self.clients_in("us-east-1")
     }
+
+    /// Clients in `region` (moto keeps secrets per region, as Secrets Manager does).
+    pub fn clients_in(&self, region: &'static str) -> Clients {
+        let config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::from_static(region))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(SharedCredentialsProvider::new(test_credentials()))
+            .build();
+        Clients::new(&config)
+    }
+}
+
+pub fn test_credentials() -> Credentials {
+    Credentials::new("testing", "testing", None, None, "tests")
 }
 
 /// CloudFront (and moto) refuse a second distribution with the same caller reference.
@@ -267,21 +278,74 @@ pub fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The module's input to the function, as Terraform's `jsonencode` passes it.
-pub fn input(distribution_id: &str, origin_id: &str, header_name: &str, token: &str) -> Value {
+/// A secret as the origin-secret module creates it: no value yet. Returns its ARN.
+pub async fn create_secret(secrets: &SecretsClient, name: &str) -> String {
+    let created = secrets
+        .create_secret()
+        .name(name)
+        .send()
+        .await
+        .expect("moto creates the secret");
+    created.arn.expect("an ARN")
+}
+
+/// Writes `text` as the secret's AWSCURRENT version, as an operator with the console could.
+pub async fn put_document(secrets: &SecretsClient, secret_id: &str, text: &str) {
+    secrets
+        .put_secret_value()
+        .secret_id(secret_id)
+        .secret_string(text)
+        .send()
+        .await
+        .expect("moto stores the value");
+}
+
+/// The AWSCURRENT document, as Terraform's data source reads it, and its version id.
+pub async fn document(secrets: &SecretsClient, secret_id: &str) -> (Value, String) {
+    let read = secrets
+        .get_secret_value()
+        .secret_id(secret_id)
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .expect("the secret's current version");
+    let text = read.secret_string().expect("a string value");
+    (
+        serde_json::from_str(text).expect("a JSON document"),
+        read.version_id().expect("a version id").to_owned(),
+    )
+}
+
+/// The values of a document, for checking that an answer, error or log shows none of them.
+pub fn values(document: &Value) -> Vec<String> {
+    ["current", "pending", "previous"]
+        .into_iter()
+        .filter_map(|key| document[key].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// What `aws_lambda_invocation` with `lifecycle_scope = "CRUD"` sends: the module's input plus
+/// `tf` (whose `prev_input` the function does not need).
+pub fn terraform(secret_id: &str, action: &str) -> Value {
+    let input = json!({ "SecretId": secret_id });
+    json!({ "SecretId": secret_id, "tf": { "action": action, "prev_input": (action != "create").then_some(input) } })
+}
+
+/// What `make rotate-secret` sends for one phase.
+pub fn rotation(
+    phase: &str,
+    secret_id: &str,
+    distribution_id: &str,
+    origin_id: &str,
+    header_name: &str,
+) -> Value {
     json!({
+        "Rotate": phase,
+        "SecretId": secret_id,
         "DistributionId": distribution_id,
         "OriginId": origin_id,
         "HeaderName": header_name,
-        "RotationToken": token,
     })
-}
-
-/// What `aws_lambda_invocation` with `lifecycle_scope = "CRUD"` sends: the input plus `tf`.
-pub fn invocation(input: &Value, action: &str, previous: Option<&Value>) -> Value {
-    let mut event = input.clone();
-    event["tf"] = json!({ "action": action, "prev_input": previous });
-    event
 }
 
 /// Headers of a custom resource: (origin id, name, value).
