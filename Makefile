@@ -13,10 +13,18 @@ export PATH := $(VENV)/bin:$(PATH)
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-tools: $(VENV)/.installed ## Install the test tools into .venv
+tools: $(VENV)/.installed $(VENV)/awscli/.installed ## Install the test tools into .venv
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+# The AWS CLI that the Terraform e2e drives scripts/*.sh with, in a venv of its own: its botocore
+# conflicts with the one checkov pins. Not on PATH: deploy targets use the user's own AWS CLI v2.
+$(VENV)/awscli/.installed: requirements-awscli.txt
+	python3 -m venv $(VENV)/awscli
+	$(VENV)/awscli/bin/pip install --quiet --disable-pip-version-check -r requirements-awscli.txt
+	@# A directory holding `aws` alone, to put first on PATH without this venv's python3.
+	mkdir -p $(VENV)/awscli/cli && ln -sf ../bin/aws $(VENV)/awscli/cli/aws
 	touch $@
 
 run: ## Start the server locally on :8080 (no AWS needed)

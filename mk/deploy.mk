@@ -43,7 +43,7 @@ define require_lambda_zip
 	@[[ -f "$(LAMBDA_ZIP)" ]] || { echo "$(LAMBDA_ZIP) is missing: run \`make lambda\`." >&2; exit 1; }
 endef
 
-.PHONY: image plan apply destroy test-terraform terraform-check terraform-e2e
+.PHONY: image plan apply rotate-secret destroy test-terraform terraform-check terraform-e2e
 
 image: ## Build the server image for linux/arm64 (cross-compiled), tag it (scripts/image-tag.sh), push it to the ECR repository
 	$(call preflight,docker aws terraform)
@@ -68,21 +68,33 @@ apply: ## Deploy everything from nothing: the Lambda package, the ECR repository
 	$(MAKE) lambda
 	$(call require_lambda_zip)
 	$(TF) init -input=false
-	@echo "--- 1/3 the ECR repository (the image needs somewhere to go)"
+	@echo "--- 1/4 the ECS service-linked role (an account that never used ECS has none yet)"
+	scripts/ensure-service-linked-role.sh
+	@echo "--- 2/4 the ECR repository (the image needs somewhere to go)"
 	$(TF) apply -input=false -auto-approve -target=module.ecr $(TF_VARS)
-	@echo "--- 2/3 the image $(IMAGE_TAG)"
+	@echo "--- 3/4 the image $(IMAGE_TAG)"
 	$(MAKE) image IMAGE_TAG=$(IMAGE_TAG)
-	@echo "--- 3/3 everything else"
+	@echo "--- 4/4 everything else"
 	$(TF) apply -input=false $(TF_APPLY_FLAGS) $(TF_VARS)
+
+rotate-secret: ## Rotate the secret header between CloudFront and the load balancer in two phases, checking the service (make smoke) after each step
+	$(call preflight,aws terraform python3 cargo cargo-lambda)
+	@# The load balancer's targeted applies also refresh what its rule depends on, the function
+	@# included: it must be the package `make apply` would deploy, never a stand-in.
+	$(MAKE) lambda
+	$(call require_lambda_zip)
+	$(TF) init -input=false >/dev/null
+	scripts/rotate-secret.sh $(TF_DIR) $(TF_VARS)
 
 destroy: ## Delete everything `make apply` created (images and logs included)
 	$(call preflight,aws terraform python3)
 	$(TF) init -input=false
 	@# Terraform evaluates the configuration, the package's hash included, even to destroy; an empty
-	@# stand-in spares building the Lambda just to delete it (a destroy uploads nothing).
+	@# stand-in spares building the Lambda just to delete it (a destroy uploads nothing), and the
+	@# image tag is a placeholder for the same reason (nothing is deployed; no git checkout needed).
 	@zip="$(LAMBDA_ZIP)"; if [[ ! -f $$zip ]]; then zip=$$(mktemp --suffix=.zip); \
 	  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1], "w").close()' "$$zip"; fi; \
-	$(TF) destroy -input=false $(TF_APPLY_FLAGS) -var 'image_tag=$(IMAGE_TAG)' -var "lambda_zip_path=$$zip"
+	$(TF) destroy -input=false $(TF_APPLY_FLAGS) -var 'image_tag=destroy' -var "lambda_zip_path=$$zip"
 
 test-terraform: terraform-check terraform-e2e test-image-tag ## The whole offline proof of terraform/ and the Dockerfile
 

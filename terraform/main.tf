@@ -8,6 +8,20 @@ provider "aws" {
   }
 }
 
+# CloudFront is global: its log deliveries (and, with a custom domain, its certificate) are
+# configured in us-east-1 whatever the stack's region.
+provider "aws" {
+  alias  = "us_east_1"
+  region = "us-east-1"
+
+  default_tags {
+    tags = {
+      Project   = var.name
+      ManagedBy = "terraform"
+    }
+  }
+}
+
 data "aws_region" "current" {}
 
 locals {
@@ -47,10 +61,19 @@ module "alb" {
 
 module "cdn" {
   source = "./modules/cdn"
+  providers = {
+    aws           = aws
+    aws.us_east_1 = aws.us_east_1
+  }
 
   name               = var.name
   origin_domain_name = module.alb.dns_name
   price_class        = var.price_class
+  log_retention_days = var.log_retention_days
+  origin_secret_header = {
+    name  = module.origin_secret.header_name
+    value = module.origin_secret.current_header_value
+  }
 }
 
 module "origin_secret" {
@@ -62,7 +85,6 @@ module "origin_secret" {
   distribution_id    = module.cdn.distribution_id
   distribution_arn   = module.cdn.distribution_arn
   origin_id          = module.cdn.origin_id
-  rotation           = var.origin_secret_rotation
   log_retention_days = var.log_retention_days
 }
 
@@ -73,8 +95,20 @@ module "ecs_cluster" {
   vpc_id                   = module.network.vpc_id
   subnet_ids               = module.network.workload_subnet_ids
   instances_need_public_ip = module.network.workloads_need_public_ip
+  enable_ec2_capacity      = var.run_on_ec2
   instance_type            = var.ec2_instance_type
-  max_size                 = var.ec2_max_size
+  task_cpu                 = var.task_cpu
+  task_memory              = var.task_memory
+  # A deployment starts the new tasks before it stops the old ones (maximum percent 200).
+  max_tasks = 2 * var.max_capacity
+}
+
+module "redis_auth_token" {
+  source = "./modules/random-secret"
+  count  = var.enable_redis_backplane ? 1 : 0
+
+  name        = "${var.name}-redis-token"
+  description = "Auth token of the ${var.name} Valkey backplane"
 }
 
 module "redis_backplane" {
@@ -86,6 +120,11 @@ module "redis_backplane" {
   subnet_ids               = module.network.workload_subnet_ids
   client_security_group_id = module.ecs_service.security_group_id
   node_type                = var.redis_node_type
+  replicas                 = var.redis_replicas
+  auth_token_secret = {
+    arn        = module.redis_auth_token[0].secret_arn
+    version_id = module.redis_auth_token[0].version_id
+  }
 }
 
 module "ecs_service" {
@@ -118,4 +157,20 @@ module "ecs_service" {
   log_retention_days                 = var.log_retention_days
   enable_execute_command             = var.enable_execute_command
   secret_environment                 = var.enable_redis_backplane ? { REDIS_URL = module.redis_backplane[0].redis_url_secret_arn } : {}
+}
+
+module "monitoring" {
+  source = "./modules/monitoring"
+
+  name                     = var.name
+  service_name             = module.ecs_service.service_name
+  cluster_name             = module.ecs_cluster.cluster_name
+  load_balancer_arn_suffix = module.alb.arn_suffix
+  target_group_arn_suffix  = module.alb.target_group_arn_suffix
+  min_capacity             = var.min_capacity
+  max_capacity             = var.max_capacity
+  log_group_name           = module.ecs_service.log_group_name
+  log_retention_days       = var.log_retention_days
+  enable_backplane         = var.enable_redis_backplane
+  alarm_email              = var.alarm_email
 }

@@ -38,6 +38,19 @@ output "log_group_name" {
   value       = module.ecs_service.log_group_name
 }
 
+output "access_log_group_name" {
+  description = "CloudWatch log group, in us-east-1, of CloudFront's access logs."
+  value       = module.cdn.access_log_group_name
+}
+
+output "origin_secret_rotation" {
+  description = "What `make rotate-secret` invokes: the function and the payload of each phase (the secret's ARN, the distribution, origin and header; never a value)."
+  value = {
+    function_name = module.origin_secret.function_name
+    input         = module.origin_secret.rotation_input
+  }
+}
+
 output "ecs_exec_command" {
   description = "Opens a shell in one running task (null unless enable_execute_command)."
   value = var.enable_execute_command ? join(" ", [
@@ -45,4 +58,14 @@ output "ecs_exec_command" {
     "--container ${module.ecs_service.container_name} --interactive --command /bin/sh",
     "--task \"$(aws ecs list-tasks --region ${data.aws_region.current.name} --cluster ${module.ecs_cluster.cluster_name} --service-name ${module.ecs_service.service_name} --query 'taskArns[0]' --output text)\"",
   ]) : null
+}
+
+output "dashboard_url" {
+  description = "CloudWatch dashboard of the service: connections, messages, deliveries, evictions and rejections, CPU and memory per task, alarms."
+  value       = module.monitoring.dashboard_url
+}
+
+output "alarm_names" {
+  description = "The CloudWatch alarms, by purpose (they notify alarm_email when it is set)."
+  value       = module.monitoring.alarm_names
 }

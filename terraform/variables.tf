@@ -7,8 +7,9 @@ variable "name" {
 
   validation {
     # The longest derived names ("<name>-origin-secret", "<name>-cf-logs-<suffix>") must fit AWS limits.
-    condition     = can(regex("^[a-z][a-z0-9-]{0,19}$", var.name)) && !endswith(var.name, "-")
-    error_message = "name must be 1-20 lowercase letters, digits or hyphens, starting with a letter and not ending with a hyphen."
+    # ECS refuses capacity provider names ("<name>-ec2") that begin with aws, ecs or fargate.
+    condition     = can(regex("^[a-z][a-z0-9-]{0,19}$", var.name)) && !endswith(var.name, "-") && !can(regex("^(aws|ecs|fargate)", var.name))
+    error_message = "name must be 1-20 lowercase letters, digits or hyphens, starting with a letter, not ending with a hyphen, and not beginning with aws, ecs or fargate (ECS reserves them)."
   }
 }
 
@@ -33,14 +34,8 @@ variable "lambda_architecture" {
   default     = "arm64"
 }
 
-variable "origin_secret_rotation" {
-  description = "Change to any new value and apply to rotate the secret header between CloudFront and the load balancer."
-  type        = string
-  default     = "initial"
-}
-
 variable "run_on_ec2" {
-  description = "Run the service on the cluster's Graviton Auto Scaling group capacity provider instead of Fargate."
+  description = "Run the service on a Graviton Auto Scaling group capacity provider instead of Fargate; only then are the group, its launch template, instance role and security group created."
   type        = bool
   default     = false
 }
@@ -52,37 +47,37 @@ variable "enable_private_subnets" {
 }
 
 variable "enable_redis_backplane" {
-  description = "Run a Valkey (Redis) replication group the tasks share as pub/sub backplane, so a message reaches the clients of every task; the server gets REDIS_URL from Secrets Manager. Off, each task broadcasts to its own clients only."
+  description = "Run a Valkey (Redis) node the tasks share as pub/sub backplane, so a message reaches the clients of every task; the server gets REDIS_URL from Secrets Manager. Off, each task broadcasts to its own clients only, so the plan refuses it unless max_capacity is 1."
   type        = bool
-  default     = false
+  default     = true
 }
 
 variable "redis_node_type" {
-  description = "Node type of the backplane's primary and replica."
+  description = "Node type of the backplane's nodes."
   type        = string
   default     = "cache.t4g.micro"
 }
 
+variable "redis_replicas" {
+  description = "Replicas beside the backplane's primary: 0 is one node (the cheapest; a failed node is replaced by ElastiCache in minutes, and meanwhile each task reaches only its own clients), 1 adds automatic failover to another zone in seconds."
+  type        = number
+  default     = 0
+}
+
 variable "ec2_instance_type" {
-  description = "Graviton instance type of the EC2 capacity provider."
+  description = "Graviton instance type of the EC2 capacity provider (with run_on_ec2); the plan refuses one on which not even one task fits, and sizes the group's maximum from how many do."
   type        = string
   default     = "c7g.large"
 }
 
-variable "ec2_max_size" {
-  description = "Most instances the EC2 capacity provider may run (it scales from 0)."
-  type        = number
-  default     = 4
-}
-
 variable "task_cpu" {
-  description = "CPU units per task (1024 = 1 vCPU)."
+  description = "CPU units per task (1024 = 1 vCPU): 256, 512, 1024, 2048, 4096, 8192 or 16384 (Fargate's sizes)."
   type        = number
   default     = 1024
 }
 
 variable "task_memory" {
-  description = "Memory per task, MiB."
+  description = "Memory per task, MiB, in the range and steps Fargate allows for task_cpu (1024: 2048-8192 in steps of 1024; see the ecs-service module)."
   type        = number
   default     = 2048
 }
@@ -130,7 +125,7 @@ variable "ping_interval_seconds" {
 }
 
 variable "log_retention_days" {
-  description = "Days the server's and the Lambda's CloudWatch logs are kept."
+  description = "Days the server's, the Lambda's and CloudFront's access logs are kept in CloudWatch Logs."
   type        = number
   default     = 30
 }
@@ -145,4 +140,15 @@ variable "price_class" {
   description = "CloudFront price class: PriceClass_100, PriceClass_200 or PriceClass_All."
   type        = string
   default     = "PriceClass_100"
+}
+
+variable "alarm_email" {
+  description = "Email address the CloudWatch alarms notify through an SNS topic (the recipient confirms the subscription from AWS's mail); null: the alarms only change state in the console and on the dashboard."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.alarm_email == null || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alarm_email))
+    error_message = "alarm_email must be an email address such as ops@example.com, or null."
+  }
 }

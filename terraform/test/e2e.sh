@@ -5,8 +5,11 @@
 #  2. copies terraform/ to a temporary directory and adds e2e_override.tf, which points the AWS
 #     provider at them with dummy credentials (the production files are not changed);
 #  3. `terraform apply`, then checks the emulator through boto3 (emulator.py deployed);
-#  4. `terraform plan -detailed-exitcode` must find nothing to change;
-#  5. rotates the secret (apply with a new token) and checks the origin and the listener rule;
+#  4. `terraform plan -detailed-exitcode` must find nothing to change, and neither it nor
+#     `terraform plan -destroy`, `terraform show`, the outputs or the apply's log may contain any
+#     secret value;
+#  5. rotates the secret with scripts/rotate-secret.sh (the script behind `make rotate-secret`),
+#     checking after each step that the load balancer accepts what CloudFront sends;
 #  6. `terraform destroy`, then nothing may be left in the emulator that was not there before.
 # A missing tool fails the test; nothing is skipped. Everything started is stopped on exit.
 set -euo pipefail
@@ -20,11 +23,13 @@ SECONDS=0
 step() { printf '\n=== [%3ds] %s\n' "$SECONDS" "$*"; }
 fail() { printf 'e2e FAILED: %s\n' "$*" >&2; exit 1; }
 
+# The AWS CLI that `make tools` installs in a venv of its own (its botocore cannot share moto's).
+if [[ -x $repo/.venv/awscli/cli/aws ]]; then PATH=$repo/.venv/awscli/cli:$PATH; fi
 missing=()
-for tool in terraform cargo cargo-lambda python3; do
+for tool in terraform cargo cargo-lambda python3 aws; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
-((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (cargo-lambda comes from \`make tools\`; terraform from /usr/local/bin)"
+((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (cargo-lambda and aws come from \`make tools\`; terraform from /usr/local/bin)"
 python3 -c 'import moto.server, boto3' 2>/dev/null || fail "python3 cannot import moto and boto3 (run \`make tools\` and put .venv/bin first on PATH)"
 [[ -d $plugin_dir/registry.terraform.io/hashicorp/aws ]] || fail "no AWS provider mirror in $plugin_dir"
 
@@ -104,12 +109,13 @@ step "copy of terraform/ with e2e_override.tf"
 mkdir "$work/tf"
 tar -C "$repo/terraform" --exclude=.terraform --exclude=.terraform.lock.hcl --exclude='*.tfstate*' --exclude=./test -cf - . | tar -C "$work/tf" -xf -
 endpoints=""
-for service in autoscaling appautoscaling cloudfront cloudwatch ec2 ecr ecs elasticache elbv2 iam logs s3 secretsmanager ssm sts; do
+for service in autoscaling appautoscaling cloudfront cloudwatch ec2 ecr ecs elasticache elbv2 events iam kms logs s3 secretsmanager sns ssm sts; do
   endpoints+="    $service = \"$moto\""$'\n'
 done
-cat >"$work/tf/e2e_override.tf" <<EOF
-# Test only: the AWS provider talks to moto (and the Lambda endpoint to lambda_proxy.py).
+provider_block() {
+  cat <<EOF
 provider "aws" {
+  $1
   region                      = "us-east-1"
   access_key                  = "testing"
   secret_key                  = "testing"
@@ -124,6 +130,12 @@ $endpoints    lambda = "http://127.0.0.1:$proxy_port"
   }
 }
 EOF
+}
+{
+  echo "# Test only: the AWS providers talk to moto (and the Lambda endpoint to lambda_proxy.py)."
+  provider_block ""
+  provider_block 'alias = "us_east_1"'
+} >"$work/tf/e2e_override.tf"
 # moto stores the package without running it (invocations go to cargo lambda watch).
 python3 - "$work/bootstrap.zip" <<'EOF'
 import sys, zipfile
@@ -134,9 +146,15 @@ EOF
 # AWS_ENDPOINT_URL sends any service missing from the override to moto too, never to AWS.
 tf() { AWS_ENDPOINT_URL=$moto timeout --kill-after=10 300 terraform -chdir="$work/tf" "$@"; }
 emulator() { AWS_ENDPOINT_URL=$moto python3 "$here/emulator.py" "$@"; }
-# The backplane is off by default; the e2e turns it on so that its resources are proven too.
-vars=(-var image_tag=e2e -var "lambda_zip_path=$work/bootstrap.zip" -var enable_redis_backplane=true)
+# The default configuration (the Redis backplane included): what a first `make apply` deploys.
+vars=(-var image_tag=e2e -var "lambda_zip_path=$work/bootstrap.zip")
 tf init -backend=false -plugin-dir="$plugin_dir" >/dev/null
+# The AWS CLI of scripts/*.sh too: the Lambda through the proxy, everything else to moto.
+export AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$proxy_port
+
+step "the ECS service-linked role, as \`make apply\` creates it first (twice: existing is success)"
+AWS_ENDPOINT_URL=$moto "$repo/scripts/ensure-service-linked-role.sh" || fail "ensure-service-linked-role.sh failed on a fresh account"
+AWS_ENDPOINT_URL=$moto "$repo/scripts/ensure-service-linked-role.sh" || fail "ensure-service-linked-role.sh failed when the role exists"
 emulator inventory >"$work/before.json"
 
 step "terraform apply"
@@ -158,17 +176,49 @@ case $plan_status in
   *) fail "terraform plan failed (exit $plan_status, see plan.log below)" ;;
 esac
 
-step "rotation of the secret header"
+# Every secret value the deployment has held (read from the emulator while it exists), and a
+# check that none appears in the given files.
+remember_secrets() { emulator secrets "$work/outputs.json" >>"$work/secrets.txt"; }
+no_secret_in() {
+  local value file
+  [[ -s $work/secrets.txt ]] || fail "no secret values were collected to look for"
+  while read -r value; do
+    for file in "$@"; do
+      ! grep -qF -- "$value" "$file" || fail "a secret value appears in clear in $(basename "$file")"
+    done
+  done <"$work/secrets.txt"
+  echo "  ok: none of $(sort -u "$work/secrets.txt" | wc -l) secret values in $(for file in "$@"; do basename "$file"; done | paste -sd, -)"
+}
+
+step "no secret in the plans, the state as shown, the outputs or the logs"
+tf plan -destroy -no-color "${vars[@]}" >"$work/plan-destroy.log" 2>&1 || fail "terraform plan -destroy failed (see plan-destroy.log below)"
+tf show -no-color >"$work/show.log" 2>&1 || fail "terraform show failed"
+tf output -no-color >"$work/outputs.txt" 2>&1
+remember_secrets
+no_secret_in "$work/apply.log" "$work/plan.log" "$work/plan-destroy.log" "$work/show.log" "$work/outputs.txt" "$work/outputs.json"
+
+step "rotation of the secret header in two phases (scripts/rotate-secret.sh)"
 old_secret=$(emulator secret "$work/outputs.json")
-tf apply -auto-approve -no-color "${vars[@]}" -var origin_secret_rotation=e2e-rotation >"$work/rotate.log" 2>&1 || fail "the rotating apply failed (see rotate.log below)"
+# Between phases the emulator answers what a client would find out: whether the load balancer
+# accepts the value CloudFront sends.
+ROTATION_CHECK="python3 $here/emulator.py consistent $work/outputs.json" \
+  ROTATION_WAIT="python3 $here/emulator.py wait-deployed" \
+  TF_CLI_ARGS_apply="-no-color" AWS_ENDPOINT_URL=$moto \
+  timeout --kill-after=10 600 "$repo/scripts/rotate-secret.sh" "$work/tf" "${vars[@]}" >"$work/rotate.log" 2>&1 ||
+  fail "the rotation failed (see rotate.log below)"
+cat "$work/rotate.log"
 emulator rotated "$work/outputs.json" "$old_secret"
+remember_secrets
+tf plan -destroy -no-color "${vars[@]}" >"$work/plan-destroy-rotated.log" 2>&1 || fail "terraform plan -destroy after the rotation failed"
+no_secret_in "$work/rotate.log" "$work/plan-destroy-rotated.log"
 
 step "terraform destroy"
-tf destroy -auto-approve -no-color "${vars[@]}" -var origin_secret_rotation=e2e-rotation >"$work/destroy.log" 2>&1 || fail "terraform destroy failed (see destroy.log below)"
+tf destroy -auto-approve -no-color "${vars[@]}" >"$work/destroy.log" 2>&1 || fail "terraform destroy failed (see destroy.log below)"
+no_secret_in "$work/destroy.log"
 grep -E '^Destroy complete' "$work/destroy.log"
 emulator destroyed "$work/before.json"
 grep -q 'lambda_proxy: POST .*-> cargo lambda watch: 200' "$work/proxy.log" || fail "no invocation reached cargo lambda watch"
-echo "  ok: $(grep -c -- '-> cargo lambda watch: 200' "$work/proxy.log") invocations ran in cargo lambda watch (create, update, delete)"
+echo "  ok: $(grep -c -- '-> cargo lambda watch: 200' "$work/proxy.log") invocations ran in cargo lambda watch (create, the three rotation phases, delete)"
 
 ((SECONDS <= budget_seconds)) || fail "took ${SECONDS}s, over the ${budget_seconds}s budget"
 step "e2e passed in ${SECONDS}s"

@@ -1,10 +1,13 @@
 """Reads the moto emulator through boto3 and checks what `terraform apply` and `destroy` left there.
 
     python3 emulator.py inventory                   > before.json   # everything that exists
-    python3 emulator.py deployed  OUTPUTS.json      # the deployment is what issue 4 demands
-    python3 emulator.py secret    OUTPUTS.json      # prints the origin's current secret header value
-    python3 emulator.py rotated   OUTPUTS.json OLD  # a rotation replaced the secret, OLD still accepted
-    python3 emulator.py destroyed before.json       # nothing is left but what existed before
+    python3 emulator.py deployed   OUTPUTS.json     # the deployment is whole and closed
+    python3 emulator.py secrets    OUTPUTS.json     # prints every secret value, one per line (for leak checks)
+    python3 emulator.py consistent OUTPUTS.json     # the load balancer accepts what CloudFront sends, and only
+                                                    # the values the secret's document holds
+    python3 emulator.py wait-deployed ID            # waits until the distribution reports Deployed
+    python3 emulator.py rotated    OUTPUTS.json OLD # a rotation replaced OLD everywhere; OLD is refused
+    python3 emulator.py destroyed  before.json      # nothing is left but what existed before
 
 The endpoint, region and dummy credentials come from the environment (AWS_ENDPOINT_URL...), which
 the e2e script points at its own moto_server on 127.0.0.1.
@@ -13,6 +16,7 @@ the e2e script points at its own moto_server on 127.0.0.1.
 import json
 import re
 import sys
+import time
 
 import boto3
 
@@ -75,6 +79,14 @@ def inventory():
         "replication_groups": [g["ReplicationGroupId"] for g in elasticache.describe_replication_groups()["ReplicationGroups"]],
         "cache_subnet_groups": [g["CacheSubnetGroupName"] for g in elasticache.describe_cache_subnet_groups()["CacheSubnetGroups"] if g["CacheSubnetGroupName"] != "default"],
         "secrets": [s["ARN"] for s in client("secretsmanager").list_secrets()["SecretList"]],
+        "alarms": [a["AlarmName"] for a in client("cloudwatch").describe_alarms()["MetricAlarms"]],
+        "dashboards": [d["DashboardName"] for d in client("cloudwatch").list_dashboards()["DashboardEntries"]],
+        "event_rules": [r["Name"] for r in client("events").list_rules()["Rules"]],
+        "sns_topics": [t["TopicArn"] for t in client("sns").list_topics()["Topics"]],
+        # CloudFront's log deliveries live in us-east-1, which is also the e2e's region.
+        "log_delivery_sources": [d["name"] for d in logs.describe_delivery_sources()["deliverySources"]],
+        "log_delivery_destinations": [d["name"] for d in logs.describe_delivery_destinations()["deliveryDestinations"]],
+        "log_deliveries": [d["id"] for d in logs.describe_deliveries()["deliveries"]],
     }
     return {kind: sorted(ids) for kind, ids in found.items()}
 
@@ -106,7 +118,8 @@ def check_deployed(outputs):
 
     print("CloudFront origin and listener rule")
     check(condition["Field"] == "http-header", f"rule 1 matches on the request header {header_name}")
-    check(value is not None, f"the origin carries {header_name} (written by custom-header-fn through the invocation)")
+    check(value is not None, f"the origin carries {header_name} (drawn by custom-header-fn into Secrets Manager)")
+    check(document(outputs) == {"current": value}, "the secret's document holds that value, as current")
     check(SECRET.fullmatch(value) is not None, "its value is 64 lowercase hex characters")
     check(accepted == [value], "the listener rule requires exactly the origin's value")
     check([a["Type"] for a in secret_rule["Actions"]] == ["forward"], "rule 1 forwards to the target group")
@@ -120,7 +133,18 @@ def check_deployed(outputs):
     check(behavior["ViewerProtocolPolicy"] == "https-only", "viewers must use HTTPS")
     check(behavior.get("CachePolicyId") == CACHING_DISABLED, "caching is disabled (managed CachingDisabled policy)")
     check(len(behavior["AllowedMethods"]["Items"]) == 7, "all methods are allowed")
-    check(config["Logging"]["Enabled"] and "-cf-logs-" in config["Logging"]["Bucket"], "standard logging to the log bucket is on")
+    check(not config["Logging"]["Enabled"], "no legacy (S3, ACL) logging, which fails in opt-in regions")
+    logs = client("logs")
+    (source,) = logs.describe_delivery_sources()["deliverySources"]
+    (delivery,) = logs.describe_deliveries()["deliveries"]
+    (destination,) = logs.describe_delivery_destinations()["deliveryDestinations"]
+    distribution_arn = cloudfront_arn(outputs)
+    check(source["logType"] == "ACCESS_LOGS" and source["resourceArns"] == [distribution_arn], "standard logging v2 takes the distribution's access logs")
+    check(
+        delivery["deliverySourceName"] == source["name"] and delivery["deliveryDestinationArn"] == destination["arn"]
+        and destination["deliveryDestinationConfiguration"]["destinationResourceArn"].endswith(f"log-group:{outputs['access_log_group_name']['value']}"),
+        f"and delivers them to the log group {outputs['access_log_group_name']['value']}",
+    )
 
     print("Load balancer")
     attributes = {a["Key"]: a["Value"] for a in client("elbv2").describe_load_balancer_attributes(LoadBalancerArn=load_balancer["LoadBalancerArn"])["Attributes"]}
@@ -182,6 +206,49 @@ def check_deployed(outputs):
     )
 
 
+def cloudfront_arn(outputs):
+    distribution_id = outputs["cloudfront_distribution_id"]["value"]
+    return client("cloudfront").get_distribution(Id=distribution_id)["Distribution"]["ARN"]
+
+
+def document(outputs):
+    """The origin secret's document: {"current", "pending"?, "previous"?}."""
+    secret_id = outputs["origin_secret_rotation"]["value"]["input"]["SecretId"]
+    return json.loads(client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
+
+
+def secret_values(outputs):
+    """Every secret of the deployment in clear: the origin header's values and the Redis token."""
+    values = list(document(outputs).values())
+    secretsmanager = client("secretsmanager")
+    for secret in secretsmanager.list_secrets()["SecretList"]:
+        if "-redis-token-" in secret["Name"]:
+            values.append(secretsmanager.get_secret_value(SecretId=secret["ARN"])["SecretString"])
+    return values
+
+
+def check_consistent(outputs):
+    config, _, _, _, _, condition = deployment(outputs)
+    header_name = condition["HttpHeaderConfig"]["HttpHeaderName"]
+    accepted = condition["HttpHeaderConfig"]["Values"]
+    sent = origin_header(config, header_name)
+    held = document(outputs)
+    phase = "+".join(sorted(held))
+    check(sent in accepted, f"the load balancer accepts the value CloudFront sends (document: {phase})")
+    check(sorted(accepted) == sorted(held.values()), "and exactly the values the secret's document holds")
+
+
+def wait_deployed(distribution_id):
+    cloudfront = client("cloudfront")
+    for _ in range(60):
+        status = cloudfront.get_distribution(Id=distribution_id)["Distribution"]["Status"]
+        if status == "Deployed":
+            print(f"  ok: {distribution_id} is Deployed")
+            return
+        time.sleep(0.5)
+    raise Failure(f"{distribution_id} is still {status} after 30 s")
+
+
 def check_rotated(outputs, old):
     config, _, _, _, _, condition = deployment(outputs)
     header_name = condition["HttpHeaderConfig"]["HttpHeaderName"]
@@ -189,8 +256,8 @@ def check_rotated(outputs, old):
     new = origin_header(config, header_name)
     print("Rotation")
     check(new is not None and SECRET.fullmatch(new) and new != old, "the origin carries a new secret")
-    check(accepted[0] == new, "the listener rule accepts the new value")
-    check(accepted[1:] in ([old], []), "and at most the previous one besides (until CloudFront reports Deployed)")
+    check(accepted == [new], "the listener rule accepts the new value only: the old one is refused")
+    check(document(outputs) == {"current": new}, "the secret's document holds the new value alone")
 
 
 def check_destroyed(before):
@@ -211,6 +278,12 @@ def main(argv):
         elif command == "secret":
             config, *_, condition = deployment(json.load(open(args[0])))
             print(origin_header(config, condition["HttpHeaderConfig"]["HttpHeaderName"]))
+        elif command == "secrets":
+            print("\n".join(secret_values(json.load(open(args[0])))))
+        elif command == "consistent":
+            check_consistent(json.load(open(args[0])))
+        elif command == "wait-deployed":
+            wait_deployed(args[0])
         elif command == "rotated":
             check_rotated(json.load(open(args[0])), args[1])
         elif command == "destroyed":

@@ -16,6 +16,8 @@ empty. Each patch below makes moto keep or omit exactly what AWS keeps or omits,
   lists them that way to prove that `terraform destroy` left none behind).
 - An ElastiCache replication group has no member cache clusters (the provider reads them), is never
   deleted (stays "deleting"), and a cache subnet group cannot be deleted.
+- ECS's service-linked role is named AWSServiceRoleForecs instead of AWSServiceRoleForECS, so the
+  script that creates it before the first apply would never find it.
 
     python3 moto_server.py -H 127.0.0.1 -p PORT    (the arguments of moto_server)
 """
@@ -31,6 +33,7 @@ from moto.ec2.models.security_groups import SecurityGroupRule
 from moto.core.responses import EmptyResult
 from moto.ecs.models import EC2ContainerServiceBackend
 from moto.elasticache.models import ElastiCacheBackend
+from moto.iam import models as iam
 from moto.elasticache.responses import ElastiCacheResponse
 from moto.ecs.responses import EC2ContainerServiceResponse
 from moto.server import main
@@ -200,6 +203,9 @@ def delete_cache_subnet_group(self):
 
 
 ElastiCacheResponse.delete_cache_subnet_group = delete_cache_subnet_group
+
+# --- IAM: the service-linked role's name, as AWS spells it.
+iam.SERVICE_NAME_CONVERSION["ecs"] = "ECS"
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -27,3 +27,8 @@ output "target_group_arn_suffix" {
   description = "ARN suffix of the target group, for CloudWatch metrics."
   value       = aws_lb_target_group.this.arn_suffix
 }
+
+output "arn_suffix" {
+  description = "ARN suffix of the load balancer (app/<name>/<id>), the LoadBalancer dimension of its CloudWatch metrics."
+  value       = aws_lb.this.arn_suffix
+}

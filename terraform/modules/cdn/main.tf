@@ -6,86 +6,12 @@ locals {
   # AllViewer: forwards every viewer header (Sec-WebSocket-Key, -Version, -Protocol, -Extensions
   # included), cookies and query strings, the policy CloudFront's WebSocket guide names.
   # SecurityHeadersPolicy: HSTS, X-Content-Type-Options and friends on the HTTP answers.
-  caching_disabled_policy_id         = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
-  all_viewer_origin_request_policy   = "216adef6-5c7f-47e4-b989-5492eafa07d3"
-  security_headers_response_policy   = "67f7725c-6f97-4210-82d7-5512b31e9d03"
-  origin_read_timeout_seconds        = 30
-  origin_keepalive_timeout_seconds   = 5
-  all_methods                        = ["GET", "HEAD", "OPTIONS", "PUT", "POST", "PATCH", "DELETE"]
-  cloudfront_standard_logging_prefix = "cloudfront/"
-}
-
-resource "aws_s3_bucket" "logs" {
-  #checkov:skip=CKV_AWS_18:This bucket receives access logs; logging its own accesses would need another bucket for no reader.
-  #checkov:skip=CKV_AWS_144:Cross-region replication of access logs is not worth a second bucket and its cost here.
-  #checkov:skip=CKV_AWS_145:SSE-S3 (AES256): CloudFront standard logging cannot write to a bucket encrypted with a customer managed KMS key without a key policy for the log delivery account; the logs hold no secrets.
-  #checkov:skip=CKV2_AWS_62:Nothing consumes events of new log files.
-  bucket_prefix = "${var.name}-cf-logs-"
-  # Logs are not worth keeping once the distribution is gone; `make destroy` removes them too.
-  force_destroy = true
-}
-
-resource "aws_s3_bucket_public_access_block" "logs" {
-  bucket = aws_s3_bucket.logs.id
-
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
-}
-
-# CloudFront standard logging delivers through a bucket ACL grant, so ACLs must stay enabled:
-# BucketOwnerPreferred keeps the bucket owner the owner of every delivered object.
-resource "aws_s3_bucket_ownership_controls" "logs" {
-  #checkov:skip=CKV2_AWS_65:CloudFront standard logging to S3 delivers through an ACL grant and fails on a bucket with ACLs disabled.
-  bucket = aws_s3_bucket.logs.id
-
-  rule {
-    object_ownership = "BucketOwnerPreferred"
-  }
-}
-
-resource "aws_s3_bucket_server_side_encryption_configuration" "logs" {
-  bucket = aws_s3_bucket.logs.id
-
-  rule {
-    apply_server_side_encryption_by_default {
-      sse_algorithm = "AES256"
-    }
-  }
-}
-
-resource "aws_s3_bucket_versioning" "logs" {
-  bucket = aws_s3_bucket.logs.id
-
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
-resource "aws_s3_bucket_lifecycle_configuration" "logs" {
-  bucket = aws_s3_bucket.logs.id
-
-  rule {
-    id     = "expire-logs"
-    status = "Enabled"
-
-    filter {}
-
-    expiration {
-      days = var.log_retention_days
-    }
-
-    noncurrent_version_expiration {
-      noncurrent_days = 1
-    }
-
-    abort_incomplete_multipart_upload {
-      days_after_initiation = 1
-    }
-  }
-
-  depends_on = [aws_s3_bucket_versioning.logs]
+  caching_disabled_policy_id       = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+  all_viewer_origin_request_policy = "216adef6-5c7f-47e4-b989-5492eafa07d3"
+  security_headers_response_policy = "67f7725c-6f97-4210-82d7-5512b31e9d03"
+  origin_read_timeout_seconds      = 30
+  origin_keepalive_timeout_seconds = 5
+  all_methods                      = ["GET", "HEAD", "OPTIONS", "PUT", "POST", "PATCH", "DELETE"]
 }
 
 resource "aws_cloudfront_distribution" "this" {
@@ -97,6 +23,7 @@ resource "aws_cloudfront_distribution" "this" {
   #checkov:skip=CKV_AWS_305:No default root object: the origin serves WebSocket endpoints and /health, no site.
   #checkov:skip=CKV_AWS_374:No geo restriction: a public broadcast service; restricting countries is a product decision.
   #checkov:skip=CKV2_AWS_46:False positive: the origin is a load balancer, not an S3 bucket, so there is no origin access to set.
+  #checkov:skip=CKV_AWS_86:Access logs go through standard logging v2 (the aws_cloudwatch_log_delivery below), which this check, looking for the legacy logging_config, does not see.
   #checkov:skip=CKV2_AWS_32:False positive: the AWS managed SecurityHeadersPolicy is attached by its ID (response_headers_policy_id); the check only recognizes a policy resource.
   enabled         = true
   comment         = var.name
@@ -106,6 +33,13 @@ resource "aws_cloudfront_distribution" "this" {
   origin {
     origin_id   = local.origin_id
     domain_name = var.origin_domain_name
+
+    # The value CloudFront starts with. Its sensitivity is what marks the origin in the state, so
+    # plans never print it, even after a refresh reads back a value the rotation function wrote.
+    custom_header {
+      name  = var.origin_secret_header.name
+      value = var.origin_secret_header.value
+    }
 
     custom_origin_config {
       origin_protocol_policy   = "http-only"
@@ -128,12 +62,6 @@ resource "aws_cloudfront_distribution" "this" {
     compress                   = false
   }
 
-  logging_config {
-    bucket          = aws_s3_bucket.logs.bucket_domain_name
-    prefix          = local.cloudfront_standard_logging_prefix
-    include_cookies = false
-  }
-
   restrictions {
     geo_restriction {
       restriction_type = "none"
@@ -145,18 +73,52 @@ resource "aws_cloudfront_distribution" "this" {
   }
 
   lifecycle {
-    # The secret origin header is written by the custom-header-fn Lambda after the distribution
-    # exists (its value cannot be known before), so Terraform must not compare the origin with
-    # this configuration or it would plan to remove the header on every run. The cost: changes to
-    # the origin block below reach a distribution only when it is created; the check block after
-    # this resource says when the deployed origin has fallen behind. See terraform/README.md.
+    # After creation the secret origin header belongs to the custom-header-fn Lambda, which
+    # rotates it in two phases (see terraform/README.md, "Rotating the secret"), so Terraform must
+    # not compare the origin with this configuration or it would put an older value back. The
+    # cost: changes to the origin block reach a distribution only when it is created; the check
+    # block after this resource says when the deployed origin has fallen behind.
     ignore_changes = [origin]
   }
+}
 
-  depends_on = [
-    aws_s3_bucket_ownership_controls.logs,
-    aws_s3_bucket_public_access_block.logs,
-  ]
+# Access logs through CloudFront's standard logging v2, delivered by CloudWatch Logs to a log
+# group: unlike the legacy S3 logging (ACL grants to a bucket), it works from every region, opt-in
+# ones included. CloudFront is global and its deliveries are configured in us-east-1, so the log
+# group lives there too.
+resource "aws_cloudwatch_log_group" "access" {
+  #checkov:skip=CKV_AWS_158:Encrypted at rest by CloudWatch Logs with AWS owned keys; access logs hold no secret (the origin header is not a logged field), so a customer managed key would add cost and a key policy without protecting anything.
+  #checkov:skip=CKV_AWS_338:Access logs kept for log_retention_days, a variable, rather than a year.
+  provider = aws.us_east_1
+
+  name              = "/aws/cloudfront/${var.name}"
+  retention_in_days = var.log_retention_days
+}
+
+resource "aws_cloudwatch_log_delivery_source" "access" {
+  provider = aws.us_east_1
+
+  name         = "${var.name}-cloudfront"
+  log_type     = "ACCESS_LOGS"
+  resource_arn = aws_cloudfront_distribution.this.arn
+}
+
+resource "aws_cloudwatch_log_delivery_destination" "access" {
+  provider = aws.us_east_1
+
+  name          = "${var.name}-cloudfront"
+  output_format = "json"
+
+  delivery_destination_configuration {
+    destination_resource_arn = aws_cloudwatch_log_group.access.arn
+  }
+}
+
+resource "aws_cloudwatch_log_delivery" "access" {
+  provider = aws.us_east_1
+
+  delivery_source_name     = aws_cloudwatch_log_delivery_source.access.name
+  delivery_destination_arn = aws_cloudwatch_log_delivery_destination.access.arn
 }
 
 check "origin_matches_configuration" {

@@ -18,7 +18,7 @@ output "origin_id" {
   value       = local.origin_id
 }
 
-output "log_bucket_name" {
-  description = "S3 bucket receiving the standard logs (under cloudfront/)."
-  value       = aws_s3_bucket.logs.id
+output "access_log_group_name" {
+  description = "CloudWatch log group (in us-east-1) receiving the access logs."
+  value       = aws_cloudwatch_log_group.access.name
 }

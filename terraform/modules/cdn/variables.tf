@@ -1,16 +1,26 @@
 variable "name" {
-  description = "Name of the distribution (its comment) and prefix of its log bucket."
+  description = "Name of the distribution (its comment), of its access log group and of the log delivery source and destination."
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,35}$", var.name))
-    error_message = "name must be 1-36 lowercase letters, digits or hyphens (it prefixes an S3 bucket name)."
+    # "<name>-cloudfront" names the log delivery source, at most 60 characters.
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,47}$", var.name))
+    error_message = "name must be 1-48 lowercase letters, digits or hyphens."
   }
 }
 
 variable "origin_domain_name" {
   description = "DNS name of the load balancer CloudFront forwards to (over HTTP on port 80)."
   type        = string
+}
+
+variable "origin_secret_header" {
+  description = "The secret header CloudFront adds to every request to the origin, with the value it starts with (the origin-secret module's Lambda rotates it later)."
+  type = object({
+    name  = string
+    value = string
+  })
+  sensitive = true
 }
 
 variable "price_class" {
@@ -25,12 +35,12 @@ variable "price_class" {
 }
 
 variable "log_retention_days" {
-  description = "Days the standard (access) logs stay in the log bucket."
+  description = "Days the access logs stay in their CloudWatch log group."
   type        = number
-  default     = 90
+  default     = 30
 
   validation {
-    condition     = var.log_retention_days >= 1 && floor(var.log_retention_days) == var.log_retention_days
-    error_message = "log_retention_days must be a whole number of at least 1."
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a retention CloudWatch Logs offers (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, ...)."
   }
 }

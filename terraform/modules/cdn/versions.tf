@@ -6,6 +6,8 @@ terraform {
     aws = {
       source  = "hashicorp/aws"
       version = ">= 5.100, < 6.0"
+      # CloudFront's log deliveries are configured in us-east-1, whatever the stack's region.
+      configuration_aliases = [aws.us_east_1]
     }
   }
 }

@@ -14,11 +14,21 @@ output "fargate_capacity_provider_name" {
 }
 
 output "ec2_capacity_provider_name" {
-  description = "Name of the capacity provider backed by the Graviton Auto Scaling group."
-  value       = aws_ecs_capacity_provider.ec2.name
+  description = "Name of the capacity provider backed by the Graviton Auto Scaling group (null without enable_ec2_capacity)."
+  value       = one(aws_ecs_capacity_provider.ec2[*].name)
 }
 
 output "autoscaling_group_name" {
-  description = "Name of the Auto Scaling group of container instances."
-  value       = aws_autoscaling_group.this.name
+  description = "Name of the Auto Scaling group of container instances (null without enable_ec2_capacity)."
+  value       = one(aws_autoscaling_group.this[*].name)
+}
+
+output "tasks_per_instance" {
+  description = "Tasks one container instance holds, after the kernel's and the ECS agent's memory reserve (null without enable_ec2_capacity)."
+  value       = var.enable_ec2_capacity ? local.tasks_per_instance : null
+}
+
+output "max_instances" {
+  description = "The Auto Scaling group's maximum: enough instances for max_tasks (null without enable_ec2_capacity)."
+  value       = var.enable_ec2_capacity ? local.max_instances : null
 }

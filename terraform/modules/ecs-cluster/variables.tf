@@ -3,8 +3,10 @@ variable "name" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-zA-Z][a-zA-Z0-9-]{0,31}$", var.name))
-    error_message = "name must be 1-32 letters, digits or hyphens, starting with a letter."
+    # ECS refuses capacity provider names that begin with aws, ecs or fargate, and the EC2 one is
+    # "<name>-ec2".
+    condition     = can(regex("^[a-zA-Z][a-zA-Z0-9-]{0,31}$", var.name)) && !can(regex("^(?i)(aws|ecs|fargate)", var.name))
+    error_message = "name must be 1-32 letters, digits or hyphens, starting with a letter, and must not begin with aws, ecs or fargate (ECS reserves them for capacity provider names)."
   }
 }
 
@@ -39,25 +41,37 @@ variable "instance_type" {
   }
 }
 
-variable "min_size" {
-  description = "Fewest container instances; 0 lets managed scaling stop them all while no task uses the EC2 capacity provider."
+variable "enable_ec2_capacity" {
+  description = "Create the Graviton Auto Scaling group, its launch template, instance role and security group, and the capacity provider over them; off, the cluster has Fargate capacity only and none of these exist."
+  type        = bool
+  default     = false
+}
+
+variable "task_cpu" {
+  description = "CPU units of one task: with task_memory, how many tasks an instance holds."
   type        = number
-  default     = 0
+  default     = 1024
+}
+
+variable "task_memory" {
+  description = "Memory of one task, MiB."
+  type        = number
+  default     = 2048
 
   validation {
-    condition     = var.min_size >= 0 && floor(var.min_size) == var.min_size
-    error_message = "min_size must be a whole number of at least 0."
+    condition     = var.task_memory >= 512
+    error_message = "task_memory must be at least 512 MiB."
   }
 }
 
-variable "max_size" {
-  description = "Most container instances managed scaling may run."
+variable "max_tasks" {
+  description = "Most tasks the service may run at once on this capacity (its maximum count times its deployment maximum percent): sizes the Auto Scaling group's maximum."
   type        = number
-  default     = 4
+  default     = 20
 
   validation {
-    condition     = var.max_size >= 1 && var.max_size >= var.min_size && floor(var.max_size) == var.max_size
-    error_message = "max_size must be a whole number of at least 1 and at least min_size."
+    condition     = var.max_tasks >= 1 && floor(var.max_tasks) == var.max_tasks
+    error_message = "max_tasks must be a whole number of at least 1."
   }
 }
 

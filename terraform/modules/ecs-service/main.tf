@@ -279,6 +279,14 @@ resource "aws_ecs_service" "this" {
   lifecycle {
     # Auto scaling owns the task count once the service exists.
     ignore_changes = [desired_count]
+
+    # Each task broadcasts to its own clients; only the Redis backplane carries a message to the
+    # clients of the other tasks. Without it, a service that can run two tasks splits its clients
+    # into groups that never hear each other, and nothing reports it.
+    precondition {
+      condition     = var.max_capacity == 1 || contains(keys(var.secret_environment), "REDIS_URL")
+      error_message = "max_capacity is ${var.max_capacity} but the tasks have no REDIS_URL: without the Redis backplane a client on one task never receives what clients on another task send. Turn the backplane on (enable_redis_backplane = true, the default) or run a single task (min_capacity = max_capacity = desired_count = 1)."
+    }
   }
 }
 

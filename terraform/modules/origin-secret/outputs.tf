@@ -1,6 +1,11 @@
 output "function_name" {
-  description = "Name of the Lambda function."
+  description = "Name of the Lambda function (`make rotate-secret` invokes it)."
   value       = aws_lambda_function.this.function_name
+}
+
+output "secret_arn" {
+  description = "ARN of the Secrets Manager secret holding the header's values."
+  value       = aws_secretsmanager_secret.this.arn
 }
 
 output "header_name" {
@@ -8,14 +13,24 @@ output "header_name" {
   value       = var.header_name
 }
 
-output "header_value" {
-  description = "Current value of the secret header, as the function reported it."
-  value       = sensitive(local.result.HeaderValue)
+output "current_header_value" {
+  description = "The value CloudFront sends (for a distribution being created)."
+  value       = local.document.current
   sensitive   = true
 }
 
 output "accepted_header_values" {
-  description = "Values the origin must accept: the current one, and the previous one while CloudFront is still deploying a rotation."
-  value       = sensitive(compact([local.result.HeaderValue, local.rotation_in_progress ? try(local.result.PreviousHeaderValue, null) : null]))
+  description = "Values the origin must accept: the current one, and during a rotation the pending or the previous one."
+  value       = local.accepted_values
   sensitive   = true
+}
+
+output "rotation_input" {
+  description = "The payload `make rotate-secret` sends with each phase (\"Rotate\": prepare, promote or retire added): which secret, distribution, origin and header. No value."
+  value = {
+    SecretId       = aws_secretsmanager_secret.this.arn
+    DistributionId = var.distribution_id
+    OriginId       = var.origin_id
+    HeaderName     = var.header_name
+  }
 }

@@ -1,5 +1,5 @@
 variable "name" {
-  description = "Name of the Lambda function, its role and its log group."
+  description = "Name of the Lambda function, its role and its log group, and prefix of its secret's name."
   type        = string
 
   validation {
@@ -30,12 +30,12 @@ variable "architecture" {
 }
 
 variable "distribution_id" {
-  description = "ID of the CloudFront distribution whose origin gets the header."
+  description = "ID of the CloudFront distribution whose origin carries the header (the rotation phases update it)."
   type        = string
 }
 
 variable "distribution_arn" {
-  description = "ARN of that distribution: the function may read and update it and nothing else."
+  description = "ARN of that distribution: the function may read and update it and no other."
   type        = string
 }
 
@@ -52,17 +52,6 @@ variable "header_name" {
   validation {
     condition     = can(regex("^[A-Za-z0-9-]{1,40}$", var.header_name)) && !startswith(lower(var.header_name), "x-amz-") && !startswith(lower(var.header_name), "x-edge-")
     error_message = "header_name must be 1-40 letters, digits or hyphens and must not start with X-Amz- or X-Edge- (CloudFront reserves them)."
-  }
-}
-
-variable "rotation" {
-  description = "Rotation token: set it to any new value and apply to replace the secret. The previous value stays accepted until CloudFront has deployed the new one."
-  type        = string
-  default     = "initial"
-
-  validation {
-    condition     = length(var.rotation) >= 1 && length(var.rotation) <= 128
-    error_message = "rotation must be 1-128 characters."
   }
 }
 

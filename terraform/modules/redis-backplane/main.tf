@@ -1,6 +1,6 @@
-# A Valkey replication group (primary and a replica in another zone, automatic failover) that the
-# tasks use as a pub/sub backplane, reachable over TLS with an auth token, from the tasks only.
-# The server reads REDIS_URL (rediss://:TOKEN@host:6379) from the Secrets Manager secret.
+# A Valkey replication group (one node by default; with replicas, automatic failover across zones)
+# that the tasks use as a pub/sub backplane, reachable over TLS with an auth token, from the tasks
+# only. The server reads REDIS_URL (rediss://:TOKEN@host:6379) from a Secrets Manager secret.
 
 locals {
   port = 6379
@@ -37,14 +37,18 @@ resource "aws_elasticache_subnet_group" "this" {
   subnet_ids = var.subnet_ids
 }
 
-# Read anew on every plan; the token is only used when the cache is created (see ignore_changes).
-data "aws_secretsmanager_random_password" "auth_token" {
-  password_length     = 64
-  exclude_punctuation = true
+# The auth token lives in a secret written elsewhere (the root draws it with the random-secret
+# module, so it never appears in clear in a plan or the state); Terraform reads it back through
+# the data source, which the provider marks sensitive, so the replication group and REDIS_URL hold
+# it marked.
+data "aws_secretsmanager_secret_version" "auth_token" {
+  secret_id  = var.auth_token_secret.arn
+  version_id = var.auth_token_secret.version_id
 }
 
 resource "aws_elasticache_replication_group" "this" {
   #checkov:skip=CKV_AWS_191:Encrypted at rest with the AWS owned key; a pub/sub backplane stores no data worth a customer managed key.
+  #checkov:skip=CKV2_AWS_50:One node by default, the cheapest backplane: pub/sub keeps no data to lose, a failed node is replaced and the servers reconnect; replicas = 1 adds Multi-AZ automatic failover.
   replication_group_id = var.name
   description          = "Pub/sub backplane of ${var.name}"
   engine               = "valkey"
@@ -52,29 +56,31 @@ resource "aws_elasticache_replication_group" "this" {
   node_type            = var.node_type
   port                 = local.port
 
-  num_cache_clusters         = 2
-  automatic_failover_enabled = true
-  multi_az_enabled           = true
+  num_cache_clusters         = 1 + var.replicas
+  automatic_failover_enabled = var.replicas > 0
+  multi_az_enabled           = var.replicas > 0
   subnet_group_name          = aws_elasticache_subnet_group.this.name
   security_group_ids         = [aws_security_group.this.id]
 
   at_rest_encryption_enabled = true
   transit_encryption_enabled = true
-  auth_token                 = data.aws_secretsmanager_random_password.auth_token.random_password
+  auth_token                 = data.aws_secretsmanager_secret_version.auth_token.secret_string
 
   # Pub/sub keeps nothing to back up.
   snapshot_retention_limit = 0
   apply_immediately        = true
 
   lifecycle {
-    # The token is set once; a new random one on every plan must not rotate it.
+    # ElastiCache never returns the token, so a refresh cannot confirm it; it is set when the group
+    # is created (changing it in place would need auth_token_update_strategy's two steps), and the
+    # secret it comes from is drawn once, so there is nothing to follow afterwards.
     ignore_changes = [auth_token]
   }
 }
 
 resource "aws_secretsmanager_secret" "redis_url" {
   #checkov:skip=CKV_AWS_149:Encrypted with the AWS managed key; a customer managed key would add cost and a key policy for the execution role alone.
-  #checkov:skip=CKV2_AWS_57:No automatic rotation: ElastiCache has no rotation function for auth tokens; replacing the replication group issues a new token and URL (see README).
+  #checkov:skip=CKV2_AWS_57:No automatic rotation: ElastiCache has no rotation function for auth tokens; the URL follows the replication group.
   name_prefix = "${var.name}-redis-url-"
   description = "REDIS_URL of ${var.name}: rediss://:TOKEN@primary:6379"
   # `make destroy` deletes it at once, so a new deployment of the same name can follow.
@@ -82,14 +88,6 @@ resource "aws_secretsmanager_secret" "redis_url" {
 }
 
 resource "aws_secretsmanager_secret_version" "redis_url" {
-  secret_id = aws_secretsmanager_secret.redis_url.id
-  # The token of this run, which is the one the cache gets when it is created in the same run (the
-  # provider does not keep auth_token in the cache's state).
-  secret_string = "rediss://:${data.aws_secretsmanager_random_password.auth_token.random_password}@${aws_elasticache_replication_group.this.primary_endpoint_address}:${local.port}"
-
-  lifecycle {
-    # Written with the cache and replaced with it; later runs read other random tokens.
-    ignore_changes       = [secret_string]
-    replace_triggered_by = [aws_elasticache_replication_group.this.id]
-  }
+  secret_id     = aws_secretsmanager_secret.redis_url.id
+  secret_string = "rediss://:${data.aws_secretsmanager_secret_version.auth_token.secret_string}@${aws_elasticache_replication_group.this.primary_endpoint_address}:${local.port}"
 }

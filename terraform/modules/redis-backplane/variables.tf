@@ -15,7 +15,7 @@ variable "vpc_id" {
 }
 
 variable "subnet_ids" {
-  description = "Subnets of the cache nodes, in at least two availability zones for the replica to fail over to."
+  description = "Subnets of the cache nodes, in at least two availability zones (ElastiCache's subnet group; a replica goes to another zone than the primary)."
   type        = list(string)
 
   validation {
@@ -29,8 +29,27 @@ variable "client_security_group_id" {
   type        = string
 }
 
+variable "auth_token_secret" {
+  description = "Secrets Manager secret (ARN and version ID) holding the auth token: 16-128 printable characters without @, \", / or spaces (ElastiCache's rule), e.g. drawn by the random-secret module."
+  type = object({
+    arn        = string
+    version_id = string
+  })
+}
+
+variable "replicas" {
+  description = "Read replicas beside the primary. 0 (the default, the cheapest backplane): one node; if it fails, ElastiCache replaces it and the servers reconnect, and messages published meanwhile reach only the clients of their own task. 1 or more: automatic failover to a replica in another zone, Multi-AZ, in seconds."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.replicas >= 0 && var.replicas <= 5 && floor(var.replicas) == var.replicas
+    error_message = "replicas must be a whole number from 0 to 5."
+  }
+}
+
 variable "node_type" {
-  description = "Node type of the primary and the replica; Graviton (t4g, m7g, r7g...) by default. Pub/sub keeps no data, so the smallest type carries a lot of messages."
+  description = "Node type of every node; Graviton (t4g, m7g, r7g...) by default. Pub/sub keeps no data, so the smallest type carries a lot of messages."
   type        = string
   default     = "cache.t4g.micro"
 

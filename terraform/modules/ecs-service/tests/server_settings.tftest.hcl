@@ -21,6 +21,7 @@ variables {
   ecr_repository_arn              = "arn:aws:ecr:eu-west-1:123456789012:repository/websocket-service"
   target_group_arn                = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/websocket-test/0123456789abcdef"
   load_balancer_security_group_id = "sg-0123456789abcdef0"
+  secret_environment              = { REDIS_URL = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:websocket-test-redis-url-AbCdEf" }
 }
 
 run "defaults_fit_the_load_balancer_and_the_file_limit" {
@@ -58,5 +59,32 @@ run "a_large_task_keeps_its_file_limit_ahead" {
       limit.softLimit >= 100000 + tonumber(local.environment.MAX_HTTP_CONNECTIONS) + 16 + 64 && limit.hardLimit == limit.softLimit
     ])
     error_message = "nofile must cover MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 16 + 64."
+  }
+}
+
+run "several_tasks_without_a_backplane_are_refused" {
+  command = plan
+
+  variables {
+    max_capacity       = 2
+    secret_environment = {}
+  }
+
+  expect_failures = [aws_ecs_service.this]
+}
+
+run "a_single_task_needs_no_backplane" {
+  command = plan
+
+  variables {
+    desired_count      = 1
+    min_capacity       = 1
+    max_capacity       = 1
+    secret_environment = {}
+  }
+
+  assert {
+    condition     = aws_appautoscaling_target.this.max_capacity == 1
+    error_message = "One task broadcasts to every client by itself."
   }
 }

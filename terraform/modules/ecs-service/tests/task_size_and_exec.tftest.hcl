@@ -20,6 +20,7 @@ variables {
   ecr_repository_arn              = "arn:aws:ecr:eu-west-1:123456789012:repository/websocket-service"
   target_group_arn                = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/websocket-test/0123456789abcdef"
   load_balancer_security_group_id = "sg-0123456789abcdef0"
+  secret_environment              = { REDIS_URL = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:websocket-test-redis-url-AbCdEf" }
 }
 
 run "every_edge_of_the_fargate_table_is_accepted" {

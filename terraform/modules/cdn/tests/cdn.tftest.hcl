@@ -1,0 +1,92 @@
+# The distribution starts with the secret header, marked sensitive, and its access logs go through
+# standard logging v2 to a CloudWatch log group in us-east-1 (no S3 bucket, no ACLs), which works
+# from every region. Mocked providers: no account needed.
+
+mock_provider "aws" {
+  mock_resource "aws_cloudfront_distribution" {
+    defaults = { arn = "arn:aws:cloudfront::123456789012:distribution/E2EXAMPLE0ABCD" }
+  }
+}
+
+mock_provider "aws" {
+  alias = "us_east_1"
+
+  mock_resource "aws_cloudwatch_log_group" {
+    defaults = { arn = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/cloudfront/websocket-test" }
+  }
+  mock_resource "aws_cloudwatch_log_delivery_destination" {
+    defaults = { arn = "arn:aws:logs:us-east-1:123456789012:delivery-destination:websocket-test-cloudfront" }
+  }
+}
+
+variables {
+  name               = "websocket-test"
+  origin_domain_name = "websocket-test-1234567890.eu-west-1.elb.amazonaws.com"
+  origin_secret_header = {
+    name  = "X-Origin-Verify"
+    value = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+  }
+}
+
+run "secret_header_on_the_origin_and_marked" {
+  command = apply
+
+  providers = {
+    aws           = aws
+    aws.us_east_1 = aws.us_east_1
+  }
+
+  assert {
+    condition     = issensitive(aws_cloudfront_distribution.this.origin)
+    error_message = "The origin carries the secret: it must be sensitive in the state, so no plan prints it."
+  }
+  assert {
+    condition = alltrue([
+      for origin in nonsensitive(aws_cloudfront_distribution.this.origin) : anytrue([
+        for header in origin.custom_header : header.name == "X-Origin-Verify"
+      ])
+    ])
+    error_message = "CloudFront starts with the secret header on the origin."
+  }
+}
+
+run "access_logs_through_standard_logging_v2" {
+  command = apply
+
+  providers = {
+    aws           = aws
+    aws.us_east_1 = aws.us_east_1
+  }
+
+  assert {
+    condition     = length(aws_cloudfront_distribution.this.logging_config) == 0
+    error_message = "No legacy (S3, ACL) logging: it fails in opt-in regions."
+  }
+  assert {
+    condition     = aws_cloudwatch_log_delivery_source.access.log_type == "ACCESS_LOGS" && aws_cloudwatch_log_delivery_source.access.resource_arn == aws_cloudfront_distribution.this.arn
+    error_message = "The delivery source is the distribution's access logs."
+  }
+  assert {
+    condition     = aws_cloudwatch_log_delivery_destination.access.delivery_destination_configuration[0].destination_resource_arn == aws_cloudwatch_log_group.access.arn
+    error_message = "The logs go to the access log group."
+  }
+  assert {
+    condition     = aws_cloudwatch_log_group.access.retention_in_days == 30
+    error_message = "Access logs expire."
+  }
+}
+
+run "retention_must_be_one_cloudwatch_offers" {
+  command = plan
+
+  providers = {
+    aws           = aws
+    aws.us_east_1 = aws.us_east_1
+  }
+
+  variables {
+    log_retention_days = 45
+  }
+
+  expect_failures = [var.log_retention_days]
+}
