@@ -13,8 +13,9 @@ use serde_json::json;
 use tracing::info;
 
 use crate::Error;
+use crate::Retry;
 use crate::change::Edit;
-use crate::distribution::{self, Outcome, Retry};
+use crate::distribution::{self, Outcome};
 use crate::event::{CustomResourceEvent, CustomResourceResponse, HeaderProperties, RequestType};
 
 /// Handles one CloudFormation request.

@@ -3,9 +3,10 @@
 //! distribution in between (PreconditionFailed), read again and apply again, a bounded number of
 //! times with jittered exponential backoff. Nothing is written when the edits change nothing.
 //!
+//! GetDistributionConfig alone, for the value an origin's header sends: the permission the
+//! previous version of the module's policy also granted, when a deployment of it is upgraded.
+//!
 //! And GetDistribution, for what only it tells: whether CloudFront has deployed the config.
-
-use std::time::Duration;
 
 use aws_sdk_cloudfront::Client;
 use aws_sdk_cloudfront::error::SdkError;
@@ -16,22 +17,8 @@ use aws_sdk_cloudfront::types::DistributionConfig;
 use tracing::{info, warn};
 
 use crate::change::{self, Edit};
-use crate::{Error, describe};
-
-/// How often, and how patiently, a conflicting write is retried.
-#[derive(Debug, Clone, Copy)]
-pub struct Retry {
-    /// Writes tried in all.
-    pub attempts: u32,
-    /// Wait before the second try; doubled for each further one, with up to 50 % jitter.
-    pub first_backoff: Duration,
-}
-
-/// What is done in production: five tries, 0.2 s to 1.6 s apart.
-pub const RETRY: Retry = Retry {
-    attempts: 5,
-    first_backoff: Duration::from_millis(200),
-};
+use crate::propagation::cannot;
+use crate::{Error, Retry, describe, jittered};
 
 /// How an edit ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,29 +40,9 @@ pub async fn edit(
 ) -> Result<Outcome, Error> {
     let mut backoff = retry.first_backoff;
     for attempt in 1..=retry.attempts {
-        let read = match client
-            .get_distribution_config()
-            .id(distribution_id)
-            .send()
-            .await
-        {
-            Ok(read) => read,
-            Err(SdkError::ServiceError(err))
-                if matches!(err.err(), GetDistributionConfigError::NoSuchDistribution(_)) =>
-            {
-                return Ok(Outcome::Missing);
-            }
-            Err(err) => {
-                return Err(format!(
-                    "cannot read distribution {distribution_id}: {}",
-                    describe("CloudFront", &err)
-                )
-                .into());
-            }
+        let Some((mut config, e_tag)) = read_config(client, distribution_id).await? else {
+            return Ok(Outcome::Missing);
         };
-        let mut config = read.distribution_config.ok_or_else(|| {
-            format!("CloudFront returned no config for distribution {distribution_id}")
-        })?;
         if !change::apply(&mut config, edits)? {
             info!(
                 distribution_id,
@@ -87,7 +54,7 @@ pub async fn edit(
             .update_distribution()
             .id(distribution_id)
             .distribution_config(config);
-        if let Some(etag) = read.e_tag {
+        if let Some(etag) = e_tag {
             update = update.if_match(etag);
         }
         match update.send().await {
@@ -121,8 +88,43 @@ pub async fn edit(
     .into())
 }
 
-fn jittered(backoff: Duration) -> Duration {
-    backoff.mul_f64(1.0 + rand::random::<f64>() / 2.0)
+/// The config, as GetDistributionConfig reads it, or `None` when the distribution does not exist.
+/// A refusal for lack of permission is an [`AccessDenied`](crate::propagation::AccessDenied).
+pub async fn config(
+    client: &Client,
+    distribution_id: &str,
+) -> Result<Option<DistributionConfig>, Error> {
+    Ok(read_config(client, distribution_id)
+        .await?
+        .map(|(config, _)| config))
+}
+
+/// GetDistributionConfig: the config and its ETag.
+async fn read_config(
+    client: &Client,
+    distribution_id: &str,
+) -> Result<Option<(DistributionConfig, Option<String>)>, Error> {
+    let read = match client
+        .get_distribution_config()
+        .id(distribution_id)
+        .send()
+        .await
+    {
+        Ok(read) => read,
+        Err(SdkError::ServiceError(err))
+            if matches!(err.err(), GetDistributionConfigError::NoSuchDistribution(_)) =>
+        {
+            return Ok(None);
+        }
+        Err(err) => {
+            let what = format!("read distribution {distribution_id}");
+            return Err(cannot(what, describe("CloudFront", &err), &err));
+        }
+    };
+    let config = read.distribution_config.ok_or_else(|| {
+        format!("CloudFront returned no config for distribution {distribution_id}")
+    })?;
+    Ok(Some((config, read.e_tag)))
 }
 
 /// A distribution as GetDistribution shows it.

@@ -2,7 +2,8 @@
 //!
 //! 1. Terraform's `aws_lambda_invocation` with `lifecycle_scope = "CRUD"`: the module's input
 //!    (`{"SecretId": …}`) plus the provider's `tf` object, `{"action": "create"|"update"|"delete",
-//!    "prev_input": …}`.
+//!    "prev_input": …}`. A delete is read whatever its input; a `prev_input` of the previous,
+//!    header-putting version of the module names the header to adopt.
 //! 2. A rotation phase, which `make rotate-secret` sends with `aws lambda invoke`:
 //!    `{"Rotate": "prepare"|"promote"|"retire", "SecretId", "DistributionId", "OriginId",
 //!    "HeaderName"}`.
@@ -40,20 +41,40 @@ pub enum Action {
     Delete,
 }
 
-/// The Terraform event: the input and the action. The previous input does not matter: every
-/// create or update ensures the same thing, a valid document in the secret now named.
+/// The input of the previous version of the module, which put a generated value straight on the
+/// origin: `{"DistributionId", "OriginId", "HeaderName", "RotationToken"?, "HeaderValue"?}`. Only
+/// where the header is matters; the other fields are ignored, and `HeaderValue` never kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LegacyInput {
+    pub distribution_id: String,
+    pub origin_id: String,
+    pub header_name: String,
+}
+
+/// The Terraform event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TerraformEvent {
-    pub input: SecretInput,
-    pub action: Action,
+pub enum TerraformEvent {
+    /// Create or update: a valid document in the secret now named.
+    Ensure {
+        action: Action,
+        input: SecretInput,
+        /// Set when `prev_input` was the previous version's: the header whose value to adopt
+        /// rather than draw one, so that the load balancer accepts what CloudFront already sends.
+        legacy: Option<LegacyInput>,
+    },
+    /// Delete: nothing to undo, whatever the input (the previous version's too, which Terraform
+    /// sends when it destroys a deployment made with it). The secret's id, if the input has one.
+    Delete { secret_id: Option<String> },
 }
 
 /// The answer to Terraform: which version of the secret holds the document (null after a
-/// delete). Never a value, so nothing secret lands in Terraform's state.
+/// delete, like the id of a delete whose input named no secret). Never a value, so nothing secret
+/// lands in Terraform's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TerraformOutput {
-    pub secret_id: String,
+    pub secret_id: Option<String>,
     pub version_id: Option<String>,
 }
 
@@ -168,10 +189,13 @@ impl std::error::Error for EventError {}
 /// The key the AWS provider adds to the input (its `terraform_key`, "tf" by default).
 const TERRAFORM_KEY: &str = "tf";
 
-/// The provider's object; its `prev_input` is not needed, and serde leaves it aside.
+/// The provider's object. `prev_input` is kept as it came, and read only if it is the previous
+/// version's input: anything else there (this version's input, null on create) says nothing.
 #[derive(Deserialize)]
 struct Lifecycle {
     action: Action,
+    #[serde(default)]
+    prev_input: Value,
 }
 
 /// Reads an event of any shape. Errors say which field is wrong; serde's messages name fields,
@@ -187,13 +211,24 @@ pub fn parse(payload: Value) -> Result<Event, EventError> {
         return read(Value::Object(fields), "rotation event").map(Event::Rotation);
     }
     // Without the provider's object (lifecycle_scope CREATE_ONLY) an invocation can only create.
-    let action = match fields.remove(TERRAFORM_KEY) {
-        Some(lifecycle) => read::<Lifecycle>(lifecycle, "\"tf\" object")?.action,
-        None => Action::Create,
+    let lifecycle = match fields.remove(TERRAFORM_KEY) {
+        Some(lifecycle) => read::<Lifecycle>(lifecycle, "\"tf\" object")?,
+        None => Lifecycle {
+            action: Action::Create,
+            prev_input: Value::Null,
+        },
     };
-    Ok(Event::Terraform(TerraformEvent {
+    if lifecycle.action == Action::Delete {
+        // Nothing to undo, so nothing to read: a destroy must never fail on the input's shape.
+        let secret_id = fields.get("SecretId").and_then(Value::as_str);
+        return Ok(Event::Terraform(TerraformEvent::Delete {
+            secret_id: secret_id.map(str::to_owned),
+        }));
+    }
+    Ok(Event::Terraform(TerraformEvent::Ensure {
+        action: lifecycle.action,
         input: read(Value::Object(fields), "input")?,
-        action,
+        legacy: serde_json::from_value(lifecycle.prev_input).ok(),
     }))
 }
 
@@ -224,21 +259,75 @@ mod tests {
     const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:origin-AbCdEf";
 
     #[test]
-    fn reads_terraform_crud_events_whatever_the_previous_input_held() {
-        let event = parse(json!({
-            "SecretId": ARN,
-            "tf": { "action": "update", "prev_input": {
-                "DistributionId": "E1", "RotationToken": "1", "Dropped": "what an older module passed" } }
-        }))
-        .unwrap();
-        assert_eq!(
-            event,
-            Event::Terraform(TerraformEvent {
-                input: SecretInput {
-                    secret_id: ARN.into()
-                },
+    fn reads_terraform_crud_events_and_the_previous_versions_input() {
+        let update = |prev_input: Value| {
+            parse(json!({"SecretId": ARN, "tf": {"action": "update", "prev_input": prev_input}}))
+                .unwrap()
+        };
+        let ensure = |legacy| {
+            Event::Terraform(TerraformEvent::Ensure {
                 action: Action::Update,
+                input: SecretInput {
+                    secret_id: ARN.into(),
+                },
+                legacy,
             })
+        };
+        // The previous version's input, with fields this one does not read: where the header is.
+        let legacy = update(json!({
+            "DistributionId": "E1", "OriginId": "alb", "HeaderName": "X-Origin-Verify",
+            "RotationToken": "1", "HeaderValue": "never kept", "Dropped": "what an older module passed"
+        }));
+        assert_eq!(
+            legacy,
+            ensure(Some(LegacyInput {
+                distribution_id: "E1".into(),
+                origin_id: "alb".into(),
+                header_name: "X-Origin-Verify".into(),
+            }))
+        );
+        assert!(!format!("{legacy:?}").contains("never kept"));
+        // Any other previous input says nothing, and is no error.
+        for prev_input in [
+            json!({"SecretId": ARN}),
+            json!({"DistributionId": "E1", "OriginId": "alb"}),
+            json!({"DistributionId": 1, "OriginId": "alb", "HeaderName": "X-Origin-Verify"}),
+            json!("text"),
+            Value::Null,
+        ] {
+            assert_eq!(update(prev_input.clone()), ensure(None), "{prev_input}");
+        }
+        let created = parse(json!({"SecretId": ARN, "tf": {"action": "create"}})).unwrap();
+        assert!(matches!(
+            created,
+            Event::Terraform(TerraformEvent::Ensure {
+                action: Action::Create,
+                legacy: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_delete_is_read_whatever_its_input() {
+        let delete = |input: Value| parse(input).unwrap();
+        assert_eq!(
+            delete(
+                json!({"SecretId": ARN, "tf": {"action": "delete", "prev_input": {"SecretId": ARN}}})
+            ),
+            Event::Terraform(TerraformEvent::Delete {
+                secret_id: Some(ARN.into())
+            })
+        );
+        let old = json!({"DistributionId": "E1", "OriginId": "alb", "HeaderName": "X-Origin-Verify",
+            "RotationToken": "1", "tf": {"action": "delete", "prev_input": {"DistributionId": "E1"}}});
+        assert_eq!(
+            delete(old),
+            Event::Terraform(TerraformEvent::Delete { secret_id: None })
+        );
+        assert_eq!(
+            delete(json!({"SecretId": 7, "tf": {"action": "delete"}})),
+            Event::Terraform(TerraformEvent::Delete { secret_id: None })
         );
     }
 
@@ -247,8 +336,9 @@ mod tests {
         let event = parse(json!({"SecretId": ARN})).unwrap();
         assert!(matches!(
             event,
-            Event::Terraform(TerraformEvent {
+            Event::Terraform(TerraformEvent::Ensure {
                 action: Action::Create,
+                legacy: None,
                 ..
             })
         ));
@@ -304,12 +394,18 @@ mod tests {
 
     #[test]
     fn bad_events_name_the_field_and_never_the_value() {
-        let old = parse(json!({"DistributionId": "E1", "OriginId": "o", "HeaderName": "X"}));
-        let old = old.unwrap_err().to_string();
-        assert!(
-            old.contains("invalid input: unknown field `DistributionId`"),
-            "{old}"
-        );
+        // The previous version's input is refused for a create or an update, not half understood.
+        for tf in [None, Some(json!({"action": "update", "prev_input": null}))] {
+            let mut old = json!({"DistributionId": "E1", "OriginId": "o", "HeaderName": "X"});
+            if let Some(tf) = tf {
+                old["tf"] = tf;
+            }
+            let old = parse(old).unwrap_err().to_string();
+            assert!(
+                old.contains("invalid input: unknown field `DistributionId`"),
+                "{old}"
+            );
+        }
         let missing = parse(json!({"Rotate": "prepare", "SecretId": ARN, "OriginId": "o"}));
         let missing = missing.unwrap_err().to_string();
         assert!(

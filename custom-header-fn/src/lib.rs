@@ -15,16 +15,20 @@
 //! - [`secret`]: generating and checking a value.
 //! - [`change`]: the pure edit of a distribution's origin headers, under CloudFront's rules.
 //! - [`distribution`]: read, decide, write with `IfMatch`, retry on conflicts.
+//! - [`propagation`]: Terraform's requests retried while IAM propagates the role's policy.
 
 pub mod change;
 pub mod custom_resource;
 pub mod distribution;
 pub mod event;
+pub mod propagation;
 pub mod rotation;
 pub mod secret;
 pub mod state;
 pub mod store;
 pub mod terraform;
+
+use std::time::{Duration, SystemTime};
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -32,8 +36,8 @@ use aws_sdk_cloudfront::error::{DisplayErrorContext, ProvideErrorMetadata, SdkEr
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
 
-pub use distribution::{RETRY, Retry};
 use event::Event;
+pub use propagation::Propagation;
 
 /// What the function fails with; its message is what Terraform, CloudFormation or
 /// `make rotate-secret` shows the user, so it says what to fix and never contains a value.
@@ -58,10 +62,61 @@ impl Clients {
     }
 }
 
-/// Handles one event of any shape. A failure reaches its caller as
+/// What the function tries again, and how patiently.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// UpdateDistribution refused with PreconditionFailed (someone else changed the
+    /// distribution): writes tried in all.
+    pub attempts: u32,
+    /// Wait before the second write; doubled for each further one, with up to 50 % jitter.
+    pub first_backoff: Duration,
+    /// Terraform's create and update only: requests refused with AccessDenied while IAM
+    /// propagates the role's policy.
+    pub propagation: Propagation,
+}
+
+/// What is done in production: five writes, 0.2 s to 1.6 s apart; AccessDenied retried for up to
+/// a minute, 1 s, 2 s, 4 s then 8 s apart, cut short by [`handle`] so that the function answers
+/// before Lambda's timeout.
+pub const RETRY: Retry = Retry {
+    attempts: 5,
+    first_backoff: Duration::from_millis(200),
+    propagation: Propagation {
+        budget: Duration::from_secs(60),
+        first_backoff: Duration::from_secs(1),
+    },
+};
+
+/// Left of Lambda's timeout after the last retry, for that request and the answer.
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+impl Retry {
+    /// This policy with its AccessDenied retries ending [`ANSWER_MARGIN`] before `deadline`, so
+    /// that the function fails with its own message rather than being stopped by Lambda.
+    pub fn before(self, deadline: SystemTime) -> Self {
+        let left = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(ANSWER_MARGIN);
+        Self {
+            propagation: Propagation {
+                budget: self.propagation.budget.min(left),
+                ..self.propagation
+            },
+            ..self
+        }
+    }
+}
+
+/// Handles one event of any shape, to be answered before `deadline` (the invocation's, from the
+/// Lambda runtime). A failure reaches its caller as
 /// `{"errorType": "OriginHeaderError", "errorMessage": …}` rather than under a Rust type name.
-pub async fn handle(clients: &Clients, payload: Value) -> Result<Value, Diagnostic> {
-    handle_with(clients, payload, RETRY)
+pub async fn handle(
+    clients: &Clients,
+    payload: Value,
+    deadline: SystemTime,
+) -> Result<Value, Diagnostic> {
+    handle_with(clients, payload, RETRY.before(deadline))
         .await
         .map_err(|err| Diagnostic {
             error_type: "OriginHeaderError".to_owned(),
@@ -73,7 +128,7 @@ pub async fn handle(clients: &Clients, payload: Value) -> Result<Value, Diagnost
 pub async fn handle_with(clients: &Clients, payload: Value, retry: Retry) -> Result<Value, Error> {
     Ok(match event::parse(payload)? {
         Event::Terraform(event) => {
-            serde_json::to_value(terraform::handle(&clients.secrets, &event).await?)?
+            serde_json::to_value(terraform::handle(clients, &event, retry.propagation).await?)?
         }
         Event::Rotation(event) => {
             serde_json::to_value(rotation::handle(clients, &event, retry).await?)?
@@ -108,6 +163,11 @@ pub fn init_logging() {
         .init();
 }
 
+/// `backoff` lengthened by up to half, so that retries from several invocations spread out.
+pub(crate) fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(1.0 + rand::random::<f64>() / 2.0)
+}
+
 /// What went wrong with a request to `service`, in words that carry no value read: the service's
 /// error code and message, or the kind of transport failure. A response that could not be read
 /// is not quoted, since a config or secret response holds the values.
@@ -131,5 +191,35 @@ where
         SdkError::TimeoutError(_) => format!("{service} did not answer in time"),
         SdkError::ResponseError(_) => format!("{service}'s answer could not be read"),
         _ => "the request could not be built".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_denied_retries_end_before_lambdas_timeout() {
+        let budget_before = |seconds: u64| {
+            RETRY
+                .before(SystemTime::now() + Duration::from_secs(seconds))
+                .propagation
+                .budget
+        };
+        // Terraform's `timeout = 30`: about 25 s, the answer's margin left.
+        let thirty = budget_before(30);
+        assert!(
+            thirty <= Duration::from_secs(25) && thirty > Duration::from_secs(24),
+            "{thirty:?}"
+        );
+        assert_eq!(
+            budget_before(900),
+            Duration::from_secs(60),
+            "at most a minute"
+        );
+        assert_eq!(budget_before(3), Duration::ZERO, "one try only");
+        let past = RETRY.before(SystemTime::now() - Duration::from_secs(1));
+        assert_eq!(past.propagation.budget, Duration::ZERO);
+        assert_eq!(past.attempts, RETRY.attempts, "conflict retries unchanged");
     }
 }

@@ -8,7 +8,7 @@ async fn main() -> Result<(), Error> {
     custom_header_fn::init_logging();
     let clients = custom_header_fn::clients_from_env().await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        custom_header_fn::handle(&clients, event.payload)
+        custom_header_fn::handle(&clients, event.payload, event.context.deadline())
     }))
     .await
 }

@@ -12,8 +12,9 @@
 
 use tracing::info;
 
+use crate::Retry;
 use crate::change::{self, Edit};
-use crate::distribution::{self, Outcome, Retry};
+use crate::distribution::{self, Outcome};
 use crate::event::{Phase, RotationEvent, RotationOutput};
 use crate::state::State;
 use crate::{Clients, Error, secret, store};

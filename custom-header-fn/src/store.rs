@@ -13,6 +13,7 @@ use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
 use sha2::{Digest, Sha256};
 
+use crate::propagation::cannot;
 use crate::state::State;
 use crate::{Error, describe};
 
@@ -27,7 +28,8 @@ pub struct Stored {
 }
 
 /// The AWSCURRENT document, or `None` when the secret has no value yet (as Terraform creates it).
-/// A value that is not a valid document is an error naming the problem, never the content.
+/// A value that is not a valid document is an error naming the problem, never the content; a
+/// refusal for lack of permission is an [`AccessDenied`](crate::propagation::AccessDenied).
 pub async fn read(client: &Client, secret_id: &str) -> Result<Option<Stored>, Error> {
     let read = match client
         .get_secret_value()
@@ -45,11 +47,8 @@ pub async fn read(client: &Client, secret_id: &str) -> Result<Option<Stored>, Er
             return Ok(None);
         }
         Err(err) => {
-            return Err(format!(
-                "cannot read secret {secret_id}: {}",
-                describe("Secrets Manager", &err)
-            )
-            .into());
+            let what = format!("read secret {secret_id}");
+            return Err(cannot(what, describe("Secrets Manager", &err), &err));
         }
     };
     let version_id = read
@@ -69,7 +68,9 @@ pub async fn read(client: &Client, secret_id: &str) -> Result<Option<Stored>, Er
 }
 
 /// Writes `state` as the new AWSCURRENT version, the successor of version `after` (`None` for
-/// the first one). Returns the new version's id.
+/// the first one). Returns the new version's id. A refusal for lack of permission is an
+/// [`AccessDenied`](crate::propagation::AccessDenied); written again with the same content, the
+/// version is the same.
 pub async fn write(
     client: &Client,
     secret_id: &str,
@@ -96,12 +97,12 @@ pub async fn write(
             )
             .into())
         }
-        Err(err) => Err(state
-            .redact(&format!(
-                "cannot write secret {secret_id}: {}",
-                describe("Secrets Manager", &err)
-            ))
-            .into()),
+        Err(err) => {
+            let what = format!("write secret {secret_id}");
+            // The request carried the values; the service's message might quote them.
+            let detail = state.redact(&describe("Secrets Manager", &err));
+            Err(cannot(what, detail, &err))
+        }
     }
 }
 

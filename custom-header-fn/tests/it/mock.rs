@@ -1,28 +1,39 @@
 //! What moto cannot show: a write refused because someone else changed the distribution (moto
 //! ignores `IfMatch`), a distribution still deploying (moto reports Deployed from its first read
-//! on, even right after an update), and the absence of a call. Mocked SDK clients count the calls.
+//! on, even right after an update), requests refused while IAM propagates (moto allows them all),
+//! and the absence of a call. Mocked SDK clients count the calls.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_cloudfront::config::{BehaviorVersion, Region};
 use aws_sdk_cloudfront::operation::get_distribution::GetDistributionOutput;
-use aws_sdk_cloudfront::operation::get_distribution_config::GetDistributionConfigOutput;
+use aws_sdk_cloudfront::operation::get_distribution_config::{
+    GetDistributionConfigError, GetDistributionConfigOutput,
+};
 use aws_sdk_cloudfront::operation::update_distribution::{
     UpdateDistributionError, UpdateDistributionOutput,
 };
 use aws_sdk_cloudfront::primitives::DateTime;
 use aws_sdk_cloudfront::types::Distribution;
-use aws_sdk_cloudfront::types::error::PreconditionFailed;
-use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
-use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueOutput;
+use aws_sdk_cloudfront::types::error::{AccessDenied, PreconditionFailed};
+use aws_sdk_secretsmanager::error::ErrorMetadata;
+use aws_sdk_secretsmanager::operation::get_secret_value::{
+    GetSecretValueError, GetSecretValueOutput,
+};
+use aws_sdk_secretsmanager::operation::put_secret_value::{
+    PutSecretValueError, PutSecretValueOutput,
+};
+use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
 use aws_smithy_mocks::{
     MockResponse, MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock,
 };
-use custom_header_fn::{Clients, handle_with};
+use custom_header_fn::{Clients, Propagation, Retry, handle_with};
 use serde_json::{Value, json};
 
 use crate::support::{
-    FAST_RETRY, distribution_config, headers, owned, rotation, terraform, test_credentials,
+    FAST_RETRY, distribution_config, headers, legacy_delete, legacy_input, legacy_update, owned,
+    rotation, terraform, test_credentials,
 };
 
 type CloudFront = aws_sdk_cloudfront::Client;
@@ -279,4 +290,273 @@ async fn terraform_delete_calls_nothing() {
         .await
         .expect("nothing to undo");
     assert_eq!(answer, json!({"SecretId": SECRET_ID, "VersionId": null}));
+}
+
+#[tokio::test]
+async fn terraform_delete_of_the_previous_versions_input_calls_nothing() {
+    // What `terraform destroy` sends for a deployment of the previous version: its input, which
+    // this version refuses for a create or an update.
+    let clients = clients(&[], &[]);
+    let previous = legacy_input("E1", "alb", "X-Origin-Verify");
+    let answer = handle_with(&clients, legacy_delete(previous), FAST_RETRY)
+        .await
+        .expect("a destroy never fails on the input's shape");
+    assert_eq!(answer, json!({"SecretId": null, "VersionId": null}));
+}
+
+/// What Secrets Manager answers a role whose policy has not reached it yet.
+fn denied(action: &str) -> ErrorMetadata {
+    ErrorMetadata::builder()
+        .code("AccessDeniedException")
+        .message(format!(
+            "User: arn:aws:sts::123456789012:assumed-role/origin-secret/origin-secret is not \
+             authorized to perform: secretsmanager:{action} on resource: {SECRET_ID} because no \
+             identity-based policy allows the secretsmanager:{action} action"
+        ))
+        .build()
+}
+
+/// GetSecretValue refusing the first `denials` reads, then answering that the secret has no
+/// value yet, as the module creates it.
+fn empty_secret(denials: usize) -> Rule {
+    let served = Mutex::new(0);
+    mock!(Secrets::get_secret_value).then_compute_response(move |_| {
+        let mut served = served.lock().unwrap();
+        *served += 1;
+        if *served <= denials {
+            MockResponse::Error(GetSecretValueError::generic(denied("GetSecretValue")))
+        } else {
+            MockResponse::Error(GetSecretValueError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .message("Secrets Manager can't find the specified secret value for staging label: AWSCURRENT")
+                    .build(),
+            ))
+        }
+    })
+}
+
+/// A write as PutSecretValue saw it: its ClientRequestToken and document.
+type Put = (String, Value);
+
+/// PutSecretValue refusing the first `denials` writes, then accepting them; every write it saw.
+fn puts(denials: usize) -> (Rule, Arc<Mutex<Vec<Put>>>) {
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&written);
+    let rule = mock!(Secrets::put_secret_value).then_compute_response(move |request| {
+        let mut seen = seen.lock().unwrap();
+        let token = request.client_request_token().expect("a token").to_owned();
+        let text = request.secret_string().expect("a string value");
+        seen.push((token.clone(), serde_json::from_str(text).expect("JSON")));
+        if seen.len() <= denials {
+            MockResponse::Error(PutSecretValueError::generic(denied("PutSecretValue")))
+        } else {
+            MockResponse::Output(PutSecretValueOutput::builder().version_id(token).build())
+        }
+    });
+    (rule, written)
+}
+
+/// Production's policy with AccessDenied retried for `budget` only.
+fn patient_for(budget: Duration) -> Retry {
+    Retry {
+        propagation: Propagation {
+            budget,
+            first_backoff: Duration::from_millis(1),
+        },
+        ..FAST_RETRY
+    }
+}
+
+#[tokio::test]
+async fn terraform_create_waits_while_iam_propagates_the_roles_policy() {
+    let get = empty_secret(2);
+    let (put, written) = puts(2);
+    let clients = clients(&[], &[&get, &put]);
+    let answer = handle_with(&clients, terraform(SECRET_ID, "create"), FAST_RETRY)
+        .await
+        .expect("allowed on the third try");
+    let written = written.lock().unwrap();
+    assert_eq!((get.num_calls(), written.len()), (3, 3));
+    let (token, document) = &written[2];
+    assert_eq!(answer, json!({"SecretId": SECRET_ID, "VersionId": token}));
+    let current = document["current"].as_str().expect("a current value");
+    assert_eq!(
+        (current.len(), document.as_object().unwrap().len()),
+        (64, 1)
+    );
+    assert!(
+        written.iter().all(|write| write == &written[0]),
+        "every try wrote the same version with the same value"
+    );
+}
+
+#[tokio::test]
+async fn terraform_gives_up_on_access_denied_saying_what_to_do() {
+    let budget = Duration::from_millis(100);
+    let never = empty_secret(usize::MAX);
+    let (put, written) = puts(0);
+    let clients_never = clients(&[], &[&never, &put]);
+
+    let started = Instant::now();
+    let err = handle_with(
+        &clients_never,
+        terraform(SECRET_ID, "create"),
+        patient_for(budget),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(started.elapsed() >= budget, "{:?}", started.elapsed());
+    assert!(never.num_calls() > 2, "{} tries", never.num_calls());
+    assert!(
+        err.starts_with(&format!(
+            "the function's role cannot read secret {SECRET_ID} yet (AccessDeniedException: User: \
+             arn:aws:sts::123456789012:assumed-role/origin-secret/origin-secret is not authorized"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(
+            "still after 0 s of retries: IAM may still be propagating a policy attached moments \
+             ago): run the apply again"
+        ),
+        "{err}"
+    );
+    assert!(written.lock().unwrap().is_empty(), "nothing written");
+
+    // An update that failed is not invoked again by the next apply: the message says how to.
+    let previous = json!({"DistributionId": "E1", "OriginId": "alb", "HeaderName": "X-Origin-Verify",
+        "RotationToken": "1", "HeaderValue": "0123456789abcdef0123456789abcdef"});
+    let err = handle_with(
+        &clients_never,
+        legacy_update(SECRET_ID, previous),
+        patient_for(budget),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&format!(
+            "the function's role cannot read secret {SECRET_ID} yet"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "Terraform keeps an update's new input even when the invocation fails, so the next \
+             apply will not invoke this function again: once the cause is fixed, invoke it by hand \
+             with `aws lambda invoke"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            r#"--payload '{{"SecretId":"{SECRET_ID}","tf":{{"action":"update","prev_input":{{"DistributionId":"E1","OriginId":"alb","HeaderName":"X-Origin-Verify"}}}}}}' /dev/stdout`, then apply again"#
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("0123456789abcdef"),
+        "the previous value: {err}"
+    );
+
+    // Allowed to read, not yet to write.
+    let get = empty_secret(0);
+    let (put, written) = puts(usize::MAX);
+    let clients_read_only = clients(&[], &[&get, &put]);
+    let err = handle_with(
+        &clients_read_only,
+        terraform(SECRET_ID, "create"),
+        patient_for(budget),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "the function's role cannot write secret {SECRET_ID} yet (AccessDeniedException: "
+        )),
+        "{err}"
+    );
+    let written = written.lock().unwrap();
+    assert!(written.len() > 2, "{} tries", written.len());
+    for (_, document) in written.iter() {
+        let value = document["current"].as_str().unwrap();
+        assert!(!err.contains(value), "a value in {err}");
+    }
+}
+
+#[tokio::test]
+async fn adopting_the_previous_versions_header_waits_for_cloudfront_access_and_never_draws_blind() {
+    const SENT: &str = "5e1f0c2a9b8d7e6f5e1f0c2a9b8d7e6f5e1f0c2a9b8d7e6f5e1f0c2a9b8d7e6f";
+    let previous = legacy_input("E1", "alb", "X-Origin-Verify");
+
+    // Refused once (the new policy was attached in the same apply), then read.
+    let config = mock!(CloudFront::get_distribution_config)
+        .sequence()
+        .error(|| {
+            // With the metadata a real response has (the mocked client does not deserialize one).
+            let message = "User is not authorized to perform: cloudfront:GetDistributionConfig";
+            GetDistributionConfigError::AccessDenied(
+                AccessDenied::builder()
+                    .message(message)
+                    .meta(
+                        aws_sdk_cloudfront::error::ErrorMetadata::builder()
+                            .code("AccessDenied")
+                            .message(message)
+                            .build(),
+                    )
+                    .build(),
+            )
+        })
+        .output(|| {
+            GetDistributionConfigOutput::builder()
+                .distribution_config(distribution_config(&[(
+                    "alb",
+                    &[("X-Other", "keep"), ("X-Origin-Verify", SENT)],
+                )]))
+                .e_tag("E1")
+                .build()
+        })
+        .build();
+    let (get, (put, written)) = (empty_secret(0), puts(0));
+    let clients_adopting = clients(&[&config], &[&get, &put]);
+    let answer = handle_with(
+        &clients_adopting,
+        legacy_update(SECRET_ID, previous.clone()),
+        FAST_RETRY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(config.num_calls(), 2);
+    let adopted: Vec<Value> = written.lock().unwrap().drain(..).map(|put| put.1).collect();
+    assert_eq!(adopted, [json!({"current": SENT})]);
+    assert!(!answer.to_string().contains(SENT), "{answer}");
+
+    // Any other failure to read the distribution: no value drawn, which the load balancer would
+    // accept instead of the one CloudFront sends.
+    let failing = mock!(CloudFront::get_distribution_config).then_error(|| {
+        GetDistributionConfigError::generic(
+            aws_sdk_cloudfront::error::ErrorMetadata::builder()
+                .code("InvalidArgument")
+                .message("The argument is invalid.")
+                .build(),
+        )
+    });
+    let (get, (put, written)) = (empty_secret(0), puts(0));
+    let clients_failing = clients(&[&failing], &[&get, &put]);
+    let err = handle_with(
+        &clients_failing,
+        legacy_update(SECRET_ID, previous),
+        FAST_RETRY,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("cannot read distribution E1: InvalidArgument: The argument is invalid."),
+        "{err}"
+    );
+    assert_eq!(failing.num_calls(), 1, "not retried");
+    assert!(written.lock().unwrap().is_empty(), "nothing written");
 }

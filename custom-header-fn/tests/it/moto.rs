@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     FAST_RETRY, Moto, create_distribution, create_secret, custom_resource, document, headers,
-    owned, put_document, read_config, rotation, terraform, values,
+    legacy_input, legacy_update, owned, put_document, read_config, rotation, terraform, values,
 };
 
 const HEADER: &str = "X-Origin-Verify";
@@ -121,6 +121,123 @@ async fn terraform_create_stores_a_first_value_once_and_answers_without_it() {
     assert!(
         err.starts_with("cannot write secret no-such-secret: ResourceNotFoundException"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn upgrading_from_the_previous_version_adopts_the_value_the_origin_sends() {
+    let moto = Moto::start();
+    let clients = moto.clients();
+    // What the previous version left: a generated value on the origin, and no secret. The
+    // upgrade's apply creates the secret, empty, and sends the update.
+    let sent = "3c9a5e7b1d2f4a6c8e0b3c9a5e7b1d2f4a6c8e0b3c9a5e7b1d2f4a6c8e0b1234";
+    let distribution_id = create_distribution(
+        &clients.cloudfront,
+        &[("alb", &[("X-Other", "keep"), (HEADER, sent)]), ("s3", &[])],
+    )
+    .await;
+    let before = read_config(&clients.cloudfront, &distribution_id).await;
+    let secret_id = create_secret(&clients.secrets, "origin-header").await;
+    let update = legacy_update(
+        &secret_id,
+        legacy_input(&distribution_id, "alb", "x-origin-verify"),
+    );
+
+    let answer = handle_with(&clients, update.clone(), FAST_RETRY)
+        .await
+        .unwrap();
+    let (doc, version_id) = document(&clients.secrets, &secret_id).await;
+    assert_eq!(doc, json!({"current": sent}), "the value CloudFront sends");
+    assert_eq!(
+        answer,
+        json!({"SecretId": secret_id, "VersionId": version_id})
+    );
+    assert_shows_none(&answer.to_string(), &[sent.into()]);
+    assert_eq!(
+        read_config(&clients.cloudfront, &distribution_id).await,
+        before,
+        "the distribution untouched"
+    );
+
+    // The update again (Terraform retrying it): the document stays.
+    assert_eq!(
+        handle_with(&clients, update, FAST_RETRY).await.unwrap(),
+        answer
+    );
+    assert_eq!(
+        document(&clients.secrets, &secret_id).await,
+        (doc, version_id)
+    );
+
+    // And the first rotation moves on from it.
+    let deployment = |phase| rotation(phase, &secret_id, &distribution_id, "alb", HEADER);
+    for phase in ["prepare", "promote", "retire"] {
+        handle_with(&clients, deployment(phase), FAST_RETRY)
+            .await
+            .unwrap();
+    }
+    let (rotated, _) = document(&clients.secrets, &secret_id).await;
+    assert_ne!(rotated["current"], sent);
+    assert_eq!(
+        headers(
+            &read_config(&clients.cloudfront, &distribution_id).await,
+            "alb"
+        ),
+        owned(&[
+            ("X-Other", "keep"),
+            (HEADER, rotated["current"].as_str().unwrap())
+        ])
+    );
+}
+
+#[tokio::test]
+async fn upgrading_draws_a_value_when_the_origin_sends_none_to_adopt() {
+    let moto = Moto::start();
+    let clients = moto.clients();
+    let invalid = "Not-A-Valid-Value-For-The-Load-Balancer*";
+    let distribution_id = create_distribution(
+        &clients.cloudfront,
+        &[
+            ("alb", &[("X-Other", "keep")]),
+            ("old", &[(HEADER, invalid)]),
+        ],
+    )
+    .await;
+    let cases = [
+        ("no header", legacy_input(&distribution_id, "alb", HEADER)),
+        (
+            "invalid value",
+            legacy_input(&distribution_id, "old", HEADER),
+        ),
+        ("no origin", legacy_input(&distribution_id, "gone", HEADER)),
+        (
+            "no distribution",
+            legacy_input("EGONE0000000", "alb", HEADER),
+        ),
+    ];
+    for (n, (case, previous)) in cases.into_iter().enumerate() {
+        let secret_id = create_secret(&clients.secrets, &format!("origin-header-{n}")).await;
+        let answer = handle_with(&clients, legacy_update(&secret_id, previous), FAST_RETRY)
+            .await
+            .unwrap_or_else(|err| panic!("{case}: {err}"));
+        let (doc, version_id) = document(&clients.secrets, &secret_id).await;
+        let current = doc["current"].as_str().expect("a current value");
+        assert!(is_generated(current), "{case}: drawn");
+        assert_eq!(doc.as_object().unwrap().len(), 1, "{case}: {doc}");
+        assert_eq!(
+            answer,
+            json!({"SecretId": secret_id, "VersionId": version_id}),
+            "{case}"
+        );
+        assert_shows_none(&answer.to_string(), &[current.into(), invalid.into()]);
+    }
+    assert_eq!(
+        headers(
+            &read_config(&clients.cloudfront, &distribution_id).await,
+            "old"
+        ),
+        owned(&[(HEADER, invalid)]),
+        "the distribution untouched"
     );
 }
 

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Moto, Process, create_distribution, create_secret, custom_resource, document, free_port,
-    headers, owned, read_config, rotation, terraform, tool, values,
+    headers, legacy_delete, legacy_input, legacy_update, owned, read_config, rotation, terraform,
+    tool, values,
 };
 
 /// Not us-east-1: Secrets Manager must be called in the function's own region (moto keeps
@@ -168,6 +169,18 @@ async fn every_event_shape_through_the_lambda_runtime() {
         json!({"SecretId": secret_id, "VersionId": null})
     );
 
+    // A deployment of the previous version, upgraded: the value the origin sends is adopted.
+    let upgraded = create_secret(&clients.secrets, "upgraded-origin-header").await;
+    let previous = legacy_input(&id, "alb", "X-Origin-Verify");
+    let answer = invoke(&legacy_update(&upgraded, previous.clone()));
+    let (adopted, version) = document(&clients.secrets, &upgraded).await;
+    assert_eq!(answer, json!({"SecretId": upgraded, "VersionId": version}));
+    assert_eq!(adopted, json!({"current": pending}));
+    assert_eq!(
+        invoke(&legacy_delete(previous)),
+        json!({"SecretId": null, "VersionId": null})
+    );
+
     let log = function.bootstrap.output();
     for line in log.lines() {
         let entry: Value = serde_json::from_str(line)
@@ -176,6 +189,7 @@ async fn every_event_shape_through_the_lambda_runtime() {
     }
     for message in [
         "first value generated and stored",
+        "value the origin sends adopted and stored",
         "origin header sends the pending value",
         "rotation phase done",
         "custom resource done",

@@ -18,13 +18,17 @@ use aws_sdk_cloudfront::types::{
     OriginCustomHeader, OriginProtocolPolicy, Origins, ViewerProtocolPolicy,
 };
 use aws_sdk_secretsmanager::Client as SecretsClient;
-use custom_header_fn::{Clients, Retry};
+use custom_header_fn::{Clients, Propagation, Retry};
 use serde_json::{Value, json};
 
 /// Production's policy, without the waiting.
 pub const FAST_RETRY: Retry = Retry {
     attempts: 5,
     first_backoff: Duration::from_millis(1),
+    propagation: Propagation {
+        budget: Duration::from_secs(5),
+        first_backoff: Duration::from_millis(1),
+    },
 };
 
 /// Origins of a test distribution: id and custom headers (name, value).
@@ -329,6 +333,30 @@ pub fn values(document: &Value) -> Vec<String> {
 pub fn terraform(secret_id: &str, action: &str) -> Value {
     let input = json!({ "SecretId": secret_id });
     json!({ "SecretId": secret_id, "tf": { "action": action, "prev_input": (action != "create").then_some(input) } })
+}
+
+/// The previous version of the module's input: the header it put on the origin itself.
+pub fn legacy_input(distribution_id: &str, origin_id: &str, header_name: &str) -> Value {
+    json!({
+        "DistributionId": distribution_id,
+        "OriginId": origin_id,
+        "HeaderName": header_name,
+        "RotationToken": "2024-01",
+    })
+}
+
+/// The update Terraform sends when a deployment of the previous version is upgraded: this
+/// version's input, the previous one's as `prev_input`.
+pub fn legacy_update(secret_id: &str, previous: Value) -> Value {
+    json!({ "SecretId": secret_id, "tf": { "action": "update", "prev_input": previous } })
+}
+
+/// The delete Terraform sends when it destroys a deployment of the previous version: its input
+/// both as the input and as `prev_input`.
+pub fn legacy_delete(previous: Value) -> Value {
+    let mut event = previous.clone();
+    event["tf"] = json!({ "action": "delete", "prev_input": previous });
+    event
 }
 
 /// What `make rotate-secret` sends for one phase.
