@@ -21,7 +21,7 @@ define preflight
 	@missing=(); for tool in $(1); do command -v $$tool >/dev/null || missing+=("$$tool"); done; \
 	if (($${#missing[@]})); then \
 	  echo "Missing tools: $${missing[*]}. docker: Docker Engine with buildx; aws: AWS CLI v2;" \
-	       "terraform: 1.9+ (https://developer.hashicorp.com/terraform/install);" \
+	       "terraform: 1.11+ (https://developer.hashicorp.com/terraform/install);" \
 	       "cargo-lambda: \`make tools\`. Nothing was changed." >&2; exit 1; fi; \
 	if ! aws sts get-caller-identity --query Arn --output text >/dev/null 2>&1; then \
 	  echo "No valid AWS credentials: set AWS_PROFILE (then \`aws sso login\` if it uses SSO) or" \

@@ -17,6 +17,12 @@ if aws iam get-role --role-name "$role" >/dev/null 2>&1; then
   exit 0
 fi
 if ! error=$(aws iam create-service-linked-role --aws-service-name "$service" 2>&1 >/dev/null); then
+  # IAM's answer when the role exists (for a caller that may not read it, or that lost a race with
+  # another creator): success, like finding it.
+  if [[ $error == *"has been taken in this account"* ]]; then
+    echo "$role exists"
+    exit 0
+  fi
   # Someone else may have created it between the two calls: only its absence is a failure.
   if ! aws iam get-role --role-name "$role" >/dev/null 2>&1; then
     echo "Could not create the ECS service-linked role $role: $error" >&2

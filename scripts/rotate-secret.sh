@@ -2,13 +2,15 @@
 # Rotates the secret header between CloudFront and the load balancer in two phases, so that no
 # request is refused at any moment:
 #   1. prepare: the function draws a new value into the secret as "pending"; an apply of the load
-#      balancer makes its rule accept the pending value beside the current one;
+#      balancer's rule makes it accept the pending value beside the current one;
 #   2. promote: the function puts the pending value on the CloudFront origin (the old one becomes
 #      "previous", still accepted), and the script waits until CloudFront has deployed it to every
 #      edge;
 #   3. retire: the function drops the previous value (it refuses while CloudFront is still
-#      deploying, or if the origin does not send the current value), and an apply of the load
-#      balancer stops accepting it. A retired value is never drawn or accepted again.
+#      deploying, or if the origin does not send the current value), and an apply of the rule stops
+#      accepting it. A retired value is never drawn or accepted again.
+# Each apply is planned first and refused if the plan would change anything but that rule (a
+# change waiting for `make apply` is never slipped in); the plan is shown, secrets masked.
 # The service is checked after each step; the first failure stops the rotation where it is, in a
 # state that still accepts whatever CloudFront sends, and running the script again resumes it
 # (every phase is idempotent).
@@ -42,11 +44,16 @@ invoke() {
   local phase=$1 payload answer metadata
   payload=$(python3 -c 'import json, sys; r = json.load(sys.stdin); print(json.dumps({**r["input"], "Rotate": sys.argv[1]}))' "$phase" <<<"$rotation")
   answer=$(mktemp)
-  metadata=$(aws lambda invoke --function-name "$function_name" "${binary_format[@]}" --payload "$payload" "$answer") ||
+  # --output json whatever the user's default, or FunctionError could not be read.
+  metadata=$(aws lambda invoke --output json --function-name "$function_name" ${binary_format[@]+"${binary_format[@]}"} --payload "$payload" "$answer") ||
     { rm -f "$answer"; fail "invoking $function_name ($phase) failed"; }
-  if python3 -c 'import json, sys; sys.exit(0 if json.loads(sys.argv[1]).get("FunctionError") else 1)' "$metadata"; then
+  # Exit 0: the function failed; 1: it succeeded; anything else (unreadable metadata) is a failure.
+  local verdict=0
+  python3 -c 'import json, sys; sys.exit(0 if json.loads(sys.argv[1]).get("FunctionError") else 1)' "$metadata" || verdict=$?
+  if ((verdict != 1)); then
     local message
-    message=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("errorMessage", "(no message)"))' "$answer")
+    message=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("errorMessage", "(no message)"))' "$answer" 2>/dev/null ||
+      echo "(the invocation's answer could not be read)")
     rm -f "$answer"
     fail "the $phase phase failed: $message"
   fi
@@ -54,20 +61,59 @@ invoke() {
   rm -f "$answer"
 }
 
-# Passes the secret document's values on to the load balancer's rule, and nothing else.
-apply_load_balancer() {
-  terraform -chdir="$tf_dir" apply -input=false -auto-approve -target=module.alb "$@" >/dev/null ||
-    fail "terraform apply of the load balancer failed; run it again to resume"
-  echo "  the load balancer's rule now accepts the secret's values"
+# Passes the secret document's values on to the load balancer's rule, and nothing else: a targeted
+# plan also covers what the rule depends on, so it is refused if anything but the rule would change.
+rule=module.alb.aws_lb_listener_rule.forward_with_secret
+# The plan file and its JSON hold the values in clear: only this script reads them, and they go
+# when it ends, however it ends.
+plan=$(mktemp -d)
+chmod 700 "$plan"
+trap 'rm -rf "$plan"' EXIT
+# Plans the rule's change into $plan and prints "none", "update", or the other addresses the plan
+# would change.
+plan_rule() {
+  terraform -chdir="$tf_dir" plan -input=false -compact-warnings -target="$rule" -out="$plan/rotation.tfplan" "$@" >"$plan/plan.txt" ||
+    { cat "$plan/plan.txt" >&2; fail "terraform plan of the load balancer's rule failed; run again to resume"; }
+  terraform -chdir="$tf_dir" show -json "$plan/rotation.tfplan" >"$plan/plan.json"
+  python3 - "$plan/plan.json" "$rule" <<'EOF'
+import json, sys
+plan, rule = json.load(open(sys.argv[1])), sys.argv[2]
+changed = [c["address"] for c in plan.get("resource_changes", []) if c["change"]["actions"] not in (["no-op"], ["read"])]
+others = [address for address in changed if address != rule]
+print(" ".join(others) if others else ("update" if changed else "none"))
+EOF
+}
+
+apply_rule() {
+  local changes
+  changes=$(plan_rule "$@")
+  case $changes in
+    none) echo "  the load balancer's rule already accepts the secret's values" ;;
+    update)
+      sed -n '/^Terraform will perform/,$p' "$plan/plan.txt" | sed 's/^/    /'
+      terraform -chdir="$tf_dir" apply -input=false "$plan/rotation.tfplan" >/dev/null ||
+        fail "terraform apply of the load balancer's rule failed; run again to resume"
+      echo "  the load balancer's rule now accepts the secret's values" ;;
+    *)
+      fail "the plan would also change $changes: run \`make apply\` first, then rotate again to resume" ;;
+  esac
+  rm -f "$plan"/*
 }
 
 check() {
   $check_command || fail "the service check failed after $1; nothing further was changed (run again to resume)"
 }
 
+# Before anything changes: a change waiting for `make apply` in what the rule depends on would
+# ride along with the rotation's targeted applies.
+pending=$(plan_rule "$@")
+[[ $pending == none || $pending == update ]] ||
+  fail "the plan would also change $pending: run \`make apply\` first, then rotate (nothing was changed)"
+rm -f "$plan"/*
+
 step "1/3 prepare: a new value, accepted by the load balancer beside the current one"
 invoke prepare
-apply_load_balancer "$@"
+apply_rule "$@"
 check "prepare"
 
 step "2/3 promote: CloudFront sends the new value"
@@ -77,6 +123,6 @@ check "promote"
 
 step "3/3 retire: the old value is no longer accepted"
 invoke retire
-apply_load_balancer "$@"
+apply_rule "$@"
 check "retire"
 echo "rotation complete"

@@ -69,3 +69,8 @@ output "alarm_names" {
   description = "The CloudWatch alarms, by purpose (they notify alarm_email when it is set)."
   value       = module.monitoring.alarm_names
 }
+
+output "ec2_tasks_per_instance" {
+  description = "With run_on_ec2: how many tasks one instance of ec2_instance_type holds (the Auto Scaling group's maximum is sized from it); null on Fargate."
+  value       = module.ecs_cluster.tasks_per_instance
+}

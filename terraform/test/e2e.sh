@@ -201,16 +201,28 @@ step "rotation of the secret header in two phases (scripts/rotate-secret.sh)"
 old_secret=$(emulator secret "$work/outputs.json")
 # Between phases the emulator answers what a client would find out: whether the load balancer
 # accepts the value CloudFront sends.
-ROTATION_CHECK="python3 $here/emulator.py consistent $work/outputs.json" \
-  ROTATION_WAIT="python3 $here/emulator.py wait-deployed" \
-  TF_CLI_ARGS_apply="-no-color" AWS_ENDPOINT_URL=$moto \
-  timeout --kill-after=10 600 "$repo/scripts/rotate-secret.sh" "$work/tf" "${vars[@]}" >"$work/rotate.log" 2>&1 ||
-  fail "the rotation failed (see rotate.log below)"
+rotate() {
+  ROTATION_CHECK="python3 $here/emulator.py consistent $work/outputs.json" \
+    ROTATION_WAIT="python3 $here/emulator.py wait-deployed" \
+    TF_CLI_ARGS_plan="-no-color" TF_CLI_ARGS_apply="-no-color" AWS_ENDPOINT_URL=$moto \
+    timeout --kill-after=10 600 "$repo/scripts/rotate-secret.sh" "$work/tf" "$@"
+}
+# A change waiting for an apply (here a new Lambda package) must not ride along with the rotation's
+# targeted apply: the script refuses, and the service still accepts what CloudFront sends.
+python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1], "w").writestr("bootstrap", "#!/bin/sh\n# another placeholder\n")' "$work/other.zip"
+if rotate "${vars[@]}" -var "lambda_zip_path=$work/other.zip" >"$work/rotate-refused.log" 2>&1; then
+  cat "$work/rotate-refused.log"; fail "the rotation went ahead although the plan would also change the function"
+fi
+grep -q "would also change module.origin_secret.aws_lambda_function.this" "$work/rotate-refused.log" ||
+  { cat "$work/rotate-refused.log"; fail "the refused rotation does not name the pending change"; }
+echo "  ok: a rotation whose plan would also change the function is refused before any change, naming it"
+emulator consistent "$work/outputs.json"
+rotate "${vars[@]}" >"$work/rotate.log" 2>&1 || fail "the rotation failed (see rotate.log below)"
 cat "$work/rotate.log"
 emulator rotated "$work/outputs.json" "$old_secret"
 remember_secrets
 tf plan -destroy -no-color "${vars[@]}" >"$work/plan-destroy-rotated.log" 2>&1 || fail "terraform plan -destroy after the rotation failed"
-no_secret_in "$work/rotate.log" "$work/plan-destroy-rotated.log"
+no_secret_in "$work/rotate-refused.log" "$work/rotate.log" "$work/plan-destroy-rotated.log"
 
 step "terraform destroy"
 tf destroy -auto-approve -no-color "${vars[@]}" >"$work/destroy.log" 2>&1 || fail "terraform destroy failed (see destroy.log below)"

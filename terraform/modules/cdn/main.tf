@@ -91,7 +91,9 @@ resource "aws_cloudwatch_log_group" "access" {
   #checkov:skip=CKV_AWS_338:Access logs kept for log_retention_days, a variable, rather than a year.
   provider = aws.us_east_1
 
-  name              = "/aws/cloudfront/${var.name}"
+  # Under /aws/vendedlogs/, CloudWatch Logs grants every delivery one shared resource policy instead
+  # of growing a policy per log group (an account has at most 10 per region).
+  name              = "/aws/vendedlogs/cloudfront/${var.name}"
   retention_in_days = var.log_retention_days
 }
 

@@ -1,6 +1,7 @@
 terraform {
-  # 1.9: variable validations may refer to other variables.
-  required_version = ">= 1.9"
+  # 1.11: write-only attributes and ephemeral resources keep secrets out of the plan and state
+  # (random-secret); 1.9: variable validations may refer to other variables.
+  required_version = ">= 1.11"
 
   required_providers {
     aws = {

@@ -84,7 +84,9 @@ resource "aws_lambda_function" "this" {
   handler          = "bootstrap"
   architectures    = [var.architecture]
   memory_size      = 128
-  timeout          = 30
+  # Room for the first invocation to wait out IAM propagating its role's policy (it retries
+  # AccessDenied for up to 60 s, ending 5 s before this deadline) instead of failing the apply.
+  timeout = 90
 
   # The role's permissions and the log group exist before the function does, which also gives
   # IAM a few seconds to propagate them before the first invocation.
