@@ -1,24 +1,32 @@
 # Only CloudFront's origin-facing servers may reach the load balancer; the secret header then
-# proves the request came through this distribution and not someone else's.
+# proves the request came through this distribution and not someone else's. With a certificate
+# the one listener is HTTPS on 443, so the header and every frame cross the internet encrypted;
+# without one it is HTTP on 80.
+
+locals {
+  https         = var.certificate_arn != null
+  listener_port = local.https ? 443 : 80
+}
+
 data "aws_ec2_managed_prefix_list" "cloudfront_origin_facing" {
   name = "com.amazonaws.global.cloudfront.origin-facing"
 }
 
 resource "aws_security_group" "this" {
   name        = "${var.name}-alb"
-  description = "Load balancer of ${var.name}: HTTP from CloudFront only"
+  description = "Load balancer of ${var.name}: CloudFront only"
   vpc_id      = var.vpc_id
 
   tags = { Name = "${var.name}-alb" }
 }
 
-resource "aws_vpc_security_group_ingress_rule" "http_from_cloudfront" {
+resource "aws_vpc_security_group_ingress_rule" "from_cloudfront" {
   #checkov:skip=CKV_AWS_260:False positive: the source is CloudFront's origin-facing prefix list, not 0.0.0.0/0 (the check does not read prefix_list_id).
   security_group_id = aws_security_group.this.id
-  description       = "HTTP from CloudFront origin-facing servers"
+  description       = "${local.https ? "HTTPS" : "HTTP"} from CloudFront origin-facing servers"
   ip_protocol       = "tcp"
-  from_port         = 80
-  to_port           = 80
+  from_port         = local.listener_port
+  to_port           = local.listener_port
   prefix_list_id    = data.aws_ec2_managed_prefix_list.cloudfront_origin_facing.id
 }
 
@@ -35,7 +43,7 @@ resource "aws_lb" "this" {
   #checkov:skip=CKV_AWS_91:Access logs would repeat CloudFront's standard logs: every request reaches the ALB through CloudFront.
   #checkov:skip=CKV_AWS_150:Deletion protection would stop `make destroy`; the ALB holds no data and `make apply` recreates it.
   #checkov:skip=CKV2_AWS_28:No WAF: the ALB answers only CloudFront (prefix list) carrying the secret header; a WebACL belongs on CloudFront and is a cost decision left to the operator.
-  #checkov:skip=CKV2_AWS_20:Redirecting to HTTPS would break the CloudFront origin, which speaks HTTP to the ALB (CloudFront terminates TLS; the ALB has no certificate because the service has no domain of its own).
+  #checkov:skip=CKV2_AWS_20:There is one listener and no redirect: HTTPS on 443 with a certificate (a custom domain), else HTTP on 80 for CloudFront, which then has no name the ALB could hold a certificate for.
   name               = var.name
   load_balancer_type = "application"
   internal           = false
@@ -67,12 +75,15 @@ resource "aws_lb_target_group" "this" {
 }
 
 # Anything that did not come through CloudFront ends here.
-resource "aws_lb_listener" "http" {
-  #checkov:skip=CKV_AWS_2:Plain HTTP on purpose: CloudFront terminates TLS for viewers and is the only client (prefix list + secret header); the ALB has no certificate because the service has no domain of its own.
-  #checkov:skip=CKV_AWS_103:No TLS on this listener, see CKV_AWS_2.
+resource "aws_lb_listener" "this" {
+  #checkov:skip=CKV_AWS_2:HTTPS whenever the deployment has a domain (certificate_arn); plain HTTP only without one, where CloudFront's origin has no name a certificate could cover (README: what crosses in clear).
+  #checkov:skip=CKV_AWS_103:TLS 1.2 or later (ELBSecurityPolicy-TLS13-1-2-2021-06) with a certificate; no TLS without one, see CKV_AWS_2.
   load_balancer_arn = aws_lb.this.arn
-  port              = 80
-  protocol          = "HTTP"
+  port              = local.listener_port
+  protocol          = local.https ? "HTTPS" : "HTTP"
+  certificate_arn   = var.certificate_arn
+  # TLS 1.3 and 1.2 only, the policy AWS recommends; CloudFront speaks TLS 1.2 to origins.
+  ssl_policy = local.https ? "ELBSecurityPolicy-TLS13-1-2-2021-06" : null
 
   default_action {
     type = "fixed-response"
@@ -86,7 +97,7 @@ resource "aws_lb_listener" "http" {
 }
 
 resource "aws_lb_listener_rule" "forward_with_secret" {
-  listener_arn = aws_lb_listener.http.arn
+  listener_arn = aws_lb_listener.this.arn
   priority     = 1
 
   condition {
@@ -100,4 +111,15 @@ resource "aws_lb_listener_rule" "forward_with_secret" {
     type             = "forward"
     target_group_arn = aws_lb_target_group.this.arn
   }
+}
+
+# The listener and its ingress rule were HTTP-only; one address each now serves either protocol.
+moved {
+  from = aws_lb_listener.http
+  to   = aws_lb_listener.this
+}
+
+moved {
+  from = aws_vpc_security_group_ingress_rule.http_from_cloudfront
+  to   = aws_vpc_security_group_ingress_rule.from_cloudfront
 }

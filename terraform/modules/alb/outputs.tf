@@ -14,8 +14,8 @@ output "security_group_id" {
 }
 
 output "listener_arn" {
-  description = "ARN of the HTTP listener (default action: fixed 403)."
-  value       = aws_lb_listener.http.arn
+  description = "ARN of the listener (HTTPS on 443 with a certificate, else HTTP on 80; default action: fixed 403)."
+  value       = aws_lb_listener.this.arn
 }
 
 output "target_group_arn" {
@@ -31,4 +31,9 @@ output "target_group_arn_suffix" {
 output "arn_suffix" {
   description = "ARN suffix of the load balancer (app/<name>/<id>), the LoadBalancer dimension of its CloudWatch metrics."
   value       = aws_lb.this.arn_suffix
+}
+
+output "zone_id" {
+  description = "Route 53 hosted zone of the load balancer's DNS name, for an alias record to it."
+  value       = aws_lb.this.zone_id
 }

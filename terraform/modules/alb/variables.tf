@@ -97,3 +97,14 @@ variable "origin_secret_header_values" {
     error_message = "origin_secret_header_values must hold 1-5 values, each 64 lowercase hex characters (the ALB matches case-insensitively and treats * and ? as wildcards, so nothing else is safe)."
   }
 }
+
+variable "certificate_arn" {
+  description = "ACM certificate (in this region) for an HTTPS listener on 443; null: an HTTP listener on 80. It must cover the name CloudFront's origin uses."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/", var.certificate_arn))
+    error_message = "certificate_arn must be an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<id>) or null."
+  }
+}

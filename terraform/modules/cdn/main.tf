@@ -12,12 +12,13 @@ locals {
   origin_read_timeout_seconds      = 30
   origin_keepalive_timeout_seconds = 5
   all_methods                      = ["GET", "HEAD", "OPTIONS", "PUT", "POST", "PATCH", "DELETE"]
+  origin_protocol_policy           = var.origin_https ? "https-only" : "http-only"
 }
 
 resource "aws_cloudfront_distribution" "this" {
   #checkov:skip=CKV_AWS_68:No WAF WebACL: a cost decision left to the operator; the origin is closed to everything but this distribution.
   #checkov:skip=CKV2_AWS_47:No WAF WebACL, see CKV_AWS_68.
-  #checkov:skip=CKV_AWS_174:The default *.cloudfront.net certificate always allows TLSv1; a minimum of TLSv1.2 needs a custom domain with an ACM certificate, which this service does not have.
+  #checkov:skip=CKV_AWS_174:With a domain the minimum is TLSv1.2_2021; without one the default *.cloudfront.net certificate, which always allows TLSv1, is the only certificate there is.
   #checkov:skip=CKV2_AWS_42:No custom domain, hence the default certificate, see CKV_AWS_174.
   #checkov:skip=CKV_AWS_310:A single origin: failover would need a second deployment in another region.
   #checkov:skip=CKV_AWS_305:No default root object: the origin serves WebSocket endpoints and /health, no site.
@@ -42,7 +43,7 @@ resource "aws_cloudfront_distribution" "this" {
     }
 
     custom_origin_config {
-      origin_protocol_policy   = "http-only"
+      origin_protocol_policy   = local.origin_protocol_policy
       http_port                = 80
       https_port               = 443
       origin_ssl_protocols     = ["TLSv1.2"]
@@ -68,8 +69,15 @@ resource "aws_cloudfront_distribution" "this" {
     }
   }
 
+  aliases = var.aliases
+
+  # With a domain: its ACM certificate (in us-east-1, where CloudFront reads certificates), SNI,
+  # TLS 1.2 at least. Without one: *.cloudfront.net's default certificate.
   viewer_certificate {
-    cloudfront_default_certificate = true
+    cloudfront_default_certificate = var.acm_certificate_arn == null
+    acm_certificate_arn            = var.acm_certificate_arn
+    ssl_support_method             = var.acm_certificate_arn == null ? null : "sni-only"
+    minimum_protocol_version       = var.acm_certificate_arn == null ? null : "TLSv1.2_2021"
   }
 
   lifecycle {
@@ -79,6 +87,14 @@ resource "aws_cloudfront_distribution" "this" {
     # cost: changes to the origin block reach a distribution only when it is created; the check
     # block after this resource says when the deployed origin has fallen behind.
     ignore_changes = [origin]
+
+    # Because of that, turning HTTPS to the origin on (or off) would never reach an existing
+    # distribution, and the load balancer's listener would move to the other port under it:
+    # every request would fail. Refuse the plan instead, saying how to move the distribution.
+    postcondition {
+      condition     = alltrue([for origin in self.origin : alltrue([for config in origin.custom_origin_config : config.origin_protocol_policy == local.origin_protocol_policy])])
+      error_message = "The distribution's origin is not ${local.origin_protocol_policy} as configured (HTTPS to the origin was turned on or off after it was created), and Terraform does not update its origin (the rotation function owns it). Replace the distribution in the same apply: terraform -chdir=terraform apply -replace=module.cdn.aws_cloudfront_distribution.this (it starts with the current secret; see terraform/README.md, \"Drift\")."
+    }
   }
 }
 
@@ -128,8 +144,7 @@ check "origin_matches_configuration" {
     condition = alltrue([
       for origin in aws_cloudfront_distribution.this.origin : origin.domain_name == var.origin_domain_name && alltrue([
         for config in origin.custom_origin_config :
-        config.origin_protocol_policy == "http-only" &&
-        config.http_port == 80 &&
+        config.origin_protocol_policy == local.origin_protocol_policy &&
         config.origin_read_timeout == local.origin_read_timeout_seconds &&
         config.origin_keepalive_timeout == local.origin_keepalive_timeout_seconds
       ])

@@ -10,7 +10,7 @@ variable "name" {
 }
 
 variable "origin_domain_name" {
-  description = "DNS name of the load balancer CloudFront forwards to (over HTTP on port 80)."
+  description = "DNS name CloudFront forwards to: the load balancer's, or with origin_https a name its certificate covers."
   type        = string
 }
 
@@ -42,5 +42,33 @@ variable "log_retention_days" {
   validation {
     condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
     error_message = "log_retention_days must be a retention CloudWatch Logs offers (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, ...)."
+  }
+}
+
+variable "origin_https" {
+  description = "Reach the origin over HTTPS (https-only, TLS 1.2, port 443): origin_domain_name must then be covered by the load balancer's certificate. False: HTTP on port 80, in clear."
+  type        = bool
+  default     = false
+}
+
+variable "aliases" {
+  description = "Domain names the distribution serves besides <id>.cloudfront.net; they need acm_certificate_arn."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.aliases) == 0 || var.acm_certificate_arn != null
+    error_message = "aliases need acm_certificate_arn: CloudFront serves a domain only with a certificate for it."
+  }
+}
+
+variable "acm_certificate_arn" {
+  description = "ACM certificate in us-east-1 covering aliases; null: the default *.cloudfront.net certificate."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.acm_certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:us-east-1:[0-9]{12}:certificate/", var.acm_certificate_arn))
+    error_message = "acm_certificate_arn must be an ACM certificate in us-east-1 (CloudFront reads certificates there only), or null."
   }
 }

@@ -90,3 +90,20 @@ run "retention_must_be_one_cloudwatch_offers" {
 
   expect_failures = [var.log_retention_days]
 }
+
+# The distribution created by the runs above speaks HTTP to its origin; switching an existing one
+# to HTTPS would be ignored (ignore_changes = [origin]) while the listener moved to 443.
+run "switching_an_existing_distribution_to_https_is_refused_with_the_way_out" {
+  command = plan
+
+  providers = {
+    aws           = aws
+    aws.us_east_1 = aws.us_east_1
+  }
+
+  variables {
+    origin_https = true
+  }
+
+  expect_failures = [aws_cloudfront_distribution.this]
+}
