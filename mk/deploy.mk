@@ -76,6 +76,9 @@ apply: ## Deploy everything from nothing: the Lambda package, the ECR repository
 	$(MAKE) image IMAGE_TAG=$(IMAGE_TAG)
 	@echo "--- 4/4 everything else"
 	$(TF) apply -input=false $(TF_APPLY_FLAGS) $(TF_VARS)
+	@[[ "$$($(TF) output -raw origin_protocol 2>/dev/null)" != http ]] || echo "Note: without domain_name," \
+	  "CloudFront reaches the load balancer over plain HTTP: the secret header and every message cross the internet" \
+	  "in clear between CloudFront and AWS's region. For production set domain_name and hosted_zone_id (README, Deploying)."
 
 rotate-secret: ## Rotate the secret header between CloudFront and the load balancer in two phases, checking the service (make smoke) after each step
 	$(call preflight,aws terraform python3 cargo cargo-lambda)

@@ -25,6 +25,9 @@ provider "aws" {
 data "aws_region" "current" {}
 
 locals {
+  # With a domain, CloudFront reaches the load balancer over HTTPS (see the domain module).
+  custom_domain = var.domain_name != null
+
   # Twice the ping interval, so a WebSocket the server pings is never idle long enough for the ALB
   # to cut it.
   load_balancer_idle_timeout_seconds = 2 * var.ping_interval_seconds
@@ -57,6 +60,23 @@ module "alb" {
 
   origin_secret_header_name   = module.origin_secret.header_name
   origin_secret_header_values = module.origin_secret.accepted_header_values
+  certificate_arn             = local.custom_domain ? module.domain[0].origin_certificate_arn : null
+}
+
+module "domain" {
+  source = "./modules/domain"
+  count  = local.custom_domain ? 1 : 0
+  providers = {
+    aws           = aws
+    aws.us_east_1 = aws.us_east_1
+  }
+
+  domain_name                 = var.domain_name
+  hosted_zone_id              = var.hosted_zone_id
+  distribution_domain_name    = module.cdn.domain_name
+  distribution_hosted_zone_id = module.cdn.hosted_zone_id
+  load_balancer_dns_name      = module.alb.dns_name
+  load_balancer_zone_id       = module.alb.zone_id
 }
 
 module "cdn" {
@@ -66,10 +86,13 @@ module "cdn" {
     aws.us_east_1 = aws.us_east_1
   }
 
-  name               = var.name
-  origin_domain_name = module.alb.dns_name
-  price_class        = var.price_class
-  log_retention_days = var.log_retention_days
+  name                = var.name
+  origin_domain_name  = local.custom_domain ? module.domain[0].origin_domain_name : module.alb.dns_name
+  origin_https        = local.custom_domain
+  aliases             = local.custom_domain ? [var.domain_name] : []
+  acm_certificate_arn = local.custom_domain ? module.domain[0].cloudfront_certificate_arn : null
+  price_class         = var.price_class
+  log_retention_days  = var.log_retention_days
   origin_secret_header = {
     name  = module.origin_secret.header_name
     value = module.origin_secret.current_header_value

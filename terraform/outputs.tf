@@ -1,6 +1,11 @@
 output "websocket_url" {
-  description = "URL clients connect to."
-  value       = "wss://${module.cdn.domain_name}/wss"
+  description = "URL clients connect to: on domain_name when set, else on the distribution's own name."
+  value       = "wss://${local.custom_domain ? var.domain_name : module.cdn.domain_name}/wss"
+}
+
+output "origin_protocol" {
+  description = "How CloudFront reaches the load balancer: https (with domain_name) or http (in clear: the secret header and every frame)."
+  value       = local.custom_domain ? "https" : "http"
 }
 
 output "cloudfront_domain_name" {

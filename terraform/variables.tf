@@ -152,3 +152,20 @@ variable "alarm_email" {
     error_message = "alarm_email must be an email address such as ops@example.com, or null."
   }
 }
+
+variable "domain_name" {
+  description = "Your domain for the service (e.g. ws.example.com), in hosted_zone_id: viewers connect to wss://<domain_name>/wss, and CloudFront reaches the load balancer over HTTPS at origin.<domain_name>, so the secret header and every frame are encrypted all the way. null (the default): <id>.cloudfront.net, and CloudFront speaks plain HTTP to the load balancer."
+  type        = string
+  default     = null
+}
+
+variable "hosted_zone_id" {
+  description = "Route 53 public hosted zone holding domain_name (certificate validation and alias records go there); set with domain_name."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = (var.domain_name == null) == (var.hosted_zone_id == null)
+    error_message = "domain_name and hosted_zone_id go together: set both (a domain in that Route 53 zone) or neither."
+  }
+}

@@ -22,3 +22,8 @@ output "access_log_group_name" {
   description = "CloudWatch log group (in us-east-1) receiving the access logs."
   value       = aws_cloudwatch_log_group.access.name
 }
+
+output "hosted_zone_id" {
+  description = "CloudFront's Route 53 zone, for alias records to the distribution."
+  value       = aws_cloudfront_distribution.this.hosted_zone_id
+}
