@@ -39,26 +39,42 @@ impl ChromeDriver {
         }
     }
 
-    /// A new headless chromium with its own empty profile.
+    /// A new headless chromium with its own empty profile. Starting chromium is retried (with a
+    /// fresh profile) when the browser process itself exits before the session exists, which a
+    /// loaded CI machine sees now and then ("Chrome instance exited"); nothing of the page under
+    /// test has run at that point, so the retry cannot hide a failure of the demo.
     async fn open(&self, page: &str) -> Browser {
-        let profile = std::env::temp_dir().join(format!("demo-test-profile-{}", free_port()));
-        // The flags keep chromium off the network it has no access to here (see the machine notes).
-        let options = json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=900,700",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        });
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("goog:chromeOptions".to_owned(), options);
-        let browser = ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&self.url)
-            .await
-            .expect("a chromium session");
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        let browser = loop {
+            let profile = std::env::temp_dir().join(format!("demo-test-profile-{}", free_port()));
+            // The flags keep chromium off the network it has no access to here (see the machine
+            // notes).
+            let options = json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=900,700",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            });
+            let mut capabilities = serde_json::Map::new();
+            capabilities.insert("goog:chromeOptions".to_owned(), options);
+            match ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&self.url)
+                .await
+            {
+                Ok(browser) => break browser,
+                Err(err) if attempt < ATTEMPTS => {
+                    eprintln!("chromium did not start (attempt {attempt} of {ATTEMPTS}): {err:?}");
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(err) => panic!("no chromium session after {ATTEMPTS} attempts: {err:?}"),
+            }
+        };
         browser.goto(page).await.unwrap();
         browser
     }
