@@ -26,6 +26,11 @@ cd "$repo"
 
 fail() { printf 'image-tag.sh: %s\n' "$*" >&2; exit 1; }
 
+# Listings go through files, not process substitution: `wait $!` on a process substitution can
+# report a status bash has already discarded (127), which made a good listing look failed.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
 case ${1:-} in
   "") mode=tag ;;
   --files) mode=files ;;
@@ -73,8 +78,9 @@ worktree_records() {
     [[ -e $path || -L $path ]] && existing+=("./$path")
   done
   # Triples of type (f or l), permission bits in octal, path.
-  mapfile -d '' entries < <(find "${existing[@]}" \( -type f -o -type l \) -printf '%y\0%m\0%p\0')
-  wait $! || fail "find could not list the build context"
+  find "${existing[@]}" \( -type f -o -type l \) -printf '%y\0%m\0%p\0' >"$scratch/context" ||
+    fail "find could not list the build context"
+  mapfile -d '' entries <"$scratch/context"
   for ((i = 0; i < ${#entries[@]}; i += 3)); do
     path=${entries[i + 2]#./}
     [[ $path != *$'\n'* ]] || fail "a path with a newline in the build context: '$path'"
@@ -86,8 +92,9 @@ worktree_records() {
     fi
   done
   ((${#files[@]})) || return 0
-  mapfile -t ids < <(printf '%s\n' "${files[@]}" | git hash-object --no-filters --stdin-paths)
-  wait $! || fail "git hash-object failed"
+  printf '%s\n' "${files[@]}" | git hash-object --no-filters --stdin-paths >"$scratch/ids" ||
+    fail "git hash-object failed"
+  mapfile -t ids <"$scratch/ids"
   ((${#ids[@]} == ${#files[@]})) || fail "git hash-object gave ${#ids[@]} ids for ${#files[@]} files"
   for i in "${!files[@]}"; do
     printf '%s %s %s\0' "${modes[i]}" "${ids[i]}" "${files[i]}"
@@ -97,8 +104,8 @@ worktree_records() {
 # HEAD, for the same paths (ls-tree takes and prints them relative to the current directory).
 head_records() {
   local entries=() entry meta path gitmode type id
-  mapfile -d '' entries < <(git --literal-pathspecs ls-tree -r -z "$rev" -- "${paths[@]}")
-  wait $! || fail "git ls-tree failed"
+  git --literal-pathspecs ls-tree -r -z "$rev" -- "${paths[@]}" >"$scratch/tree" || fail "git ls-tree failed"
+  mapfile -d '' entries <"$scratch/tree"
   for entry in "${entries[@]}"; do
     meta=${entry%%$'\t'*} path=${entry#*$'\t'}
     read -r gitmode type id <<<"$meta"
