@@ -101,7 +101,7 @@ destroy: ## Delete everything `make apply` created (images and logs included)
 
 test-terraform: terraform-check terraform-e2e test-image-tag ## The whole offline proof of terraform/ and the Dockerfile
 
-terraform-check: tools ## fmt, init and validate of the root and every module, checkov, hadolint (offline, a minute)
+terraform-check: tools ## fmt, init, validate and terraform test of the root and every module, checkov, hadolint (offline, 3-4 minutes, most of it checkov)
 	terraform/test/check.sh
 
 terraform-e2e: tools ## apply, plan, rotate and destroy against moto with the real custom-header-fn (offline, minutes)

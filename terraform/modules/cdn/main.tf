@@ -144,7 +144,6 @@ check "origin_matches_configuration" {
     condition = alltrue([
       for origin in aws_cloudfront_distribution.this.origin : origin.domain_name == var.origin_domain_name && alltrue([
         for config in origin.custom_origin_config :
-        config.origin_protocol_policy == local.origin_protocol_policy &&
         config.origin_read_timeout == local.origin_read_timeout_seconds &&
         config.origin_keepalive_timeout == local.origin_keepalive_timeout_seconds
       ])

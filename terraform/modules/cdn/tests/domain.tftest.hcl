@@ -2,21 +2,14 @@
 # that speaks HTTP to its origin): HTTPS to the origin, the domain's certificate for viewers, and
 # the inputs that cannot work refused. Mocked providers: no account needed.
 
+# Shared with the other test file: tests/mocks/*/aws.tfmock.hcl.
 mock_provider "aws" {
-  mock_resource "aws_cloudfront_distribution" {
-    defaults = { arn = "arn:aws:cloudfront::123456789012:distribution/E2EXAMPLE0ABCD" }
-  }
+  source = "./tests/mocks/global"
 }
 
 mock_provider "aws" {
-  alias = "us_east_1"
-
-  mock_resource "aws_cloudwatch_log_group" {
-    defaults = { arn = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/vendedlogs/cloudfront/websocket-test" }
-  }
-  mock_resource "aws_cloudwatch_log_delivery_destination" {
-    defaults = { arn = "arn:aws:logs:us-east-1:123456789012:delivery-destination:websocket-test-cloudfront" }
-  }
+  alias  = "us_east_1"
+  source = "./tests/mocks/us-east-1"
 }
 
 variables {
