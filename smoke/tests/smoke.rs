@@ -10,24 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const SMOKE: &str = env!("CARGO_BIN_EXE_smoke");
+// The server tests' in-process server, shared by path: the rest of their support names the
+// server's binary, which only its own crate can.
+#[path = "../../server/tests/common/in_process.rs"]
+mod in_process;
 
-/// Starts the real server in this process on a loopback port.
-async fn server() -> SocketAddr {
-    let cli =
-        server::config::Cli::try_parse_from(["websocket-server", "--emf-interval", "0"]).unwrap();
-    let listeners = server::Listeners {
-        public: server::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
-        admin: None,
-    };
-    let addr = listeners.public.local_addr().unwrap();
-    tokio::spawn(async move { server::run(&cli.config, listeners, std::future::pending()).await });
-    addr
-}
+use in_process::{PATIENCE, TestServer};
+
+const SMOKE: &str = env!("CARGO_BIN_EXE_smoke");
 
 /// A stand-in that answers every request with `head` (status line and headers).
 async fn stand_in(head: &'static str) -> SocketAddr {
@@ -69,10 +62,10 @@ fn args(server: SocketAddr, alb: SocketAddr, plain: SocketAddr) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_deployment_passes_all_five_checks() {
-    let server = server().await;
+    let server = TestServer::start(&[]).await;
     let alb = stand_in("HTTP/1.1 403 Forbidden").await;
     let plain = stand_in("HTTP/1.1 301 Moved Permanently\r\nLocation: https://example.test/").await;
-    let (code, stdout) = smoke(args(server, alb, plain)).await;
+    let (code, stdout) = smoke(args(server.addr, alb, plain)).await;
     assert_eq!(code, Some(0), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 5, "{stdout}");
@@ -97,10 +90,10 @@ async fn a_healthy_deployment_passes_all_five_checks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_bypass_fails_check_4_and_says_where_to_look() {
-    let server = server().await;
+    let server = TestServer::start(&[]).await;
     // The server itself plays a load balancer that forwards without the secret header.
     let plain = stand_in("HTTP/1.1 403 Forbidden").await;
-    let (code, stdout) = smoke(args(server, server, plain)).await;
+    let (code, stdout) = smoke(args(server.addr, server.addr, plain)).await;
     assert_eq!(code, Some(1), "{stdout}");
     assert!(
         stdout.contains("FAIL  4. load balancer bypass is closed"),
@@ -115,10 +108,10 @@ async fn an_open_bypass_fails_check_4_and_says_where_to_look() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_served_as_is_fails_check_5() {
-    let server = server().await;
+    let server = TestServer::start(&[]).await;
     let alb = stand_in("HTTP/1.1 403 Forbidden").await;
     // The server answers plain HTTP with 200: what an allow-all viewer protocol policy would do.
-    let (code, stdout) = smoke(args(server, alb, server)).await;
+    let (code, stdout) = smoke(args(server.addr, alb, server.addr)).await;
     assert_eq!(code, Some(1), "{stdout}");
     assert!(
         stdout.contains("FAIL  5. CloudFront serves HTTPS only"),
@@ -162,9 +155,6 @@ fn without_flags_or_terraform_outputs_it_says_what_to_do() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
-
-/// Long enough for anything that should happen; only reached when a test is about to fail.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A `redis-server` on a Unix socket in a directory of its own (no TCP port another test could
 /// take in between), without persistence; killed and its directory removed when dropped.
@@ -223,44 +213,16 @@ impl Drop for Redis {
 }
 
 /// One task of a deployment: a real server in this process with its own hub, connected to Redis
-/// at `redis_url` if given. Returns its public and metrics addresses once its backplane is up.
-async fn task(redis_url: Option<&str>) -> (SocketAddr, SocketAddr) {
-    let mut argv = vec!["websocket-server", "--emf-interval", "0"];
-    if let Some(url) = redis_url {
-        argv.extend(["--redis-url", url]);
-    }
-    let cli = server::config::Cli::try_parse_from(argv).unwrap();
-    let listeners = server::Listeners {
-        public: server::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
-        admin: Some(server::bind("127.0.0.1:0".parse().unwrap()).unwrap()),
+/// at `redis_url` if given and then returned once its backplane is up.
+async fn task(redis_url: Option<&str>) -> TestServer {
+    let Some(url) = redis_url else {
+        return TestServer::start(&[]).await;
     };
-    let addr = listeners.public.local_addr().unwrap();
-    let admin = listeners.admin.as_ref().unwrap().local_addr().unwrap();
-    tokio::spawn(async move { server::run(&cli.config, listeners, std::future::pending()).await });
-    if redis_url.is_some() {
-        // Until it has subscribed, a task would miss the others' messages for a reason that is
-        // not the one under test.
-        let deadline = Instant::now() + PATIENCE;
-        while metric(admin, "websocket_backplane_up").await != 1.0 {
-            assert!(
-                Instant::now() < deadline,
-                "the backplane of {addr} never came up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    (addr, admin)
-}
-
-/// A value from a server's Prometheus text (0 when the series does not exist yet).
-async fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let (status, body) = server::healthcheck::http_request(admin, "GET", "/metrics")
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    let task = TestServer::start(&["--redis-url", url]).await;
+    // Until it has subscribed, a task would miss the others' messages for a reason that is not
+    // the one under test.
+    task.wait_for_metric("websocket_backplane_up", 1.0).await;
+    task
 }
 
 /// The load balancer: TCP connection i goes to backend i % 2, bytes copied both ways. Returns its
@@ -292,9 +254,8 @@ async fn round_robin(backends: [SocketAddr; 2]) -> (SocketAddr, Arc<[AtomicUsize
 /// two tasks and not one.
 async fn two_tasks(redis: Option<&Redis>) -> (Option<i32>, String) {
     let url = redis.map(Redis::url);
-    let (a, a_admin) = task(url.as_deref()).await;
-    let (b, b_admin) = task(url.as_deref()).await;
-    let (proxy, counts) = round_robin([a, b]).await;
+    let tasks = [task(url.as_deref()).await, task(url.as_deref()).await];
+    let (proxy, counts) = round_robin([tasks[0].addr, tasks[1].addr]).await;
     let alb = stand_in("HTTP/1.1 403 Forbidden").await;
     let plain = stand_in("HTTP/1.1 301 Moved Permanently\r\nLocation: https://example.test/").await;
     let mut args = args(proxy, alb, plain);
@@ -303,13 +264,13 @@ async fn two_tasks(redis: Option<&Redis>) -> (Option<i32>, String) {
     args.push("--timeout=3s".to_owned());
     let (code, stdout) = smoke(args).await;
     // Check 2's 24 WebSockets alternate between the backends, whatever else went through.
-    for (backend, admin) in [a_admin, b_admin].into_iter().enumerate() {
+    for (backend, task) in tasks.iter().enumerate() {
         let proxied = counts[backend].load(Ordering::SeqCst);
         assert!(
             proxied >= 12,
             "backend {backend} got {proxied} connections: {stdout}"
         );
-        let opened = metric(admin, "websocket_connections_opened_total").await;
+        let opened = task.metric("websocket_connections_opened_total").await;
         assert!(
             opened >= 12.0,
             "backend {backend} opened {opened} WebSockets: {stdout}"
