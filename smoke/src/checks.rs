@@ -1,7 +1,6 @@
 //! The five checks, in order: each prints one line; the first failure says what to look at and
 //! ends the run with exit code 1.
 
-use std::cell::RefCell;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -90,16 +89,7 @@ async fn websocket(url: &str, limit: Duration) -> Verdict {
         the listener rule's secret header, and the ECS service's healthy targets";
     let started = Instant::now();
     let attempt = async {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|err| fail(format!("cannot connect: {err}"), LOOK))?;
-        let greeting = next_text(&mut socket).await?;
-        if greeting != r#"{"connection":"ok"}"# {
-            return Err(fail(
-                format!("expected the greeting, got {greeting:?}"),
-                LOOK,
-            ));
-        }
+        let mut socket = open(url, LOOK).await?;
         let marker = format!("{:016x}", rand::random::<u64>());
         let sent = format!(r#"{{"smoke":"{marker}"}}"#);
         socket
@@ -125,6 +115,21 @@ pub const SENDERS: usize = 6;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Connects and expects the greeting; a failure to read it is [`next_text`]'s, as it is.
+async fn open(url: &str, look: &'static str) -> Result<Socket, Failure> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|err| fail(format!("cannot connect: {err}"), look))?;
+    let greeting = next_text(&mut socket).await?;
+    if greeting != r#"{"connection":"ok"}"# {
+        return Err(fail(
+            format!("expected the greeting, got {greeting:?}"),
+            look,
+        ));
+    }
+    Ok(socket)
+}
+
 /// Opens `connections` WebSockets at once, so that the load balancer spreads them over the tasks,
 /// sends one message from each of [`SENDERS`] of them and waits until every connection has
 /// received every message. Check 1 cannot see tasks that do not share a backplane: its one
@@ -137,20 +142,12 @@ async fn every_task(url: &str, limit: Duration, connections: usize) -> Verdict {
     let deadline = tokio::time::Instant::now() + limit;
     let opened = tokio::time::timeout_at(
         deadline,
+        // The server joins a client to the broadcast before it greets it, so every message sent
+        // once all greetings are in must reach every connection.
         try_join_all((0..connections).map(|index| async move {
-            let numbered = |what: String| fail(format!("connection {}: {what}", index + 1), LOOK);
-            let (mut socket, _) = tokio_tungstenite::connect_async(url)
-                .await
-                .map_err(|err| numbered(format!("cannot connect: {err}")))?;
-            // The server joins a client to the broadcast before it greets it, so every message
-            // sent once all greetings are in must reach every connection.
-            let greeting = next_text(&mut socket)
-                .await
-                .map_err(|failure| numbered(failure.what))?;
-            if greeting != r#"{"connection":"ok"}"# {
-                return Err(numbered(format!("expected the greeting, got {greeting:?}")));
-            }
-            Ok(socket)
+            open(url, LOOK).await.map_err(|failure| {
+                fail(format!("connection {}: {}", index + 1, failure.what), LOOK)
+            })
         })),
     )
     .await;
@@ -187,17 +184,18 @@ async fn every_task(url: &str, limit: Duration, connections: usize) -> Verdict {
     }
 
     // What each connection got, kept outside the readers so that it survives the time limit.
-    let received = RefCell::new(vec![vec![false; sent.len()]; connections]);
-    let readers = sockets.iter_mut().enumerate().map(|(index, socket)| {
-        let (received, expected) = (&received, &expected);
+    let mut received = vec![vec![false; sent.len()]; connections];
+    let each = sockets.iter_mut().zip(received.iter_mut()).enumerate();
+    let readers = each.map(|(index, (socket, got))| {
+        let expected = &expected;
         async move {
-            while received.borrow()[index].contains(&false) {
+            while got.contains(&false) {
                 let text = next_text(socket).await.map_err(|failure| Failure {
                     what: format!("connection {}: {}", index + 1, failure.what),
                     ..failure
                 })?;
                 if let Some(message) = expected.iter().position(|envelope| *envelope == text) {
-                    received.borrow_mut()[index][message] = true;
+                    got[message] = true;
                 }
             }
             Ok::<_, Failure>(())
@@ -213,7 +211,7 @@ async fn every_task(url: &str, limit: Duration, connections: usize) -> Verdict {
         join_all(sockets.iter_mut().map(|socket| socket.close(None))),
     )
     .await;
-    judge(&received.into_inner(), elapsed, limit)
+    judge(&received, elapsed, limit)
 }
 
 /// The verdict of check 2 from what each connection received: `received[connection][message]`.
