@@ -53,11 +53,7 @@ pub async fn handle(
     };
     let outcome = distribution::edit(client, &properties.distribution_id, retry, &edits).await?;
     if outcome == Outcome::Missing && event.request_type != RequestType::Delete {
-        return Err(format!(
-            "CloudFront has no distribution {:?}: check DistributionId",
-            properties.distribution_id
-        )
-        .into());
+        return Err(distribution::missing(&properties.distribution_id).into());
     }
     let names: Vec<&str> = properties
         .headers()

@@ -31,6 +31,11 @@ pub enum Outcome {
     Updated,
 }
 
+/// The error for a distribution that does not exist where it must: the id is wrong.
+pub(crate) fn missing(distribution_id: &str) -> String {
+    format!("CloudFront has no distribution {distribution_id:?}: check DistributionId")
+}
+
 /// Reads the config, makes `edits` on it, and writes it back.
 pub async fn edit(
     client: &Client,
@@ -135,7 +140,8 @@ pub struct Snapshot {
     pub config: DistributionConfig,
 }
 
-/// The distribution's status and config, or `None` when it does not exist.
+/// The distribution's status and config, or `None` when it does not exist. A refusal for lack of
+/// permission is an [`AccessDenied`](crate::propagation::AccessDenied).
 pub async fn read(client: &Client, distribution_id: &str) -> Result<Option<Snapshot>, Error> {
     let read = match client.get_distribution().id(distribution_id).send().await {
         Ok(read) => read,
@@ -145,11 +151,8 @@ pub async fn read(client: &Client, distribution_id: &str) -> Result<Option<Snaps
             return Ok(None);
         }
         Err(err) => {
-            return Err(format!(
-                "cannot read distribution {distribution_id}: {}",
-                describe("CloudFront", &err)
-            )
-            .into());
+            let what = format!("read distribution {distribution_id}");
+            return Err(cannot(what, describe("CloudFront", &err), &err));
         }
     };
     let no_config = || format!("CloudFront returned no config for distribution {distribution_id}");

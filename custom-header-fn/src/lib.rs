@@ -168,6 +168,11 @@ pub(crate) fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(1.0 + rand::random::<f64>() / 2.0)
 }
 
+/// `bytes` as lowercase hex, two characters each.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// What went wrong with a request to `service`, in words that carry no value read: the service's
 /// error code and message, or the kind of transport failure. A response that could not be read
 /// is not quoted, since a config or secret response holds the values.

@@ -118,7 +118,7 @@ async fn promote(
         // The request carried the value; an error message might quote it.
         .map_err(|err| state.redact(&err.to_string()))?;
     if outcome == Outcome::Missing {
-        return Err(no_distribution(&event.distribution_id).into());
+        return Err(distribution::missing(&event.distribution_id).into());
     }
     info!(
         distribution_id = %event.distribution_id,
@@ -146,7 +146,7 @@ async fn retire(
     let id = &event.distribution_id;
     let snapshot = distribution::read(&clients.cloudfront, id)
         .await?
-        .ok_or_else(|| no_distribution(id))?;
+        .ok_or_else(|| distribution::missing(id))?;
     if snapshot.status != "Deployed" {
         return Err(format!(
             "CloudFront is still deploying the new header (status {}): wait for \
@@ -168,8 +168,4 @@ async fn retire(
         previous: None,
         ..state.clone()
     }))
-}
-
-fn no_distribution(id: &str) -> String {
-    format!("CloudFront has no distribution {id:?}: check DistributionId")
 }

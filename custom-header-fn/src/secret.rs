@@ -51,7 +51,7 @@ pub fn generate() -> Result<String, SecretError> {
     OsRng
         .try_fill_bytes(&mut bytes)
         .map_err(|_| SecretError::Entropy)?;
-    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+    Ok(crate::hex(&bytes))
 }
 
 /// Checks a value read from the state document.

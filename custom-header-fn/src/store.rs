@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::propagation::cannot;
 use crate::state::State;
-use crate::{Error, describe};
+use crate::{Error, describe, hex};
 
 /// The stage Terraform reads and PutSecretValue moves to the version it writes.
 const STAGE: &str = "AWSCURRENT";
@@ -113,10 +113,7 @@ fn successor(after: Option<&str>) -> String {
         "custom-header-fn successor of {}",
         after.unwrap_or("")
     ));
-    digest[..16]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex(&digest[..16])
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@ use custom_header_fn::{Clients, handle_with, store};
 use serde_json::{Value, json};
 
 use crate::support::{
-    FAST_RETRY, Moto, create_distribution, create_secret, custom_resource, document, headers,
-    legacy_input, legacy_update, owned, put_document, read_config, rotation, terraform, values,
+    FAST_RETRY, Moto, assert_shows_none, create_distribution, create_secret, custom_resource,
+    document, headers, legacy_input, legacy_update, owned, put_document, read_config, rotation,
+    terraform, values,
 };
 
 const HEADER: &str = "X-Origin-Verify";
@@ -15,13 +16,6 @@ fn is_generated(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Fails if `text` (an answer or an error) shows any of `secrets`.
-fn assert_shows_none(text: &str, secrets: &[String]) {
-    for secret in secrets {
-        assert!(!text.contains(secret.as_str()), "a value shows in {text}");
-    }
 }
 
 /// What Terraform sets up: the secret with its first value (the function's create), then the

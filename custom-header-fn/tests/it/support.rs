@@ -328,6 +328,13 @@ pub fn values(document: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Fails if `text` (an answer, an error or a log) shows any of `secrets`.
+pub fn assert_shows_none(text: &str, secrets: &[String]) {
+    for secret in secrets {
+        assert!(!text.contains(secret.as_str()), "a value shows in {text}");
+    }
+}
+
 /// What `aws_lambda_invocation` with `lifecycle_scope = "CRUD"` sends: the module's input plus
 /// `tf` (whose `prev_input` the function does not need).
 pub fn terraform(secret_id: &str, action: &str) -> Value {
