@@ -43,7 +43,7 @@ define require_lambda_zip
 	@[[ -f "$(LAMBDA_ZIP)" ]] || { echo "$(LAMBDA_ZIP) is missing: run \`make lambda\`." >&2; exit 1; }
 endef
 
-.PHONY: image plan apply rotate-secret destroy test-terraform terraform-check terraform-e2e
+.PHONY: image plan apply rotate-secret destroy test-terraform terraform-check terraform-plans terraform-e2e
 
 image: ## Build the server image for linux/arm64 (cross-compiled), tag it (scripts/image-tag.sh), push it to the ECR repository
 	$(call preflight,docker aws terraform)
@@ -76,9 +76,10 @@ apply: ## Deploy everything from nothing: the Lambda package, the ECR repository
 	$(MAKE) image IMAGE_TAG=$(IMAGE_TAG)
 	@echo "--- 4/4 everything else"
 	$(TF) apply -input=false $(TF_APPLY_FLAGS) $(TF_VARS)
-	@[[ "$$($(TF) output -raw origin_protocol 2>/dev/null)" != http ]] || echo "Note: without domain_name," \
-	  "CloudFront reaches the load balancer over plain HTTP: the secret header and every message cross the internet" \
-	  "in clear between CloudFront and AWS's region. For production set domain_name and hosted_zone_id (README, Deploying)."
+	@[[ "$$($(TF) output -raw origin_protocol 2>/dev/null)/$$($(TF) output -raw origin_access 2>/dev/null)" != http/public ]] || \
+	  echo "Note: without domain_name, CloudFront reaches the load balancer over plain HTTP: the secret header and every" \
+	  "message cross the internet in clear between CloudFront and AWS's region. For production set domain_name and" \
+	  "hosted_zone_id, or origin_access = \"vpc\" (README, \"Your own domain, a private origin\")."
 
 rotate-secret: ## Rotate the secret header between CloudFront and the load balancer in two phases, checking the service (make smoke) after each step
 	$(call preflight,aws terraform python3 cargo cargo-lambda)
@@ -99,10 +100,13 @@ destroy: ## Delete everything `make apply` created (images and logs included)
 	  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1], "w").close()' "$$zip"; fi; \
 	$(TF) destroy -input=false $(TF_APPLY_FLAGS) -var 'image_tag=destroy' -var "lambda_zip_path=$$zip"
 
-test-terraform: terraform-check terraform-e2e test-image-tag ## The whole offline proof of terraform/ and the Dockerfile
+test-terraform: terraform-check terraform-plans terraform-e2e test-image-tag ## The whole offline proof of terraform/ and the Dockerfile
 
 terraform-check: tools ## fmt, init, validate and terraform test of the root and every module, checkov, hadolint (offline, 3-4 minutes, most of it checkov)
 	terraform/test/check.sh
+
+terraform-plans: tools ## every deployment mode (public/vpc origin, with/without a domain) planned against moto and scanned by checkov (offline, about a minute)
+	terraform/test/plans.sh
 
 terraform-e2e: tools ## apply, plan, rotate and destroy against moto with the real custom-header-fn (offline, minutes)
 	terraform/test/e2e.sh

@@ -27,6 +27,8 @@ data "aws_region" "current" {}
 locals {
   # With a domain, CloudFront reaches the load balancer over HTTPS (see the domain module).
   custom_domain = var.domain_name != null
+  # Through a VPC origin, the load balancer is internal and in the private subnets.
+  vpc_origin = var.origin_access == "vpc"
 
   # Twice the ping interval, so a WebSocket the server pings is never idle long enough for the ALB
   # to cut it.
@@ -52,7 +54,10 @@ module "alb" {
   name           = var.name
   vpc_id         = module.network.vpc_id
   vpc_cidr_block = module.network.vpc_cidr_block
-  subnet_ids     = module.network.public_subnet_ids
+  subnet_ids     = local.vpc_origin ? module.network.private_subnet_ids : module.network.public_subnet_ids
+  internal       = local.vpc_origin
+  # Read from CloudFront once its VPC origin exists; null without one.
+  vpc_origin_security_group_id = module.cdn.vpc_origin_security_group_id
 
   # Timings that must agree with the server's; see README.md, "Stopping a task".
   idle_timeout_seconds         = local.load_balancer_idle_timeout_seconds
@@ -60,6 +65,7 @@ module "alb" {
 
   origin_secret_header_name   = module.origin_secret.header_name
   origin_secret_header_values = module.origin_secret.accepted_header_values
+  https                       = local.custom_domain
   certificate_arn             = local.custom_domain ? module.domain[0].origin_certificate_arn : null
 }
 
@@ -91,8 +97,12 @@ module "cdn" {
   origin_https        = local.custom_domain
   aliases             = local.custom_domain ? [var.domain_name] : []
   acm_certificate_arn = local.custom_domain ? module.domain[0].cloudfront_certificate_arn : null
-  price_class         = var.price_class
-  log_retention_days  = var.log_retention_days
+  vpc_origin = local.vpc_origin ? {
+    load_balancer_arn = module.alb.arn
+    vpc_id            = module.network.vpc_id
+  } : null
+  price_class        = var.price_class
+  log_retention_days = var.log_retention_days
   origin_secret_header = {
     name  = module.origin_secret.header_name
     value = module.origin_secret.current_header_value

@@ -4,8 +4,18 @@ output "websocket_url" {
 }
 
 output "origin_protocol" {
-  description = "How CloudFront reaches the load balancer: https (with domain_name) or http (in clear: the secret header and every frame)."
+  description = "What CloudFront speaks to the load balancer: https (with domain_name) or http (in clear: the secret header and every frame; see origin_access for where it travels)."
   value       = local.custom_domain ? "https" : "http"
+}
+
+output "origin_access" {
+  description = "Where CloudFront's requests to the load balancer travel: public (over the internet) or vpc (through a VPC origin, inside AWS's network)."
+  value       = var.origin_access
+}
+
+output "load_balancer_url" {
+  description = "The load balancer's own address (what `make smoke` checks refuses anyone but CloudFront): https://origin.<domain_name> with a domain, else http://<its DNS name>; internal with origin_access = \"vpc\"."
+  value       = local.custom_domain ? "https://${module.domain[0].origin_domain_name}" : "http://${module.alb.dns_name}"
 }
 
 output "cloudfront_domain_name" {
@@ -19,7 +29,7 @@ output "cloudfront_distribution_id" {
 }
 
 output "alb_domain_name" {
-  description = "DNS name of the load balancer; it answers 403 to anything that does not come through CloudFront."
+  description = "DNS name of the load balancer (internal with origin_access = \"vpc\"); it answers 403 to anything that does not come through CloudFront."
   value       = module.alb.dns_name
 }
 

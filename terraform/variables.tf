@@ -41,7 +41,7 @@ variable "run_on_ec2" {
 }
 
 variable "enable_private_subnets" {
-  description = "Put tasks and instances in private subnets behind a NAT gateway instead of public subnets with public IPs."
+  description = "Put tasks and instances in private subnets behind a NAT gateway (about 32 USD a month plus traffic) instead of public subnets with public IPs. origin_access = \"vpc\" needs it."
   type        = bool
   default     = false
 }
@@ -167,5 +167,21 @@ variable "hosted_zone_id" {
   validation {
     condition     = (var.domain_name == null) == (var.hosted_zone_id == null)
     error_message = "domain_name and hosted_zone_id go together: set both (a domain in that Route 53 zone) or neither."
+  }
+}
+
+variable "origin_access" {
+  description = "How CloudFront reaches the load balancer. \"public\" (the default): an internet-facing load balancer whose security group admits only CloudFront's origin-facing servers. \"vpc\": an internal load balancer in the private subnets, reached through a CloudFront VPC origin inside AWS's network, so no part of the service has a public address; it needs enable_private_subnets. The secret header is checked either way."
+  type        = string
+  default     = "public"
+
+  validation {
+    condition     = contains(["public", "vpc"], var.origin_access)
+    error_message = "origin_access must be \"public\" or \"vpc\"."
+  }
+
+  validation {
+    condition     = var.origin_access == "public" || var.enable_private_subnets
+    error_message = "origin_access = \"vpc\" needs enable_private_subnets = true: a CloudFront VPC origin reaches a load balancer in private subnets, and the tasks there reach ECR and CloudWatch through the NAT gateway (about 32 USD a month)."
   }
 }

@@ -416,6 +416,31 @@ mod tests {
         );
     }
 
+    /// Through a VPC origin (an internal load balancer) the origin has a VpcOriginConfig instead
+    /// of a CustomOriginConfig; an update that dropped it would point CloudFront nowhere.
+    #[test]
+    fn keeps_a_vpc_origin_config() {
+        use aws_sdk_cloudfront::types::VpcOriginConfig;
+        let mut alb = origin("alb", &[("X-Origin-Verify", "old")]);
+        alb.vpc_origin_config = Some(
+            VpcOriginConfig::builder()
+                .vpc_origin_id("vo_0123456789abcdef")
+                .origin_read_timeout(30)
+                .origin_keepalive_timeout(5)
+                .build()
+                .unwrap(),
+        );
+        let mut cfg = config(vec![alb.clone()]);
+        assert!(apply(&mut cfg, &[set("alb", "X-Origin-Verify", "new")]).unwrap());
+        let updated = find_origin(origins(&cfg), "alb").unwrap();
+        assert_eq!(updated.vpc_origin_config, alb.vpc_origin_config);
+        assert_eq!(updated.custom_origin_config, None);
+        assert_eq!(
+            names_and_values(&cfg, "alb"),
+            [("X-Origin-Verify".into(), "new".into())]
+        );
+    }
+
     #[test]
     fn replaces_a_value_in_place_and_matches_names_case_insensitively() {
         let mut cfg = sample();

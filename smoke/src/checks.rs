@@ -301,7 +301,8 @@ async fn health(http: &reqwest::Client, url: &str) -> Verdict {
 }
 
 /// Without the secret header the load balancer must answer 403. From outside AWS its security group
-/// (CloudFront's prefix list only) usually lets nothing through at all, which closes the bypass too.
+/// (CloudFront's prefix list only) usually lets nothing through at all, and an internal one (behind
+/// a VPC origin) has no public address: either closes the bypass too.
 async fn alb_refuses(http: &reqwest::Client, url: &str) -> Verdict {
     const LOOK: &str = "the ALB listener: its default action must be a fixed 403 and only the rule \
         matching the secret header may forward";
@@ -314,7 +315,7 @@ async fn alb_refuses(http: &reqwest::Client, url: &str) -> Verdict {
             LOOK,
         )),
         Err(err) if err.is_connect() || err.is_timeout() => Ok(format!(
-            "not reachable from here ({}): the security group admits only CloudFront",
+            "not reachable from here ({}): only CloudFront may connect",
             if err.is_timeout() {
                 "timed out"
             } else {

@@ -22,7 +22,8 @@ struct Args {
     #[arg(long)]
     url: Option<String>,
 
-    /// The load balancer's DNS name or http:// URL (default: the Terraform output alb_dns_name).
+    /// The load balancer's DNS name, or its http:// or https:// URL (default: the Terraform output
+    /// load_balancer_url).
     #[arg(long)]
     alb: Option<String>,
 

@@ -3,6 +3,10 @@
 use std::path::Path;
 use std::process::Command;
 
+/// The Terraform outputs (terraform/outputs.tf) the targets default to.
+const WEBSOCKET_URL_OUTPUT: &str = "websocket_url";
+const LOAD_BALANCER_URL_OUTPUT: &str = "load_balancer_url";
+
 /// The four addresses the checks use.
 #[derive(Debug)]
 pub struct Targets {
@@ -10,7 +14,7 @@ pub struct Targets {
     pub websocket: String,
     /// `https://<cloudfront>/health`.
     pub health: String,
-    /// `http://<alb>/wss`.
+    /// `http://<alb>/wss`, or `https://origin.<domain>/wss` with a domain.
     pub alb: String,
     /// `http://<cloudfront>/`.
     pub plain: String,
@@ -44,7 +48,7 @@ impl Targets {
         };
         let websocket = match url {
             Some(url) => url,
-            None => output("websocket_url")?,
+            None => output(WEBSOCKET_URL_OUTPUT)?,
         };
         let (secure, host) = match websocket.split_once("://") {
             Some(("wss", rest)) => (true, rest),
@@ -61,7 +65,7 @@ impl Targets {
         }
         let alb = match alb {
             Some(alb) => alb,
-            None => output("alb_dns_name")?,
+            None => output(LOAD_BALANCER_URL_OUTPUT)?,
         };
         let alb = alb.trim_end_matches('/');
         let alb_base = if alb.contains("://") {
@@ -113,6 +117,25 @@ mod tests {
         assert_eq!(targets.health, "https://d1.cloudfront.net/health");
         assert_eq!(targets.plain, "http://d1.cloudfront.net/");
         assert_eq!(targets.alb, "http://my-alb.elb.amazonaws.com/wss");
+    }
+
+    #[test]
+    fn reads_outputs_the_root_module_declares() {
+        let outputs_tf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform/outputs.tf");
+        let outputs = std::fs::read_to_string(&outputs_tf).unwrap();
+        for name in [WEBSOCKET_URL_OUTPUT, LOAD_BALANCER_URL_OUTPUT] {
+            assert!(
+                outputs.contains(&format!("output \"{name}\" {{")),
+                "{} declares no output {name}",
+                outputs_tf.display()
+            );
+        }
+    }
+
+    #[test]
+    fn keeps_the_scheme_of_a_load_balancer_url() {
+        let targets = resolve("wss://ws.example.com/wss", "https://origin.ws.example.com").unwrap();
+        assert_eq!(targets.alb, "https://origin.ws.example.com/wss");
     }
 
     #[test]

@@ -14,81 +14,17 @@
 # A missing tool fails the test; nothing is skipped. Everything started is stopped on exit.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-plugin_dir=${TF_PLUGIN_DIR:-/opt/tf-plugins}
+test_name=e2e
+source "$(dirname "${BASH_SOURCE[0]}")/emulator.sh"
 budget_seconds=600
-SECONDS=0
-
-step() { printf '\n=== [%3ds] %s\n' "$SECONDS" "$*"; }
-fail() { printf 'e2e FAILED: %s\n' "$*" >&2; exit 1; }
 
 # The AWS CLI that `make tools` installs in a venv of its own (its botocore cannot share moto's).
 if [[ -x $repo/.venv/awscli/cli/aws ]]; then PATH=$repo/.venv/awscli/cli:$PATH; fi
-missing=()
-for tool in terraform cargo cargo-lambda python3 aws; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
-done
-((${#missing[@]} == 0)) || fail "missing tools: ${missing[*]} (cargo-lambda and aws come from \`make tools\`; terraform from /usr/local/bin)"
-python3 -c 'import moto.server, boto3' 2>/dev/null || fail "python3 cannot import moto and boto3 (run \`make tools\` and put .venv/bin first on PATH)"
-[[ -d $plugin_dir/registry.terraform.io/hashicorp/aws ]] || fail "no AWS provider mirror in $plugin_dir"
+require_tools terraform cargo cargo-lambda python3 aws
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/tf-e2e.XXXXXX")
-declare -a groups=()
-cleanup() {
-  local status=$?
-  for pgid in "${groups[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if ((status != 0)); then
-    for log in "$work"/*.log; do
-      [[ -f $log ]] || continue
-      printf '\n--- last lines of %s\n' "$(basename "$log")" >&2
-      tail -n 25 "$log" >&2
-    done
-  fi
-  rm -rf "$work"
-  exit "$status"
-}
-trap cleanup EXIT INT TERM
-
-# Runs a server in its own process group (setsid) so cleanup stops it with all its children
-# (cargo lambda watch runs the function as a child process).
-start() {
-  local log=$1
-  shift
-  setsid "$@" >"$work/$log" 2>&1 &
-  groups+=("$!")
-}
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-wait_for_port() {
-  local port=$1 what=$2 deadline=$((SECONDS + ${3:-60}))
-  until python3 -c "import socket, sys; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; do
-    ((SECONDS < deadline)) || fail "$what did not listen on 127.0.0.1:$port"
-    sleep 0.5
-  done
-}
-
-# The emulator's world only: dummy credentials, no profile, no real endpoint.
-unset AWS_PROFILE AWS_SESSION_TOKEN AWS_SECURITY_TOKEN AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
-# Nothing leaves the machine: no Terraform version check, no crates.io (dependencies must be built
-# already, as `make test` does before this).
-export TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1 CARGO_NET_OFFLINE=true
-[[ -f ${TF_CLI_CONFIG_FILE:-$HOME/.terraformrc} ]] || export TF_CLI_CONFIG_FILE=/dev/null
-
-moto_port=$(free_port)
+start_moto
 watch_port=$(free_port)
 proxy_port=$(free_port)
-moto=http://127.0.0.1:$moto_port
-
-step "moto_server on 127.0.0.1:$moto_port"
-# AWS managed policies (AmazonEC2ContainerServiceforEC2Role) exist only when moto is asked to load them.
-start moto.log env MOTO_IAM_LOAD_MANAGED_POLICIES=true python3 "$here/moto_server.py" -H 127.0.0.1 -p "$moto_port"
-wait_for_port "$moto_port" moto_server
 
 step "custom-header-fn: build, then cargo lambda watch on 127.0.0.1:$watch_port"
 # Built first so that the first invocation does not wait for a compilation.
@@ -106,45 +42,8 @@ start proxy.log python3 "$here/lambda_proxy.py" --port "$proxy_port" --moto-port
 wait_for_port "$proxy_port" lambda_proxy.py
 
 step "copy of terraform/ with e2e_override.tf"
-mkdir "$work/tf"
-tar -C "$repo/terraform" --exclude=.terraform --exclude=.terraform.lock.hcl --exclude='*.tfstate*' --exclude=./test -cf - . | tar -C "$work/tf" -xf -
-endpoints=""
-for service in autoscaling appautoscaling cloudfront cloudwatch ec2 ecr ecs elasticache elbv2 events iam kms logs s3 secretsmanager sns ssm sts; do
-  endpoints+="    $service = \"$moto\""$'\n'
-done
-provider_block() {
-  cat <<EOF
-provider "aws" {
-  $1
-  region                      = "us-east-1"
-  access_key                  = "testing"
-  secret_key                  = "testing"
-  skip_credentials_validation = true
-  skip_metadata_api_check     = true
-  s3_use_path_style           = true
-  # An emulator error is final: no minutes of retries before the test fails.
-  max_retries = 2
-
-  endpoints {
-$endpoints    lambda = "http://127.0.0.1:$proxy_port"
-  }
-}
-EOF
-}
-{
-  echo "# Test only: the AWS providers talk to moto (and the Lambda endpoint to lambda_proxy.py)."
-  provider_block ""
-  provider_block 'alias = "us_east_1"'
-} >"$work/tf/e2e_override.tf"
-# moto stores the package without running it (invocations go to cargo lambda watch).
-python3 - "$work/bootstrap.zip" <<'EOF'
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1], "w") as package:
-    package.writestr("bootstrap", "#!/bin/sh\n# placeholder: the e2e runs the function with cargo lambda watch\n")
-EOF
-# Each terraform step gets a deadline, so a stuck step fails the test instead of hanging it.
-# AWS_ENDPOINT_URL sends any service missing from the override to moto too, never to AWS.
-tf() { AWS_ENDPOINT_URL=$moto timeout --kill-after=10 300 terraform -chdir="$work/tf" "$@"; }
+copy_terraform "$work/tf" "http://127.0.0.1:$proxy_port"
+placeholder_lambda_zip "$work/bootstrap.zip"
 emulator() { AWS_ENDPOINT_URL=$moto python3 "$here/emulator.py" "$@"; }
 # The default configuration (the Redis backplane included): what a first `make apply` deploys.
 vars=(-var image_tag=e2e -var "lambda_zip_path=$work/bootstrap.zip")

@@ -1,10 +1,12 @@
-# Only CloudFront's origin-facing servers may reach the load balancer; the secret header then
-# proves the request came through this distribution and not someone else's. With a certificate
-# the one listener is HTTPS on 443, so the header and every frame cross the internet encrypted;
-# without one it is HTTP on 80.
+# Only CloudFront may reach the load balancer: internet-facing, its security group admits
+# CloudFront's origin-facing servers only; internal, it has no public address and admits only the
+# network interfaces of CloudFront's VPC origin. The secret header then proves the request came
+# through this distribution and not someone else's. With a certificate the one listener is HTTPS
+# on 443, so the header and every frame travel encrypted; without one it is HTTP on 80.
 
 locals {
-  https         = var.certificate_arn != null
+  # From the flag, not from certificate_arn, which a plan may not know yet: the plan shows the port.
+  https         = var.https
   listener_port = local.https ? 443 : 80
 }
 
@@ -21,13 +23,16 @@ resource "aws_security_group" "this" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "from_cloudfront" {
-  #checkov:skip=CKV_AWS_260:False positive: the source is CloudFront's origin-facing prefix list, not 0.0.0.0/0 (the check does not read prefix_list_id).
+  #checkov:skip=CKV_AWS_260:False positive: the source is CloudFront's origin-facing prefix list or its VPC origin's security group, never 0.0.0.0/0 (the check reads neither field).
   security_group_id = aws_security_group.this.id
-  description       = "${local.https ? "HTTPS" : "HTTP"} from CloudFront origin-facing servers"
+  description       = "${local.https ? "HTTPS" : "HTTP"} from ${var.internal ? "CloudFront's VPC origin" : "CloudFront origin-facing servers"}"
   ip_protocol       = "tcp"
   from_port         = local.listener_port
   to_port           = local.listener_port
-  prefix_list_id    = data.aws_ec2_managed_prefix_list.cloudfront_origin_facing.id
+  # CloudFront gives the VPC origin's network interfaces, in the load balancer's subnets, a
+  # security group of its own (CloudFront-VPCOrigins-Service-SG); they are the only way in.
+  prefix_list_id               = var.internal ? null : data.aws_ec2_managed_prefix_list.cloudfront_origin_facing.id
+  referenced_security_group_id = var.internal ? var.vpc_origin_security_group_id : null
 }
 
 resource "aws_vpc_security_group_egress_rule" "to_targets" {
@@ -46,7 +51,7 @@ resource "aws_lb" "this" {
   #checkov:skip=CKV2_AWS_20:There is one listener and no redirect: HTTPS on 443 with a certificate (a custom domain), else HTTP on 80 for CloudFront, which then has no name the ALB could hold a certificate for.
   name               = var.name
   load_balancer_type = "application"
-  internal           = false
+  internal           = var.internal
   subnets            = var.subnet_ids
   security_groups    = [aws_security_group.this.id]
 

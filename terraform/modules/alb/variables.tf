@@ -24,7 +24,7 @@ variable "vpc_cidr_block" {
 }
 
 variable "subnet_ids" {
-  description = "Public subnets of the load balancer, in at least two availability zones."
+  description = "Subnets of the load balancer, in at least two availability zones: public ones for an internet-facing load balancer, private ones for an internal one."
   type        = list(string)
 
   validation {
@@ -98,13 +98,36 @@ variable "origin_secret_header_values" {
   }
 }
 
+variable "https" {
+  description = "One HTTPS listener on 443 with certificate_arn; false: one HTTP listener on 80."
+  type        = bool
+  default     = false
+}
+
 variable "certificate_arn" {
-  description = "ACM certificate (in this region) for an HTTPS listener on 443; null: an HTTP listener on 80. It must cover the name CloudFront's origin uses."
+  description = "With https: the ACM certificate (in this region) of the listener, covering the name CloudFront's origin uses. Null without https."
   type        = string
   default     = null
 
   validation {
-    condition     = var.certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/", var.certificate_arn))
-    error_message = "certificate_arn must be an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<id>) or null."
+    condition     = var.certificate_arn == null ? !var.https : var.https && can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/", var.certificate_arn))
+    error_message = "certificate_arn must be an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<id>) when https is true, and null when it is false."
+  }
+}
+
+variable "internal" {
+  description = "An internal load balancer, without public addresses, that CloudFront reaches through a VPC origin (its network interfaces admitted by vpc_origin_security_group_id). False: internet-facing, admitting CloudFront's origin-facing prefix list."
+  type        = bool
+  default     = false
+}
+
+variable "vpc_origin_security_group_id" {
+  description = "With internal: the security group CloudFront gives its VPC origin's network interfaces (CloudFront-VPCOrigins-Service-SG), the only source the listener admits. Null otherwise."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.internal == (var.vpc_origin_security_group_id != null)
+    error_message = "vpc_origin_security_group_id is needed exactly when internal is true: an internal load balancer admits only CloudFront's VPC origin, an internet-facing one only CloudFront's prefix list."
   }
 }

@@ -13,6 +13,47 @@ locals {
   origin_keepalive_timeout_seconds = 5
   all_methods                      = ["GET", "HEAD", "OPTIONS", "PUT", "POST", "PATCH", "DELETE"]
   origin_protocol_policy           = var.origin_https ? "https-only" : "http-only"
+  origin_route                     = var.vpc_origin == null ? "over the internet" : "through a VPC origin"
+}
+
+# CloudFront's way into a VPC: network interfaces it places in the internal load balancer's subnets,
+# so the load balancer needs no public address at all. WebSocket upgrades pass through it like
+# any other request. Its protocol settings are the ones a custom origin would have.
+resource "aws_cloudfront_vpc_origin" "this" {
+  count = var.vpc_origin == null ? 0 : 1
+
+  vpc_origin_endpoint_config {
+    name                   = var.name
+    arn                    = var.vpc_origin.load_balancer_arn
+    http_port              = 80
+    https_port             = 443
+    origin_protocol_policy = local.origin_protocol_policy
+
+    origin_ssl_protocols {
+      items    = ["TLSv1.2"]
+      quantity = 1
+    }
+  }
+
+  # Deploying a VPC origin can take up to 15 minutes (CloudFront places network interfaces in the
+  # load balancer's subnets); twice that leaves a margin before Terraform gives up.
+  timeouts {
+    create = "30m"
+    update = "30m"
+    delete = "30m"
+  }
+}
+
+# The security group CloudFront creates in the VPC with its first VPC origin there, and gives
+# the origin's network interfaces: the load balancer admits it, and nothing else. Read after the
+# VPC origin exists; the name is the one CloudFront gives it.
+data "aws_security_group" "vpc_origin" {
+  count = length(aws_cloudfront_vpc_origin.this)
+
+  vpc_id = var.vpc_origin.vpc_id
+  name   = "CloudFront-VPCOrigins-Service-SG"
+
+  depends_on = [aws_cloudfront_vpc_origin.this]
 }
 
 resource "aws_cloudfront_distribution" "this" {
@@ -42,13 +83,27 @@ resource "aws_cloudfront_distribution" "this" {
       value = var.origin_secret_header.value
     }
 
-    custom_origin_config {
-      origin_protocol_policy   = local.origin_protocol_policy
-      http_port                = 80
-      https_port               = 443
-      origin_ssl_protocols     = ["TLSv1.2"]
-      origin_read_timeout      = local.origin_read_timeout_seconds
-      origin_keepalive_timeout = local.origin_keepalive_timeout_seconds
+    # Over the internet to an internet-facing load balancer...
+    dynamic "custom_origin_config" {
+      for_each = var.vpc_origin == null ? [local.origin_protocol_policy] : []
+      content {
+        origin_protocol_policy   = custom_origin_config.value
+        http_port                = 80
+        https_port               = 443
+        origin_ssl_protocols     = ["TLSv1.2"]
+        origin_read_timeout      = local.origin_read_timeout_seconds
+        origin_keepalive_timeout = local.origin_keepalive_timeout_seconds
+      }
+    }
+
+    # ...or through the VPC origin to an internal one (its protocol is set on the VPC origin).
+    dynamic "vpc_origin_config" {
+      for_each = aws_cloudfront_vpc_origin.this
+      content {
+        vpc_origin_id            = vpc_origin_config.value.id
+        origin_read_timeout      = local.origin_read_timeout_seconds
+        origin_keepalive_timeout = local.origin_keepalive_timeout_seconds
+      }
     }
   }
 
@@ -88,12 +143,20 @@ resource "aws_cloudfront_distribution" "this" {
     # block after this resource says when the deployed origin has fallen behind.
     ignore_changes = [origin]
 
-    # Because of that, turning HTTPS to the origin on (or off) would never reach an existing
-    # distribution, and the load balancer's listener would move to the other port under it:
-    # every request would fail. Refuse the plan instead, saying how to move the distribution.
+    # Because of that, switching HTTPS to the origin, or the VPC origin, on (or off) would never
+    # reach an existing distribution, while the load balancer's listener moved to the other port
+    # or the load balancer itself became internal under it: every request would fail. Refuse the
+    # plan instead, saying how to move the distribution. Through a VPC origin the protocol lives
+    # on the VPC origin, which Terraform does update, so there the origin's name (what CloudFront
+    # checks the load balancer's certificate against) must be the configured one too.
     postcondition {
-      condition     = alltrue([for origin in self.origin : alltrue([for config in origin.custom_origin_config : config.origin_protocol_policy == local.origin_protocol_policy])])
-      error_message = "The distribution's origin is not ${local.origin_protocol_policy} as configured (HTTPS to the origin was turned on or off after it was created), and Terraform does not update its origin (the rotation function owns it). Replace the distribution in the same apply: terraform -chdir=terraform apply -replace=module.cdn.aws_cloudfront_distribution.this (it starts with the current secret; see terraform/README.md, \"Drift\")."
+      condition = alltrue([
+        for origin in self.origin :
+        join(",", origin.vpc_origin_config[*].vpc_origin_id) == join(",", aws_cloudfront_vpc_origin.this[*].id) &&
+        join(",", origin.custom_origin_config[*].origin_protocol_policy) == (var.vpc_origin == null ? local.origin_protocol_policy : "") &&
+        (var.vpc_origin == null || origin.domain_name == var.origin_domain_name)
+      ])
+      error_message = "The distribution's origin is not as configured (${local.origin_route}, ${local.origin_protocol_policy}, to ${var.origin_domain_name}): HTTPS to the origin (domain_name) or the VPC origin (origin_access) was turned on or off after the distribution was created, and Terraform does not update its origin (the rotation function owns it). Replace the distribution in the same apply: terraform -chdir=terraform apply -replace=module.cdn.aws_cloudfront_distribution.this (it starts with the current secret; see terraform/README.md, \"Drift\")."
     }
   }
 }
@@ -142,11 +205,10 @@ resource "aws_cloudwatch_log_delivery" "access" {
 check "origin_matches_configuration" {
   assert {
     condition = alltrue([
-      for origin in aws_cloudfront_distribution.this.origin : origin.domain_name == var.origin_domain_name && alltrue([
-        for config in origin.custom_origin_config :
-        config.origin_read_timeout == local.origin_read_timeout_seconds &&
-        config.origin_keepalive_timeout == local.origin_keepalive_timeout_seconds
-      ])
+      for origin in aws_cloudfront_distribution.this.origin : origin.domain_name == var.origin_domain_name && alltrue(concat(
+        [for timeout in concat(origin.custom_origin_config[*].origin_read_timeout, origin.vpc_origin_config[*].origin_read_timeout) : timeout == local.origin_read_timeout_seconds],
+        [for timeout in concat(origin.custom_origin_config[*].origin_keepalive_timeout, origin.vpc_origin_config[*].origin_keepalive_timeout) : timeout == local.origin_keepalive_timeout_seconds],
+      ))
     ])
     error_message = "The CloudFront origin differs from the configuration (e.g. the load balancer was replaced), and Terraform does not update origins (they carry the Lambda-managed secret header). Update the origin in place with the AWS CLI, keeping its custom header, or replace the distribution (new domain name); see terraform/README.md, \"Drift\"."
   }

@@ -27,3 +27,8 @@ output "hosted_zone_id" {
   description = "CloudFront's Route 53 zone, for alias records to the distribution."
   value       = aws_cloudfront_distribution.this.hosted_zone_id
 }
+
+output "vpc_origin_security_group_id" {
+  description = "With vpc_origin: the security group CloudFront gave the VPC origin's network interfaces, for the load balancer to admit. Null without."
+  value       = one(data.aws_security_group.vpc_origin[*].id)
+}

@@ -46,7 +46,7 @@ variable "log_retention_days" {
 }
 
 variable "origin_https" {
-  description = "Reach the origin over HTTPS (https-only, TLS 1.2, port 443): origin_domain_name must then be covered by the load balancer's certificate. False: HTTP on port 80, in clear."
+  description = "Reach the origin over HTTPS (https-only, TLS 1.2, port 443): origin_domain_name must then be covered by the load balancer's certificate. False: HTTP on port 80, in clear (over the internet, or inside AWS's network with vpc_origin)."
   type        = bool
   default     = false
 }
@@ -70,5 +70,19 @@ variable "acm_certificate_arn" {
   validation {
     condition     = var.acm_certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:us-east-1:[0-9]{12}:certificate/", var.acm_certificate_arn))
     error_message = "acm_certificate_arn must be an ACM certificate in us-east-1 (CloudFront reads certificates there only), or null."
+  }
+}
+
+variable "vpc_origin" {
+  description = "Reach an internal load balancer through a CloudFront VPC origin: its ARN and its VPC (where CloudFront creates the security group its network interfaces use, returned as vpc_origin_security_group_id). Null: reach an internet-facing load balancer over the internet."
+  type = object({
+    load_balancer_arn = string
+    vpc_id            = string
+  })
+  default = null
+
+  validation {
+    condition     = var.vpc_origin == null ? true : can(regex("^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:loadbalancer/app/", var.vpc_origin.load_balancer_arn)) && startswith(var.vpc_origin.vpc_id, "vpc-")
+    error_message = "vpc_origin needs an Application Load Balancer ARN (arn:aws:elasticloadbalancing:<region>:<account>:loadbalancer/app/...) and a VPC ID (vpc-...)."
   }
 }

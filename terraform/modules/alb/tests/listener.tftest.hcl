@@ -43,6 +43,7 @@ run "with_a_certificate_https_on_443_and_nothing_on_80" {
   command = plan
 
   variables {
+    https           = true
     certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/0f0f0f0f-0000-4000-8000-000000000002"
   }
 
@@ -64,7 +65,67 @@ run "a_certificate_that_is_not_acm_is_refused" {
   command = plan
 
   variables {
+    https           = true
     certificate_arn = "arn:aws:iam::123456789012:server-certificate/websocket"
+  }
+
+  expect_failures = [var.certificate_arn]
+}
+
+run "internet_facing_by_default" {
+  command = plan
+
+  assert {
+    condition     = !aws_lb.this.internal && aws_vpc_security_group_ingress_rule.from_cloudfront.referenced_security_group_id == null
+    error_message = "By default the load balancer is internet-facing and admits CloudFront's prefix list, no security group."
+  }
+}
+
+run "internal_admits_only_the_vpc_origin" {
+  command = plan
+
+  variables {
+    internal                     = true
+    vpc_origin_security_group_id = "sg-0c10d0f0f0f0f0f0f"
+    https                        = true
+    certificate_arn              = "arn:aws:acm:eu-west-1:123456789012:certificate/0f0f0f0f-0000-4000-8000-000000000002"
+  }
+
+  assert {
+    condition     = aws_lb.this.internal
+    error_message = "With internal the load balancer has no public address."
+  }
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.from_cloudfront.referenced_security_group_id == "sg-0c10d0f0f0f0f0f0f" && aws_vpc_security_group_ingress_rule.from_cloudfront.prefix_list_id == null && aws_vpc_security_group_ingress_rule.from_cloudfront.from_port == 443
+    error_message = "An internal load balancer admits the listener's port from the VPC origin's security group only, not from the prefix list."
+  }
+}
+
+run "internal_without_the_vpc_origin_security_group_is_refused" {
+  command = plan
+
+  variables {
+    internal = true
+  }
+
+  expect_failures = [var.vpc_origin_security_group_id]
+}
+
+run "the_vpc_origin_security_group_on_an_internet_facing_load_balancer_is_refused" {
+  command = plan
+
+  variables {
+    vpc_origin_security_group_id = "sg-0c10d0f0f0f0f0f0f"
+  }
+
+  expect_failures = [var.vpc_origin_security_group_id]
+}
+
+run "https_without_a_certificate_is_refused" {
+  command = plan
+
+  variables {
+    https = true
   }
 
   expect_failures = [var.certificate_arn]
