@@ -29,7 +29,7 @@ use tokio::time::sleep;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
 
-use crate::hub::Hub;
+use crate::hub::{Fanout, Hub, payload};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -46,45 +46,6 @@ const PUBLISH_QUEUE: usize = 4096;
 const PUBLISH_BATCH: usize = 256;
 /// Origin id (16 bytes) and sequence number (8 bytes) ahead of each envelope on the channel.
 const HEADER: usize = 24;
-
-/// Where a client's valid message goes.
-#[derive(Debug, Clone)]
-pub enum Fanout {
-    /// Straight to this process's clients.
-    Local(Arc<Hub>),
-    /// Through Redis to the clients of every task.
-    Redis(Backplane),
-}
-
-impl Fanout {
-    /// Broadcasts one envelope. Waits only when the Redis publish queue is full.
-    ///
-    /// The envelope is handed over before the future is returned, so that a reader waiting on it
-    /// holds no copy: every connection's task is allocated for its largest state, this one
-    /// included. For the same reason the Redis send, several times an idle connection's state, is
-    /// boxed.
-    pub fn broadcast(&self, frame: Message) -> impl Future<Output = ()> + Send + '_ {
-        let publish = match self {
-            Fanout::Local(hub) => {
-                hub.broadcast(frame);
-                None
-            }
-            Fanout::Redis(backplane) => Some(Box::pin(backplane.outbox.send(frame))),
-        };
-        async move {
-            if let Some(publish) = publish {
-                // The publisher outlives every connection; if it is gone the process is ending.
-                let _ = publish.await;
-            }
-        }
-    }
-}
-
-/// The handle connections publish through. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Backplane {
-    outbox: mpsc::Sender<Message>,
-}
 
 /// State the publisher and subscriber loops share.
 #[derive(Debug)]
@@ -107,40 +68,39 @@ struct BackplaneMetrics {
     local_only: Counter,
 }
 
-impl Backplane {
-    /// Starts the publisher and subscriber loops; they connect in the background.
-    ///
-    /// Installs ring as rustls' process-wide crypto provider first: rustls picks one by itself
-    /// only when exactly one is compiled in, and a build that also links another (a workspace
-    /// build with the AWS SDK's aws-lc-rs) would otherwise fail every `rediss://` connection.
-    pub fn start(
-        client: Client,
-        channel: String,
-        hub: Arc<Hub>,
-        metrics: &Metrics,
-        shutdown: Shutdown,
-    ) -> Backplane {
-        // Err only if a provider is already installed, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let shared = Arc::new(Shared {
-            client,
-            channel,
-            origin: rand::random(),
-            hub,
-            subscribed: AtomicBool::new(false),
-            published: AtomicBool::new(false),
-            delivered_locally_through: AtomicU64::new(0),
-            metrics: BackplaneMetrics {
-                up: metrics.backplane_up.clone(),
-                connection_failures: metrics.backplane_connection_failures.clone(),
-                local_only: metrics.backplane_local_only.clone(),
-            },
-        });
-        let (outbox, inbox) = mpsc::channel(PUBLISH_QUEUE);
-        tokio::spawn(publish_loop(Arc::clone(&shared), inbox));
-        tokio::spawn(subscribe_loop(shared, shutdown));
-        Backplane { outbox }
-    }
+/// Starts the publisher and subscriber loops, which connect in the background, and returns the
+/// queue they publish from: the hub's [`Fanout::Relay`].
+///
+/// Installs ring as rustls' process-wide crypto provider first: rustls picks one by itself
+/// only when exactly one is compiled in, and a build that also links another (a workspace
+/// build with the AWS SDK's aws-lc-rs) would otherwise fail every `rediss://` connection.
+pub fn start(
+    client: Client,
+    channel: String,
+    hub: Arc<Hub>,
+    metrics: &Metrics,
+    shutdown: Shutdown,
+) -> Fanout {
+    // Err only if a provider is already installed, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let shared = Arc::new(Shared {
+        client,
+        channel,
+        origin: rand::random(),
+        hub,
+        subscribed: AtomicBool::new(false),
+        published: AtomicBool::new(false),
+        delivered_locally_through: AtomicU64::new(0),
+        metrics: BackplaneMetrics {
+            up: metrics.backplane_up.clone(),
+            connection_failures: metrics.backplane_connection_failures.clone(),
+            local_only: metrics.backplane_local_only.clone(),
+        },
+    });
+    let (queue, inbox) = mpsc::channel(PUBLISH_QUEUE);
+    tokio::spawn(publish_loop(Arc::clone(&shared), inbox));
+    tokio::spawn(subscribe_loop(shared, shutdown));
+    Fanout::Relay(queue)
 }
 
 /// Parses `REDIS_URL`. The error names the setting but never repeats the URL, which may hold the
@@ -273,14 +233,15 @@ async fn publish(
 ) -> redis::RedisResult<()> {
     let mut pipeline = redis::pipe();
     for (sequence, frame) in batch {
-        let mut payload = Vec::with_capacity(HEADER + crate::connection::payload(frame).len());
-        payload.extend_from_slice(&shared.origin);
-        payload.extend_from_slice(&sequence.to_be_bytes());
-        payload.extend_from_slice(crate::connection::payload(frame));
+        let envelope = payload(frame);
+        let mut on_channel = Vec::with_capacity(HEADER + envelope.len());
+        on_channel.extend_from_slice(&shared.origin);
+        on_channel.extend_from_slice(&sequence.to_be_bytes());
+        on_channel.extend_from_slice(envelope);
         pipeline
             .cmd("PUBLISH")
             .arg(&shared.channel)
-            .arg(payload)
+            .arg(on_channel)
             .ignore();
     }
     pipeline.query_async::<()>(redis).await

@@ -1,4 +1,7 @@
-//! The broadcast engine: who is connected, and handing each message to all of them.
+//! The broadcast engine: who is connected, and handing each message to all of them; and the
+//! [`Fanout`] a connection broadcasts through, to this hub or through a relay (the Redis
+//! [`backplane`](crate::backplane)) to the hub of every task. The hub depends on no connection or
+//! route; they, and the backplane, depend on it.
 //!
 //! A message is serialized once by the sender's connection; the hub hands every member a clone of
 //! the same frame, whose bytes are reference-counted, so a broadcast to N clients copies no payload.
@@ -10,6 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::metrics::Metrics;
@@ -93,6 +97,49 @@ impl Hub {
     fn lock(&self) -> MutexGuard<'_, Members> {
         // A panic elsewhere while holding the lock leaves the map consistent (no partial updates).
         self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The payload of a data frame (empty for control frames).
+pub fn payload(message: &Message) -> &[u8] {
+    match message {
+        Message::Text(text) => text.as_bytes(),
+        Message::Binary(bytes) => bytes,
+        _ => &[],
+    }
+}
+
+/// Where a client's valid message goes.
+#[derive(Debug, Clone)]
+pub enum Fanout {
+    /// Straight to this process's clients.
+    Local(Arc<Hub>),
+    /// Into a relay's bounded queue (the Redis backplane), which hands it to the hub of every
+    /// task, this one's included.
+    Relay(mpsc::Sender<Message>),
+}
+
+impl Fanout {
+    /// Broadcasts one envelope. Waits only when the relay's queue is full.
+    ///
+    /// The envelope is handed over before the future is returned, so that a reader waiting on it
+    /// holds no copy: every connection's task is allocated for its largest state, this one
+    /// included. For the same reason the relay send, several times an idle connection's state, is
+    /// boxed.
+    pub fn broadcast(&self, frame: Message) -> impl Future<Output = ()> + Send + '_ {
+        let publish = match self {
+            Fanout::Local(hub) => {
+                hub.broadcast(frame);
+                None
+            }
+            Fanout::Relay(queue) => Some(Box::pin(queue.send(frame))),
+        };
+        async move {
+            if let Some(publish) = publish {
+                // The relay outlives every connection; if it is gone the process is ending.
+                let _ = publish.await;
+            }
+        }
     }
 }
 

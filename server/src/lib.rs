@@ -7,10 +7,16 @@
 //! - [`config`]: settings from the environment and flags, validated at start-up.
 //! - [`serve`]: the HTTP accept loop (hyper), feeding requests to the warp routes.
 //! - [`routes`]: HTTP paths, status codes, the WebSocket handshake and admission (drain, limit).
-//! - [`connection`]: one WebSocket from upgrade to close (reading, batched writing, heartbeat).
+//! - [`connection`]: one WebSocket from upgrade to close (reading, batched writing, heartbeat,
+//!   close), the same for every route.
+//! - [`protocol`]: what a frame means on each WebSocket route (`/wss`, `/echo`).
 //! - [`limits`]: what one client may send (rate, JSON depth).
-//! - [`hub`]: the broadcast engine; [`outbox`]: each connection's bounded queue.
-//! - [`backplane`]: optional Redis pub/sub, so a broadcast reaches the clients of every task.
+//! - [`hub`]: the broadcast engine and the fan-out through it; [`outbox`]: each connection's
+//!   bounded queue.
+//! - [`backplane`]: optional Redis pub/sub, a relay the fan-out uses so that a broadcast reaches
+//!   the clients of every task.
+//!
+//! Dependencies point one way: routes → connection → protocol → hub ← backplane.
 //! - [`shutdown`]: the drain signal passed to everything that reacts to it.
 //! - [`metrics`]: Prometheus counters and the CloudWatch EMF line.
 //! - [`demo`]: the demo page at `/`.
@@ -26,6 +32,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
+pub mod protocol;
 pub mod routes;
 pub mod serve;
 pub mod shutdown;
@@ -41,10 +48,9 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{info, warn};
 
-use backplane::{Backplane, Fanout};
 use config::Config;
-use connection::{Connection, Heartbeat};
-use hub::Hub;
+use connection::Heartbeat;
+use hub::{Fanout, Hub};
 use limits::RateLimits;
 use metrics::Metrics;
 use outbox::QueueLimits;
@@ -120,18 +126,18 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         None => Fanout::Local(Arc::clone(&hub)),
         Some(url) => {
             let client = backplane::redis_client(url).expect("REDIS_URL is validated at start-up");
-            Fanout::Redis(Backplane::start(
+            backplane::start(
                 client,
                 config.redis_channel.clone(),
                 Arc::clone(&hub),
                 &metrics,
                 shutdown.clone(),
-            ))
+            )
         }
     };
 
     let state = AppState {
-        connection: Arc::new(Connection {
+        context: Arc::new(connection::Context {
             hub,
             fanout,
             metrics: Arc::clone(&metrics),

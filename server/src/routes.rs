@@ -20,15 +20,16 @@ use warp::reject::MethodNotAllowed;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
-use crate::connection::{Connection, Route};
+use crate::connection;
 use crate::metrics::Metrics;
+use crate::protocol::Route;
 use crate::serve::{PeerAddr, UpgradeSlot};
 
 /// What the public routes share.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// What every accepted connection shares.
-    pub connection: Arc<Connection>,
+    pub context: Arc<connection::Context>,
     /// One permit per open connection; `MAX_CONNECTIONS` in all.
     pub permits: Arc<Semaphore>,
     /// Proxies whose X-Forwarded-For entries are trusted (`TRUSTED_PROXY_HOPS`).
@@ -40,7 +41,7 @@ pub fn public(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
     let health = {
         let state = state.clone();
         warp::path!("health").and(warp::get()).map(move || {
-            if state.connection.shutdown.is_draining() {
+            if state.context.shutdown.is_draining() {
                 unavailable("Draining")
             } else {
                 text(StatusCode::OK, "Ok")
@@ -206,8 +207,8 @@ fn is_websocket_key(key: &[u8]) -> bool {
 }
 
 fn admit(state: &AppState, handshake: Handshake, route: Route, client: String) -> Response {
-    let metrics = &state.connection.metrics;
-    if state.connection.shutdown.is_draining() {
+    let metrics = &state.context.metrics;
+    if state.context.shutdown.is_draining() {
         metrics.upgrade_rejected("draining");
         return unavailable("The server is shutting down; reconnect.");
     }
@@ -216,8 +217,8 @@ fn admit(state: &AppState, handshake: Handshake, route: Route, client: String) -
         return unavailable("Connection limit reached; try again later.");
     };
     // The upgrade completes once hyper has sent the 101 below and handed over the connection.
-    let connection = Arc::clone(&state.connection);
-    tokio::spawn(connection.serve(handshake.upgrade, route, client, permit));
+    let context = Arc::clone(&state.context);
+    tokio::spawn(context.serve(handshake.upgrade, route, client, permit));
     let mut response =
         warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS).into_response();
     let headers = response.headers_mut();

@@ -1,0 +1,165 @@
+//! Why a connection ended, and ending it: the close code and text the server sends (RFC 6455,
+//! 7.4.1), and how long the close handshake may take.
+
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::sleep;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::WebSocket;
+use crate::limits::OverRateLimit;
+use crate::shutdown::Shutdown;
+
+/// How long a close handshake the server starts (other than on drain) may take before the socket
+/// is simply dropped: a peer that misbehaved gets no more patience than that.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client closed for flooding keeps its socket after the server's close frame, unread:
+/// time for the frame (and what was queued before it) to reach the client, while TCP flow control
+/// holds the flood back at no cost to the server. Reading on for the close reply would mean parsing
+/// the flood; dropping at once would reset the connection and discard the close frame unsent.
+const FLOODER_LINGER: Duration = Duration::from_secs(1);
+
+/// Why a connection ended. Also the `reason` label of `websocket_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client started the close handshake.
+    ClientClosed,
+    /// The TCP connection ended or failed without a close handshake (RFC 6455's 1006).
+    Abnormal,
+    /// The client fell a whole queue behind, or did not accept bytes for the pong timeout.
+    SlowConsumer,
+    /// The client answered nothing for the pong timeout after a ping.
+    PongTimeout,
+    /// A frame or message over the configured limit.
+    MessageTooBig,
+    /// The client stayed over its message or byte rate limit for `limits::OVER_LIMIT_GRACE`.
+    RateLimited,
+    /// A frame that breaks RFC 6455.
+    ProtocolError,
+    /// A text frame that is not UTF-8.
+    InvalidUtf8,
+    /// The process is draining.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// The metric label and log field.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::Abnormal => "abnormal",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::PongTimeout => "pong_timeout",
+            CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::RateLimited => "rate_limited",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::ServerShutdown => "server_shutdown",
+        }
+    }
+
+    /// The close code the server sends, if it starts the close handshake (RFC 6455, 7.4.1).
+    fn close_code(self) -> Option<u16> {
+        match self {
+            CloseReason::ServerShutdown => Some(1001),
+            CloseReason::ProtocolError => Some(1002),
+            CloseReason::InvalidUtf8 => Some(1007),
+            CloseReason::RateLimited => Some(1008),
+            CloseReason::MessageTooBig => Some(1009),
+            CloseReason::SlowConsumer => Some(1013),
+            CloseReason::ClientClosed | CloseReason::Abnormal | CloseReason::PongTimeout => None,
+        }
+    }
+
+    /// The close frame's reason text: what the client did, in words a developer reading a
+    /// browser's close event understands.
+    fn close_text(self) -> &'static str {
+        match self {
+            CloseReason::RateLimited => "rate limit exceeded for 5 s",
+            CloseReason::MessageTooBig => "message too big",
+            CloseReason::SlowConsumer => "too slow reading messages",
+            CloseReason::ServerShutdown => "server shutting down",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::InvalidUtf8 => "invalid UTF-8",
+            other => other.label(),
+        }
+    }
+
+    pub(super) fn from_read_error(err: &tungstenite::Error) -> CloseReason {
+        use tungstenite::error::ProtocolError::ResetWithoutClosingHandshake;
+        match err {
+            tungstenite::Error::Capacity(_) => CloseReason::MessageTooBig,
+            // What tungstenite reports when the TCP stream ends with no close frame.
+            tungstenite::Error::Protocol(ResetWithoutClosingHandshake) => CloseReason::Abnormal,
+            tungstenite::Error::Protocol(_) => CloseReason::ProtocolError,
+            tungstenite::Error::Utf8(_) => CloseReason::InvalidUtf8,
+            tungstenite::Error::Io(err) if OverRateLimit::is(err) => CloseReason::RateLimited,
+            _ => CloseReason::Abnormal,
+        }
+    }
+}
+
+/// Ends the connection politely where that makes sense: the server's close frame and the client's
+/// reply for server-side reasons, the reply to the client's close frame, or nothing for a peer
+/// that is gone or silent. During a drain the wait lasts until the drain ends; otherwise up to
+/// `CLOSE_HANDSHAKE_TIMEOUT`.
+pub(super) async fn close(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut stream: SplitStream<WebSocket>,
+    reason: CloseReason,
+    mut shutdown: Shutdown,
+) {
+    let handshake = async {
+        match reason.close_code() {
+            // After our close frame, wait for the client's (the stream ends after it); a flooder
+            // is not read from again.
+            Some(code)
+                if sink
+                    .send(close_frame(code, reason.close_text()))
+                    .await
+                    .is_ok() =>
+            {
+                if reason == CloseReason::RateLimited {
+                    sleep(FLOODER_LINGER).await;
+                } else {
+                    while let Some(Ok(_)) = stream.next().await {}
+                }
+            }
+            // Sends the reply the WebSocket layer queued when the client's close frame arrived.
+            None if reason == CloseReason::ClientClosed => {
+                let _ = sink.close().await;
+            }
+            _ => {}
+        }
+    };
+    tokio::select! {
+        _ = handshake => {}
+        _ = shutdown.terminating() => {}
+        _ = sleep(CLOSE_HANDSHAKE_TIMEOUT), if reason != CloseReason::ServerShutdown => {}
+    }
+}
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_side_reason_has_a_close_code() {
+        assert_eq!(CloseReason::ServerShutdown.close_code(), Some(1001));
+        assert_eq!(CloseReason::MessageTooBig.close_code(), Some(1009));
+        assert_eq!(CloseReason::SlowConsumer.close_code(), Some(1013));
+        assert_eq!(CloseReason::RateLimited.close_code(), Some(1008));
+        assert_eq!(CloseReason::PongTimeout.close_code(), None);
+    }
+}

@@ -1,0 +1,195 @@
+//! One WebSocket connection, from upgrade to close.
+//!
+//! Reading and writing run side by side in the connection's task: the [`reader`] holds each client
+//! message to the connection's rate limits and hands it to its route's [`protocol`](crate::protocol),
+//! which says what it means (a broadcast, an echo); the [`writer`] drains the connection's queue in
+//! batches (everything queued, then one flush), keeps the heartbeat, and watches for the three
+//! things that end a connection from the server's side: the drain, eviction as a slow consumer,
+//! and a silent peer. Whichever side finishes first decides the [`CloseReason`], which picks the
+//! close code, the metric label and the log line ([`close`]).
+
+mod close;
+mod reader;
+mod writer;
+
+pub use close::CloseReason;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tracing::info;
+
+use crate::hub::{Fanout, Hub};
+use crate::limits::{FrameMetered, RateLimits};
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, QueueLimits};
+use crate::protocol::{Route, wss};
+use crate::shutdown::Shutdown;
+use close::close;
+use reader::Reader;
+use writer::{HeartbeatTimer, Writer};
+
+/// An upgraded WebSocket connection.
+pub type WebSocket = WebSocketStream<FrameMetered<TokioIo<Upgraded>>>;
+
+/// Heartbeat timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    /// Time between pings.
+    pub ping_interval: Duration,
+    /// Time a client has to answer a ping, or to take bytes the server is writing.
+    pub pong_timeout: Duration,
+}
+
+/// Everything a connection needs from the rest of the server: one, shared by all of them.
+#[derive(Debug)]
+pub struct Context {
+    /// The local broadcast hub `/wss` clients join.
+    pub hub: Arc<Hub>,
+    /// Where `/wss` messages are broadcast: the local hub, or Redis to every task's hub.
+    pub fanout: Fanout,
+    /// Process-wide counters.
+    pub metrics: Arc<Metrics>,
+    /// Heartbeat timing.
+    pub heartbeat: Heartbeat,
+    /// What a client may send.
+    pub rate_limits: RateLimits,
+    /// Outbox limits of an `/echo` connection (`/wss` outboxes belong to the hub).
+    pub queue_limits: QueueLimits,
+    /// The drain signal.
+    pub shutdown: Shutdown,
+    /// Limits and buffer sizes of every WebSocket.
+    pub websocket: WebSocketConfig,
+}
+
+/// Per-connection figures for the close log line, shared by the reader and the writer.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    opened: Instant,
+    last_heard_ms: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) sent: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: Instant::now(),
+            last_heard_ms: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn heard(&self) {
+        let elapsed = self.opened.elapsed().as_millis() as u64;
+        self.last_heard_ms.store(elapsed, Ordering::Relaxed);
+    }
+
+    pub(crate) fn heard_since(&self, moment: Instant) -> bool {
+        let moment_ms = moment.duration_since(self.opened).as_millis() as u64;
+        self.last_heard_ms.load(Ordering::Relaxed) >= moment_ms
+    }
+}
+
+impl Context {
+    /// The task of an accepted upgrade: completes it, serves the WebSocket until it closes, and
+    /// holds `permit` until then. `client` is the address to log.
+    ///
+    /// The task is allocated at the size of its largest state for as long as the connection lasts,
+    /// which makes it most of an idle connection's memory. So the whole life is one future that
+    /// holds nothing large across an await, the states only some moments need (writing a batch,
+    /// the close handshake, a Redis publish) are boxed, and it is an async block rather than an
+    /// async fn, which would keep a second copy of every argument it uses after an await.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps a second copy of its arguments"
+    )]
+    pub fn serve(
+        self: Arc<Self>,
+        upgrade: OnUpgrade,
+        route: Route,
+        client: String,
+        permit: OwnedSemaphorePermit,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let Ok(upgraded) = upgrade.await else {
+                return;
+            };
+            let socket = WebSocketStream::from_raw_socket(
+                FrameMetered::new(TokioIo::new(upgraded), self.rate_limits),
+                Role::Server,
+                Some(self.websocket),
+            )
+            .await;
+            let (sink, mut stream) = socket.split();
+            // The opened-connections count doubles as a process-unique connection id.
+            let id = self.metrics.connections_opened.inc() + 1;
+            self.metrics.connections.inc();
+            info!(conn = id, client = %client, route = route.label(), "connection opened");
+
+            let activity = Activity::new();
+            // `/wss` clients join before the greeting, so that everything broadcast after the
+            // greeting reaches them; `/echo` clients have an outbox of their own.
+            let membership = (route == Route::Broadcast).then(|| self.hub.join());
+            let outbox = match &membership {
+                Some(membership) => Arc::clone(&membership.outbox),
+                None => Arc::new(Outbox::with_backpressure()),
+            };
+            let mut writer = Writer {
+                sink,
+                shutdown: self.shutdown.clone(),
+                outbox: &outbox,
+                heartbeat: HeartbeatTimer::new(&self.heartbeat),
+                ping_owed: false,
+                activity: &activity,
+                metrics: &self.metrics,
+            };
+            let reason = if route == Route::Broadcast
+                && writer
+                    .sink
+                    .send(Message::text(wss::GREETING))
+                    .await
+                    .is_err()
+            {
+                CloseReason::Abnormal
+            } else {
+                // Built in place: a named local would keep its own slot in the task beside the
+                // copy `run` holds.
+                let reason = tokio::select! {
+                    reason = Reader {
+                        context: &self,
+                        activity: &activity,
+                        echo: (route == Route::Echo).then_some(&*outbox),
+                    }.run(&mut stream) => reason,
+                    reason = writer.run() => reason,
+                };
+                // Boxed: only a closing connection needs this state.
+                Box::pin(close(writer.sink, stream, reason, writer.shutdown)).await;
+                reason
+            };
+
+            self.metrics.connections.dec();
+            self.metrics.connection_closed(reason.label());
+            info!(
+                conn = id,
+                client = %client,
+                route = route.label(),
+                reason = reason.label(),
+                duration_ms = activity.opened.elapsed().as_millis() as u64,
+                received = activity.received.load(Ordering::Relaxed),
+                sent = activity.sent.load(Ordering::Relaxed),
+                "connection closed"
+            );
+            drop(permit);
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The writing half of a connection: its queue drained in batches, the heartbeat, and the events
+//! that interrupt a write (the drain, eviction, a silent peer).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures_util::SinkExt;
+use futures_util::stream::SplitSink;
+use tokio::time::{Sleep, sleep};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::{Activity, CloseReason, Heartbeat, WebSocket};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::protocol::payload;
+use crate::shutdown::Shutdown;
+
+/// Frames' worth of batch buffer a connection keeps between batches.
+const KEEP_BATCH_CAPACITY: usize = 64;
+
+/// The writing half and the events that can interrupt it.
+pub(super) struct Writer<'a> {
+    pub(super) sink: SplitSink<WebSocket, Message>,
+    pub(super) shutdown: Shutdown,
+    pub(super) outbox: &'a Outbox,
+    pub(super) heartbeat: HeartbeatTimer<'a>,
+    /// A ping fell due while a batch was stuck: it goes out first thing after, its pong deadline
+    /// already running, so that a client that was slow for a moment is not judged on a ping it
+    /// never got.
+    pub(super) ping_owed: bool,
+    pub(super) activity: &'a Activity,
+    pub(super) metrics: &'a Metrics,
+}
+
+impl Writer<'_> {
+    pub(super) async fn run(&mut self) -> CloseReason {
+        let mut batch = VecDeque::new();
+        loop {
+            if std::mem::take(&mut self.ping_owed) {
+                batch.push_back(Message::Ping(bytes::Bytes::new()));
+            } else {
+                tokio::select! {
+                biased;
+                _ = self.shutdown.draining() => return CloseReason::ServerShutdown,
+                _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(self.activity) {
+                    Beat::Dead => return CloseReason::PongTimeout,
+                    Beat::Alive => continue,
+                    Beat::Ping => batch.push_back(Message::Ping(bytes::Bytes::new())),
+                },
+                taken = self.outbox.take_all(&mut batch) => {
+                    if taken.is_err() {
+                        return CloseReason::SlowConsumer;
+                    }
+                }
+                }
+            }
+            // Boxed: a batch in flight needs far more state than an idle connection, and every
+            // connection's task is allocated at its largest state's size.
+            if let Err(reason) = Box::pin(self.write(&mut batch)).await {
+                return reason;
+            }
+            // A burst may have grown the batch; an idle connection should not keep that memory.
+            if batch.capacity() > KEEP_BATCH_CAPACITY {
+                batch = VecDeque::new();
+            }
+        }
+    }
+
+    /// Writes the whole batch, then flushes once; gives up as soon as the drain starts, the client
+    /// is evicted, or the client stays silent past the pong timeout while the write is stuck.
+    async fn write(&mut self, batch: &mut VecDeque<Message>) -> Result<(), CloseReason> {
+        let written = write_batch(&mut self.sink, batch);
+        tokio::pin!(written);
+        loop {
+            tokio::select! {
+                biased;
+                written = &mut written => {
+                    let (frames, bytes) = written.map_err(|_| CloseReason::Abnormal)?;
+                    self.activity.sent.fetch_add(frames, Ordering::Relaxed);
+                    self.metrics.messages_delivered.inc_by(frames);
+                    self.metrics.bytes_sent.inc_by(bytes);
+                    return Ok(());
+                }
+                _ = self.shutdown.draining() => return Err(CloseReason::ServerShutdown),
+                _ = self.outbox.evicted() => return Err(CloseReason::SlowConsumer),
+                // No ping can go out while the socket is stuck; the timer still runs, so a client that
+                // neither reads nor says anything for the pong timeout is let go.
+                _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(self.activity) {
+                    Beat::Dead => return Err(CloseReason::SlowConsumer),
+                    Beat::Ping => self.ping_owed = true,
+                    Beat::Alive => {}
+                },
+            }
+        }
+    }
+}
+
+/// Feeds every frame of `batch` (emptying it), then flushes once. Returns the data frames and
+/// payload bytes written (pings are not counted).
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: &mut VecDeque<Message>,
+) -> Result<(u64, u64), tungstenite::Error> {
+    let mut frames = 0;
+    let mut bytes = 0;
+    while let Some(frame) = batch.pop_front() {
+        if frame.is_text() || frame.is_binary() {
+            frames += 1;
+            bytes += payload(&frame).len() as u64;
+        }
+        sink.feed(frame).await?;
+    }
+    sink.flush().await?;
+    Ok((frames, bytes))
+}
+
+/// What the heartbeat timer decided when it fired.
+enum Beat {
+    /// Send a ping now.
+    Ping,
+    /// The client answered in time; nothing to send yet.
+    Alive,
+    /// No sign of life since the last ping, for the whole pong timeout.
+    Dead,
+}
+
+/// One timer for both the next ping and the pong deadline, so an idle connection holds one timer.
+pub(super) struct HeartbeatTimer<'a> {
+    settings: &'a Heartbeat,
+    timer: std::pin::Pin<Box<Sleep>>,
+    ping_sent: Option<Instant>,
+}
+
+impl<'a> HeartbeatTimer<'a> {
+    pub(super) fn new(settings: &'a Heartbeat) -> Self {
+        HeartbeatTimer {
+            settings,
+            timer: Box::pin(sleep(settings.ping_interval)),
+            ping_sent: None,
+        }
+    }
+
+    /// Called when the timer fires; re-arms it.
+    fn beat(&mut self, activity: &Activity) -> Beat {
+        let now = tokio::time::Instant::now();
+        match self.ping_sent {
+            Some(sent) if !activity.heard_since(sent) => Beat::Dead,
+            Some(sent) => {
+                self.ping_sent = None;
+                let next_ping = tokio::time::Instant::from_std(sent) + self.settings.ping_interval;
+                self.timer.as_mut().reset(next_ping.max(now));
+                Beat::Alive
+            }
+            None => {
+                self.ping_sent = Some(now.into_std());
+                self.timer.as_mut().reset(now + self.settings.pong_timeout);
+                Beat::Ping
+            }
+        }
+    }
+}

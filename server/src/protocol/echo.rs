@@ -1,0 +1,26 @@
+//! `/echo`: every data frame goes back to its sender unchanged (conformance runs, latency probes).
+//! The echo queues in the connection's own outbox, so a client that does not read its echoes is
+//! held back (backpressure) instead of growing the queue.
+
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::outbox::{Outbox, QueueLimits};
+
+/// Queues `message` in the client's own outbox at once if there is room; otherwise the returned
+/// future waits for room, holding only what waiting needs.
+pub fn deliver<'a>(
+    outbox: &'a Outbox,
+    limits: &'a QueueLimits,
+    message: Message,
+) -> impl Future<Output = ()> + Send + 'a {
+    // Boxed: only a client that does not read its echoes ever waits here.
+    let waiting = outbox
+        .try_push(message, limits)
+        .err()
+        .map(|message| Box::pin(outbox.push_when_room(message, limits)));
+    async move {
+        if let Some(waiting) = waiting {
+            waiting.await;
+        }
+    }
+}
