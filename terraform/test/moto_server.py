@@ -18,6 +18,9 @@ empty. Each patch below makes moto keep or omit exactly what AWS keeps or omits,
   deleted (stays "deleting"), and a cache subnet group cannot be deleted.
 - ECS's service-linked role is named AWSServiceRoleForecs instead of AWSServiceRoleForECS, so the
   script that creates it before the first apply would never find it.
+- CreateTargetGroup and CreateLoadBalancer are idempotent in AWS (the same call again returns the
+  existing one); moto refuses the target group (DuplicateTargetGroupName) and makes a second load
+  balancer, so a call the provider retries after a slow answer failed the apply or leaked one.
 
     python3 moto_server.py -H 127.0.0.1 -p PORT    (the arguments of moto_server)
 """
@@ -33,6 +36,7 @@ from moto.ec2.models.security_groups import SecurityGroupRule
 from moto.core.responses import EmptyResult
 from moto.ecs.models import EC2ContainerServiceBackend
 from moto.elasticache.models import ElastiCacheBackend
+from moto.elbv2.models import ELBv2Backend
 from moto.iam import models as iam
 from moto.elasticache.responses import ElastiCacheResponse
 from moto.ecs.responses import EC2ContainerServiceResponse
@@ -203,6 +207,33 @@ def delete_cache_subnet_group(self):
 
 
 ElastiCacheResponse.delete_cache_subnet_group = delete_cache_subnet_group
+
+# --- ELBv2: creating what exists with the same settings returns it, as AWS does.
+create_target_group = ELBv2Backend.create_target_group
+
+
+@functools.wraps(create_target_group)
+def create_target_group_idempotently(self, name, **settings):
+    for group in self.target_groups.values():
+        if group.name == name and (group.vpc_id, group.protocol, str(group.port)) == (settings.get("vpc_id"), settings.get("protocol"), str(settings.get("port"))):
+            return group
+    return create_target_group(self, name, **settings)
+
+
+ELBv2Backend.create_target_group = create_target_group_idempotently
+
+create_load_balancer = ELBv2Backend.create_load_balancer
+
+
+@functools.wraps(create_load_balancer)
+def create_load_balancer_idempotently(self, name, *args, **settings):
+    for balancer in self.load_balancers.values():
+        if balancer.name == name:
+            return balancer
+    return create_load_balancer(self, name, *args, **settings)
+
+
+ELBv2Backend.create_load_balancer = create_load_balancer_idempotently
 
 # --- IAM: the service-linked role's name, as AWS spells it.
 iam.SERVICE_NAME_CONVERSION["ecs"] = "ECS"
