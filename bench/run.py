@@ -277,7 +277,8 @@ def table(columns, results):
 
 
 def targets(results):
-    """Issue 5's targets, each with the measured ratio and a verdict."""
+    """The performance targets the server is held to (each a ratio to a reference server or a
+    budget), each with the measured figure and a verdict."""
     def get(case, server, path):
         value = results[case][server]
         for key in path.split("."):
