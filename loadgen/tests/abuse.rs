@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// Runs `loadgen abuse --json` against `server`, expecting `exit_code`; returns its JSON line.
-async fn abuse(server: &Server, args: &[&str], exit_code: i32) -> Value {
+async fn abuse(server: &TestServer, args: &[&str], exit_code: i32) -> Value {
     let url = format!("ws://{}", server.addr);
     let admin = server.admin.to_string();
     let pid = std::process::id().to_string();
@@ -44,7 +44,7 @@ fn check<'a>(result: &'a Value, name: &str) -> &'a Value {
 async fn the_quick_form_passes_against_the_default_limits() {
     let _serial = SERIAL.lock().await;
     // Default settings but the head deadline, so that slowloris takes 2 s rather than 10.
-    let server = Server::start(&["--header-read-timeout", "2s"]).await;
+    let server = TestServer::start(&["--header-read-timeout", "2s"]).await;
     let result = abuse(&server, &["--quick"], 0).await;
     assert_eq!(result["failed"], 0, "{result}");
     assert_eq!(result["passed"], 6, "{result}");
@@ -80,7 +80,7 @@ async fn the_quick_form_passes_against_the_default_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooder_without_a_rate_limit_fails_the_flood_check() {
     let _serial = SERIAL.lock().await;
-    let server = Server::start(&["--max-messages-per-second", "0"]).await;
+    let server = TestServer::start(&["--max-messages-per-second", "0"]).await;
     // loadgen still expects the default limit of 100 a second.
     let result = abuse(&server, &["--quick", "--checks", "flood"], 1).await;
     let flood = check(&result, "flood");
@@ -101,7 +101,7 @@ async fn a_flooder_without_a_rate_limit_fails_the_flood_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn told_there_is_no_limit_the_flood_check_only_reports_the_flooder_rate() {
     let _serial = SERIAL.lock().await;
-    let server = Server::start(&[]).await;
+    let server = TestServer::start(&[]).await;
     // Shorter than the 5 s over the limit that closes a client, and with no limit expected: the
     // flooder's rate and close are not judged, the listeners and the polite sender still are.
     let result = abuse(
@@ -151,11 +151,8 @@ async fn the_hoarders_check_needs_the_server_pid() {
 
 #[tokio::test]
 async fn nothing_listening_is_a_one_line_error() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let url = format!("ws://127.0.0.1:{port}");
+    let (_held, nothing) = refusing_address();
+    let url = format!("ws://{nothing}");
     let output = loadgen(&["abuse", "--url", &url, "--checks", "handshakes"]).await;
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);

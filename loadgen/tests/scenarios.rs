@@ -7,10 +7,10 @@ use common::*;
 use serde_json::Value;
 
 /// Runs loadgen with `--json` against `server`, expecting `exit_code`; returns its JSON line.
-async fn measure(server: &Server, args: &[&str], exit_code: i32) -> Value {
+async fn measure(server: &TestServer, args: &[&str], exit_code: i32) -> Value {
     let pid = std::process::id().to_string();
     let mut argv = args.to_vec();
-    let url = server.url();
+    let url = server.url("/wss");
     argv.extend(["--url", &url, "--server-pid", &pid, "--json"]);
     json_run(&argv, exit_code).await
 }
@@ -19,7 +19,7 @@ async fn measure(server: &Server, args: &[&str], exit_code: i32) -> Value {
 async fn broadcast_counts_every_delivery_and_times_it() {
     // Full speed is over the server's default rate limit per client; the limits are off here as in
     // make bench, or the server would rightly drop most of each sender's messages.
-    let server = Server::start(&[
+    let server = TestServer::start(&[
         "--max-messages-per-second",
         "0",
         "--max-bytes-per-second",
@@ -44,7 +44,7 @@ async fn broadcast_counts_every_delivery_and_times_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_at_a_rate_for_a_duration_sends_that_many() {
-    let server = Server::start(&[]).await;
+    let server = TestServer::start(&[]).await;
     let result = measure(
         &server,
         &[
@@ -71,7 +71,7 @@ async fn broadcast_at_a_rate_for_a_duration_sends_that_many() {
 async fn messages_the_server_drops_count_as_lost() {
     // Queues of two frames, and senders allowed far ahead: the server evicts its slow clients
     // (with the rate limits off, so that eviction is what loses the messages).
-    let server = Server::start(&[
+    let server = TestServer::start(&[
         "--client-queue-size",
         "2",
         "--max-messages-per-second",
@@ -112,7 +112,7 @@ async fn messages_the_server_drops_count_as_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_holds_every_connection_and_reads_server_memory() {
-    let server = Server::start(&[]).await;
+    let server = TestServer::start(&[]).await;
     let result = measure(&server, &["idle", "-n", "300", "--hold", "1s"], 0).await;
     assert_eq!(result["connected"], 300);
     assert!(result["handshakes_per_s"].as_f64().unwrap() > 0.0);
@@ -122,7 +122,7 @@ async fn idle_holds_every_connection_and_reads_server_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_completes_handshakes() {
-    let server = Server::start(&[]).await;
+    let server = TestServer::start(&[]).await;
     let result = measure(&server, &["churn", "-k", "5", "--duration", "1s"], 0).await;
     assert!(result["handshakes"].as_u64().unwrap() > 10, "{result}");
     assert_eq!(result["errors"], 0);
@@ -131,11 +131,8 @@ async fn churn_completes_handshakes() {
 
 #[tokio::test]
 async fn nothing_listening_is_a_one_line_error() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let url = format!("ws://127.0.0.1:{port}/wss");
+    let (_held, nothing) = refusing_address();
+    let url = format!("ws://{nothing}/wss");
     let output = loadgen(&[
         "broadcast",
         "-c",

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -16,64 +16,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Reconnection backs off up to 10 s, so recovery gets more patience than other waits.
 const RECOVERY: Duration = Duration::from_secs(30);
-
-/// The tests run one at a time: one restarts Redis on its port, and a port freed for a moment
-/// could otherwise be handed to the other test.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A `redis-server` on a loopback port, without persistence, killed when dropped.
-struct Redis {
-    child: Child,
-}
-
-impl Redis {
-    /// A plain-TCP server on `port`.
-    fn start(port: u16) -> Redis {
-        let port_text = port.to_string();
-        let args = [
-            "--port",
-            &port_text,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ];
-        Redis::spawn(&args, port)
-    }
-
-    /// A server with `args`, once it accepts connections on `port`.
-    fn spawn(args: &[&str], port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect(
-                "redis-server must be installed (Debian package redis-server; .ci/run installs it)",
-            );
-        let mut redis = Redis { child };
-        let deadline = Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Something answering is not enough: it must be this redis-server (the port was free).
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(
-            redis.child.try_wait().unwrap().is_none(),
-            "redis-server exited: port {port} taken?"
-        );
-        redis
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn wait_for_backplane(admin: SocketAddr, up: bool) {
     let deadline = Instant::now() + RECOVERY;
@@ -145,20 +87,14 @@ fn assert_exactly_once_in_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_cross_tasks_exactly_once_and_survive_a_redis_outage() {
-    let _serial = ONE_AT_A_TIME.lock().await;
     const EACH: usize = 25;
-    let redis_port = free_port();
-    let mut redis = Redis::start(redis_port);
-    let url = format!("redis://127.0.0.1:{redis_port}");
-    let env = [
-        ("REDIS_URL", url.as_str()),
-        ("LOG_LEVEL", "warn"),
-        ("EMF_INTERVAL", "0"),
-    ];
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let env = [("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")];
     let mut task_a = Process::start(&env).await;
     let mut task_b = Process::start(&env).await;
-    wait_for_backplane(task_a.admin, true).await;
-    wait_for_backplane(task_b.admin, true).await;
+    wait_for_backplane(task_a.admin(), true).await;
+    wait_for_backplane(task_b.admin(), true).await;
 
     // Clients 0 and 1 on task A, 2 and 3 on task B.
     let mut clients = Vec::new();
@@ -173,9 +109,9 @@ async fn messages_cross_tasks_exactly_once_and_survive_a_redis_outage() {
     assert_exactly_once_in_order(&received, clients.len(), EACH);
 
     // Redis goes away: each task keeps serving its own clients.
-    drop(redis);
-    wait_for_backplane(task_a.admin, false).await;
-    wait_for_backplane(task_b.admin, false).await;
+    redis.stop();
+    wait_for_backplane(task_a.admin(), false).await;
+    wait_for_backplane(task_b.admin(), false).await;
     let (on_a, on_b) = clients.split_at_mut(2);
     let local_a = exchange(on_a, "outage-a", EACH).await;
     assert_exactly_once_in_order(&local_a, 2, EACH);
@@ -190,18 +126,17 @@ async fn messages_cross_tasks_exactly_once_and_survive_a_redis_outage() {
         .unwrap();
     assert_eq!(status, 200, "health stays 200 without Redis");
     assert!(
-        metric(task_a.admin, "websocket_backplane_local_only_total").await >= (2 * EACH) as f64
+        metric(task_a.admin(), "websocket_backplane_local_only_total").await >= (2 * EACH) as f64
     );
 
     // Redis is back: cross-task delivery resumes, exactly once. (`exchange` would fail on any
     // leftover outage message arriving late on the other task.)
-    redis = Redis::start(redis_port);
-    wait_for_backplane(task_a.admin, true).await;
-    wait_for_backplane(task_b.admin, true).await;
+    assert!(redis.restart(), "redis-server is back on its socket");
+    wait_for_backplane(task_a.admin(), true).await;
+    wait_for_backplane(task_b.admin(), true).await;
     let received = exchange(&mut clients, "after", EACH).await;
     assert_exactly_once_in_order(&received, clients.len(), EACH);
     assert!(task_a.is_running() && task_b.is_running());
-    drop(redis);
 }
 
 /// A throwaway CA and a server certificate for 127.0.0.1, made with the openssl command.
@@ -264,35 +199,32 @@ fn certificates(dir: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_an_auth_token() {
-    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = std::env::temp_dir().join(format!("backplane-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     certificates(&dir);
-    let port = free_port().to_string();
     let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let _redis = Redis::spawn(
-        &[
-            "--port",
-            "0",
-            "--tls-port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--tls-cert-file",
-            &file("server.pem"),
-            "--tls-key-file",
-            &file("server.key"),
-            "--tls-auth-clients",
-            "no",
-            "--requirepass",
-            "t0ken",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        port.parse().unwrap(),
-    );
+    // TLS needs a TCP port (redis-server has no TLS on its Unix socket), so this one is picked
+    // free and tried again should another process take it first.
+    let (_redis, port) = (1..=5)
+        .find_map(|_| {
+            let port = free_port().to_string();
+            let tls = [
+                "--tls-port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--tls-cert-file",
+                &file("server.pem"),
+                "--tls-key-file",
+                &file("server.key"),
+                "--tls-auth-clients",
+                "no",
+                "--requirepass",
+                "t0ken",
+            ];
+            Some((Redis::start_with(&tls)?, port))
+        })
+        .expect("redis-server on a free TLS port");
     let ca = file("ca.pem");
     let url = format!("rediss://:t0ken@127.0.0.1:{port}");
     let env = [
@@ -302,8 +234,8 @@ async fn rediss_with_an_auth_token() {
     ];
     let task_a = Process::start(&env).await;
     let task_b = Process::start(&env).await;
-    wait_for_backplane(task_a.admin, true).await;
-    wait_for_backplane(task_b.admin, true).await;
+    wait_for_backplane(task_a.admin(), true).await;
+    wait_for_backplane(task_b.admin(), true).await;
     let mut clients = vec![
         connect(&task_a.url("/wss")).await,
         connect(&task_b.url("/wss")).await,
@@ -321,12 +253,12 @@ async fn rediss_with_an_auth_token() {
         ("SSL_CERT_FILE", ca.as_str()),
     ])
     .await;
-    wait_for_metric(task_c.admin, "websocket_backplane_up", 0.0).await;
+    wait_for_metric(task_c.admin(), "websocket_backplane_up", 0.0).await;
     let mut alone = vec![connect(&task_c.url("/wss")).await];
     next_text(&mut alone[0]).await;
     assert_exactly_once_in_order(&exchange(&mut alone, "alone", 3).await, 1, 3);
     let failures = metric(
-        task_c.admin,
+        task_c.admin(),
         "websocket_backplane_connection_failures_total",
     )
     .await;
@@ -382,20 +314,17 @@ async fn collect_until_quiet(
 /// subscription each time, losing what other tasks published in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keepalive_periods_cost_nothing() {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let redis_port = free_port();
-    let _redis = Redis::start(redis_port);
-    let url = format!("redis://127.0.0.1:{redis_port}");
+    let redis = Redis::start();
+    let url = redis.url();
     let env = [
         ("REDIS_URL", url.as_str()),
-        ("LOG_LEVEL", "warn"),
         ("EMF_INTERVAL", "0"),
         ("DRAIN_TIMEOUT", "1s"),
     ];
     let task_a = Process::start(&env).await;
     let task_b = Process::start(&env).await;
-    wait_for_backplane(task_a.admin, true).await;
-    wait_for_backplane(task_b.admin, true).await;
+    wait_for_backplane(task_a.admin(), true).await;
+    wait_for_backplane(task_b.admin(), true).await;
 
     // Clients 0 and 1 on task A, 2 and 3 on task B; clients 0 (on A) and 2 (on B) also send.
     const SENDERS: [usize; 2] = [0, 2];
@@ -459,8 +388,12 @@ async fn idle_keepalive_periods_cost_nothing() {
 
     let mut reconnects = Vec::new();
     for (name, task) in [("A", &task_a), ("B", &task_b)] {
-        let failures = metric(task.admin, "websocket_backplane_connection_failures_total").await;
-        let up = metric(task.admin, "websocket_backplane_up").await;
+        let failures = metric(
+            task.admin(),
+            "websocket_backplane_connection_failures_total",
+        )
+        .await;
+        let up = metric(task.admin(), "websocket_backplane_up").await;
         if failures != 0.0 || up != 1.0 {
             reconnects.push(format!(
                 "task {name}: {failures} connection failures, backplane up {up}"

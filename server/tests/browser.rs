@@ -4,8 +4,10 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -13,7 +15,7 @@ use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
-/// A chromedriver on a loopback port, killed when dropped.
+/// A chromedriver on a loopback port of its choosing, killed when dropped.
 struct ChromeDriver {
     child: Child,
     url: String,
@@ -21,18 +23,29 @@ struct ChromeDriver {
 
 impl ChromeDriver {
     fn start() -> ChromeDriver {
-        let port = free_port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        let mut child = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver must be installed (Debian package chromium-driver; .ci/run installs it)");
-        let deadline = Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // "ChromeDriver was started successfully on port 41037." once it listens; the reading
+        // thread keeps draining its standard output afterwards.
+        let (port_sender, port) = std::sync::mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .strip_prefix("ChromeDriver was started successfully on port ")
+                    .and_then(|rest| rest.trim_end_matches('.').parse::<u16>().ok())
+                {
+                    let _ = port_sender.send(port);
+                }
+            }
+        });
+        let port = port
+            .recv_timeout(PATIENCE)
+            .expect("chromedriver says which port it listens on");
         ChromeDriver {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -47,7 +60,12 @@ impl ChromeDriver {
         const ATTEMPTS: u32 = 3;
         let mut attempt = 1;
         let browser = loop {
-            let profile = std::env::temp_dir().join(format!("demo-test-profile-{}", free_port()));
+            static PROFILES: AtomicUsize = AtomicUsize::new(0);
+            let profile = std::env::temp_dir().join(format!(
+                "demo-test-profile-{}-{}",
+                std::process::id(),
+                PROFILES.fetch_add(1, Ordering::Relaxed)
+            ));
             // The flags keep chromium off the network it has no access to here (see the machine
             // notes).
             let options = json!({
@@ -168,6 +186,7 @@ async fn two_pages_see_each_others_messages_and_reconnect_after_a_restart() {
     std::fs::write(format!("{artifacts}/demo-page.png"), screenshot).unwrap();
 
     // The server drains (close 1001) and comes back on the same address: the pages reconnect.
+    // That address is a fixed port, since the pages reconnect to where they were loaded from.
     server.stop().await;
     wait_for_text(&first, "#state", |state| {
         state.starts_with("server restarting")

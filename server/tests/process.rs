@@ -119,10 +119,11 @@ async fn healthcheck_exit_codes() {
     server.signal("TERM");
     server.wait(Duration::from_secs(5)).await;
 
+    let (_held, nobody) = refusing_address();
     let nobody = Command::new(BINARY)
         .arg("healthcheck")
         .env_clear()
-        .env("PORT", free_port().to_string())
+        .env("PORT", nobody.port().to_string())
         .output()
         .unwrap();
     assert_eq!(nobody.status.code(), Some(1));
@@ -304,7 +305,7 @@ async fn connection_logs_name_the_client_from_trusted_x_forwarded_for_entries() 
 
 /// Runs the binary with an open-file limit of `open_files` (soft and hard), as a container with a
 /// low nofile ulimit would.
-fn run_with_open_file_limit(open_files: u32, env: &[(&str, &str)]) -> std::process::Child {
+fn run_with_open_file_limit(open_files: u32, env: &[(&str, &str)]) -> std::process::Output {
     Command::new("bash")
         .args([
             "-c",
@@ -314,18 +315,14 @@ fn run_with_open_file_limit(open_files: u32, env: &[(&str, &str)]) -> std::proce
         .env_clear()
         .envs([("HOST", "127.0.0.1"), ("METRICS_PORT", "0")])
         .envs(env.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+        .output()
         .unwrap()
 }
 
 #[tokio::test]
 async fn connection_limits_are_fitted_to_the_open_file_limit() {
     // An explicit MAX_CONNECTIONS that cannot fit: refused, naming it.
-    let output = run_with_open_file_limit(2000, &[("MAX_CONNECTIONS", "5000")])
-        .wait_with_output()
-        .unwrap();
+    let output = run_with_open_file_limit(2000, &[("MAX_CONNECTIONS", "5000")]);
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -335,22 +332,12 @@ async fn connection_limits_are_fitted_to_the_open_file_limit() {
     );
 
     // The default shrinks to what fits (2,000 - 1,024 in the HTTP phase - 64 spare), with one
-    // warning, and the server serves.
-    let port = free_port();
-    let child = run_with_open_file_limit(2000, &[("PORT", &port.to_string())]);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !matches!(http_request(addr, "GET", "/health").await, Ok((200, _))) {
-        assert!(std::time::Instant::now() < deadline, "never healthy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    // warning, and the server serves. No metrics port: it would need 16 files more.
+    let server = Process::start_with_open_file_limit(2000, &[("METRICS_PORT", "0")]).await;
+    server.signal("TERM");
+    let exit = server.wait(PATIENCE).await;
+    assert_eq!(exit.code, Some(0));
+    let stdout = exit.stdout;
     let warnings: Vec<_> = stdout
         .lines()
         .filter(|line| line.contains("WARN"))

@@ -4,21 +4,22 @@
 //! and without a real `redis-server` between them.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-// The server tests' in-process server, shared by path: the rest of their support names the
-// server's binary, which only its own crate can.
+// The server tests' in-process server and Redis, shared by path: the rest of their support names
+// the server's binary, which only its own crate can.
 #[path = "../../server/tests/common/in_process.rs"]
 mod in_process;
+#[path = "../../server/tests/common/redis_server.rs"]
+mod redis_server;
 
-use in_process::{PATIENCE, TestServer};
+use in_process::{TestServer, refusing_address};
+use redis_server::Redis;
 
 const SMOKE: &str = env!("CARGO_BIN_EXE_smoke");
 
@@ -121,10 +122,7 @@ async fn plain_http_served_as_is_fails_check_5() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_server_fails_check_1_first() {
-    let nothing = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_held, nothing) = refusing_address();
     let alb = stand_in("HTTP/1.1 403 Forbidden").await;
     let (code, stdout) = smoke(args(nothing, alb, alb)).await;
     assert_eq!(code, Some(1), "{stdout}");
@@ -154,62 +152,6 @@ fn without_flags_or_terraform_outputs_it_says_what_to_do() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-}
-
-/// A `redis-server` on a Unix socket in a directory of its own (no TCP port another test could
-/// take in between), without persistence; killed and its directory removed when dropped.
-struct Redis {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "smoke-redis-{}-{}",
-            std::process::id(),
-            STARTED.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir)
-            .arg("--unixsocket")
-            .arg(dir.join("redis.sock"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect(
-                "redis-server must be installed (Debian package redis-server; .ci/run installs it)",
-            );
-        let mut redis = Redis { child, dir };
-        let deadline = Instant::now() + PATIENCE;
-        while std::os::unix::net::UnixStream::connect(redis.socket()).is_err() {
-            assert!(
-                redis.child.try_wait().unwrap().is_none(),
-                "redis-server exited"
-            );
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("redis.sock")
-    }
-
-    fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket().display())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// One task of a deployment: a real server in this process with its own hub, connected to Redis

@@ -1,5 +1,5 @@
 //! A server running in this process and reading its metrics. Apart from `mod.rs` because it needs
-//! only the `server` library: the smoke tests include this file by path, where
+//! only the `server` library: the smoke and loadgen tests include this file by path, where
 //! `CARGO_BIN_EXE_websocket-server` (which `mod.rs` names) does not exist.
 #![allow(dead_code)] // each test binary uses its own subset
 
@@ -112,4 +112,14 @@ pub async fn wait_for_metric(admin: SocketAddr, series: &str, value: f64) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A loopback address that refuses connections for as long as the returned socket lives: bound but
+/// never listening, so no other process can start listening there meanwhile (a port bound and
+/// released at once could be anyone's by the time it is used).
+pub fn refusing_address() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
 }

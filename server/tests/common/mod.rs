@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: a server on a loopback port, WebSocket clients, and
+//! Helpers shared by the integration tests: the server in this process ([`TestServer`]) or as the
+//! real binary ([`Process`]), a `redis-server` of a test's own ([`Redis`]), WebSocket clients, and
 //! reading the server's own metrics.
 #![allow(dead_code)] // each test binary uses its own subset
 
@@ -15,7 +16,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod in_process;
-pub use in_process::{PATIENCE, TestServer, metric, wait_for_metric};
+mod redis_server;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use in_process::{PATIENCE, TestServer, metric, refusing_address, wait_for_metric};
+#[allow(unused_imports)]
+pub use redis_server::Redis;
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -95,7 +100,8 @@ pub async fn send_text(client: &mut Client, text: impl Into<String>) {
     client.send(Message::text(text.into())).await.expect("send");
 }
 
-/// A port nothing listens on right now (bound, then released).
+/// A loopback port free a moment ago (bound, then released), so another process may take it
+/// before the caller binds it: callers tell their own listener from someone else's and try again.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -104,13 +110,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A `websocket-server` process on free loopback ports, killed when dropped. Its standard output
-/// and error are collected by threads, so a chatty server never blocks on a full pipe.
+/// A `websocket-server` process on loopback, killed when dropped. Its addresses are read from its
+/// own start-up lines, so they are sockets this process bound and not someone else's. Its standard
+/// output and error are collected by threads, so a chatty server never blocks on a full pipe.
 pub struct Process {
     child: Child,
     pub addr: SocketAddr,
-    pub admin: SocketAddr,
-    pub port: u16,
+    admin: Option<SocketAddr>,
     stdout: Collected,
     stderr: Collected,
 }
@@ -129,6 +135,10 @@ fn collect(mut pipe: impl Read + Send + 'static) -> Collected {
     buffer
 }
 
+fn text(collected: &Collected) -> String {
+    String::from_utf8_lossy(&collected.lock().unwrap()).into_owned()
+}
+
 /// What a finished process left.
 pub struct Exit {
     pub code: Option<i32>,
@@ -138,12 +148,67 @@ pub struct Exit {
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_websocket-server");
 
+/// The start-up lines the server logs once each listener is bound, with its `address`.
+const SERVING_PUBLIC: &str = "serving WebSocket on /wss and /echo";
+const SERVING_METRICS: &str = "serving metrics on /metrics";
+
+/// How many times a start is tried, on new ports each time, when another process took one first.
+const ATTEMPTS: u32 = 5;
+
+/// Another process bound one of the ports between `free_port` and the server's own bind; with
+/// the server's standard error.
+struct PortTaken(String);
+
 impl Process {
     /// Starts the binary with `env` on top of loopback ports and waits until it is healthy.
+    /// `("METRICS_PORT", "0")` in `env` starts it without its admin port.
     pub async fn start(env: &[(&str, &str)]) -> Process {
+        Process::launch(env, || Command::new(BINARY)).await
+    }
+
+    /// Like `start`, with an open-file limit of `open_files` (soft and hard), as a container with
+    /// a low nofile ulimit would have.
+    pub async fn start_with_open_file_limit(open_files: u32, env: &[(&str, &str)]) -> Process {
+        Process::launch(env, || {
+            let mut command = Command::new("bash");
+            command.args([
+                "-c",
+                &format!("ulimit -n {open_files} && exec \"$0\""),
+                BINARY,
+            ]);
+            command
+        })
+        .await
+    }
+
+    async fn launch(env: &[(&str, &str)], command: impl Fn() -> Command) -> Process {
+        let mut attempt = 1;
+        loop {
+            match Process::try_launch(command(), env).await {
+                Ok(process) => return process,
+                Err(PortTaken(stderr)) if attempt < ATTEMPTS => {
+                    eprintln!(
+                        "websocket-server lost a port to another process, starting again: {stderr}"
+                    );
+                    attempt += 1;
+                }
+                Err(PortTaken(stderr)) => {
+                    panic!("websocket-server lost a port {ATTEMPTS} times in a row: {stderr}")
+                }
+            }
+        }
+    }
+
+    async fn try_launch(mut command: Command, env: &[(&str, &str)]) -> Result<Process, PortTaken> {
+        // The server refuses PORT=0, so the ports are picked here; the start-up lines then prove
+        // that the server itself holds them.
         let port = free_port();
-        let admin_port = free_port();
-        let mut child = Command::new(BINARY)
+        let mut admin_port = free_port();
+        while admin_port == port {
+            admin_port = free_port();
+        }
+        let metrics = !env.contains(&("METRICS_PORT", "0"));
+        let mut child = command
             .env_clear()
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
@@ -155,30 +220,63 @@ impl Process {
             .expect("start websocket-server");
         let stdout = collect(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        let deadline = Instant::now() + PATIENCE;
+        let (addr, admin) = loop {
+            let logged = text(&stdout);
+            let addr = logged_address(&logged, SERVING_PUBLIC);
+            let admin = logged_address(&logged, SERVING_METRICS);
+            if let Some(addr) = addr
+                && (admin.is_some() || !metrics)
+            {
+                break (addr, admin);
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                // Let the collecting threads read what the process wrote last.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let stderr = text(&stderr);
+                if status.code() == Some(1) && stderr.contains("cannot listen on") {
+                    return Err(PortTaken(stderr.trim_end().to_owned()));
+                }
+                panic!(
+                    "websocket-server exited ({status}) before serving: {stderr}{}",
+                    text(&stdout)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no start-up line from websocket-server (LOG_LEVEL must let the server's info \
+                 lines through): {}{}",
+                text(&stderr),
+                logged
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         let process = Process {
             child,
             addr,
             admin,
-            port,
             stdout,
             stderr,
         };
-        let deadline = Instant::now() + PATIENCE;
         while !matches!(http_request(addr, "GET", "/health").await, Ok((200, _))) {
-            let stderr = String::from_utf8_lossy(&process.stderr.lock().unwrap()).into_owned();
             assert!(
                 Instant::now() < deadline,
-                "the server never became healthy: {stderr}"
+                "the server never became healthy: {}",
+                text(&process.stderr)
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        process
+        Ok(process)
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
+    }
+
+    /// The admin (metrics) port's address; panics if the process was started without one.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+            .expect("started with METRICS_PORT=0: no admin port")
     }
 
     pub fn pid(&self) -> u32 {
@@ -197,11 +295,11 @@ impl Process {
     }
 
     pub async fn metric(&self, series: &str) -> f64 {
-        metric(self.admin, series).await
+        metric(self.admin(), series).await
     }
 
     pub async fn wait_for_metric(&self, series: &str, value: f64) {
-        wait_for_metric(self.admin, series, value).await
+        wait_for_metric(self.admin(), series, value).await
     }
 
     pub fn signal(&self, name: &str) {
@@ -241,7 +339,7 @@ impl Process {
         Command::new(BINARY)
             .arg("healthcheck")
             .env_clear()
-            .env("PORT", self.port.to_string())
+            .env("PORT", self.addr.port().to_string())
             .output()
             .unwrap()
     }
@@ -252,4 +350,33 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `address` of the first complete line of `log` that contains `message`, in either log
+/// format: `LOG_FORMAT=json` (a field of the object) or text (`address=…`, maybe in colour).
+fn logged_address(log: &str, message: &str) -> Option<SocketAddr> {
+    let complete = &log[..log.rfind('\n')? + 1];
+    let line = complete.lines().find(|line| line.contains(message))?;
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        return json["address"].as_str()?.parse().ok();
+    }
+    let plain = without_colours(line);
+    let address = plain
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("address="))?;
+    address.parse().ok()
+}
+
+/// `line` without its ANSI colour sequences (ESC `[` … `m`).
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
