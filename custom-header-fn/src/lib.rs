@@ -30,9 +30,10 @@ pub mod terraform;
 
 use std::time::{Duration, SystemTime};
 
-use aws_config::meta::region::RegionProviderChain;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_cloudfront::config::SharedHttpClient;
 use aws_sdk_cloudfront::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
 
@@ -140,15 +141,34 @@ pub async fn handle_with(clients: &Clients, payload: Value, retry: Retry) -> Res
 }
 
 /// The clients, configured from the environment like any AWS SDK (so `AWS_ENDPOINT_URL` and the
-/// per-service `AWS_ENDPOINT_URL_*` are honoured). Lambda always sets `AWS_REGION`; without it
+/// per-service `AWS_ENDPOINT_URL_*` are honoured), with the default credentials chain (on Lambda,
+/// the execution role's credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+/// `AWS_SESSION_TOKEN`). Lambda always sets `AWS_REGION`; without it and any other region source
 /// the region is us-east-1, CloudFront's.
 pub async fn clients_from_env() -> Clients {
-    let region = RegionProviderChain::default_provider().or_else(Region::from_static("us-east-1"));
+    // The loader's own region chain, not one built beside it: that one would have no HTTP client
+    // for IMDS, since the SDK is built without a default one.
     let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
+        .http_client(http_client())
         .load()
         .await;
+    let config = match config.region() {
+        Some(_) => config,
+        None => config
+            .into_builder()
+            .region(Region::from_static("us-east-1"))
+            .build(),
+    };
     Clients::new(&config)
+}
+
+/// The HTTP client of every request the function makes, credential and region look-ups included:
+/// the SDK's hyper 1 client over rustls with ring, trusting the system's CA store (on Lambda's
+/// provided.al2023, Amazon Linux's bundle). Plain `http://` endpoints (`AWS_ENDPOINT_URL`) work too.
+pub fn http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// JSON log lines on standard output (CloudWatch Logs), at info level. `RUST_LOG` is deliberately

@@ -151,6 +151,7 @@ impl Moto {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::from_static(region))
             .endpoint_url(&self.endpoint)
+            .http_client(custom_header_fn::http_client())
             .credentials_provider(SharedCredentialsProvider::new(test_credentials()))
             .build();
         Clients::new(&config)
