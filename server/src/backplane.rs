@@ -71,9 +71,10 @@ struct BackplaneMetrics {
 /// Starts the publisher and subscriber loops, which connect in the background, and returns the
 /// queue they publish from: the hub's [`Fanout::Relay`].
 ///
-/// Installs ring as rustls' process-wide crypto provider first: rustls picks one by itself
-/// only when exactly one is compiled in, and a build that also links another (a workspace
-/// build with the AWS SDK's aws-lc-rs) would otherwise fail every `rediss://` connection.
+/// Installs ring as rustls' process-wide crypto provider first: rustls picks one by itself only
+/// when exactly one is compiled in. Ring is the workspace's only one (deny.toml bans aws-lc-rs),
+/// and naming it here keeps every `rediss://` connection working if a dependency ever brings
+/// another.
 pub fn start(
     client: Client,
     channel: String,
