@@ -303,8 +303,9 @@ impl Process {
     }
 
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
+        // bash's own `kill`: the kill command (procps) is missing from slim images.
+        let status = Command::new("bash")
+            .args(["-c", "kill -s \"$0\" \"$1\"", name, &self.pid().to_string()])
             .status();
         assert!(status.unwrap().success(), "kill -{name}");
     }
