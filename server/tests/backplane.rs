@@ -86,6 +86,7 @@ fn assert_exactly_once_in_order(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn messages_cross_tasks_exactly_once_and_survive_a_redis_outage() {
     const EACH: usize = 25;
     let mut redis = Redis::start();
@@ -198,6 +199,7 @@ fn certificates(dir: &std::path::Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server and openssl"]
 async fn rediss_with_an_auth_token() {
     let dir = std::env::temp_dir().join(format!("backplane-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -313,6 +315,7 @@ async fn collect_until_quiet(
 /// task: a keepalive that mistook a good answer for a dead connection would drop and renew the
 /// subscription each time, losing what other tasks published in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn idle_keepalive_periods_cost_nothing() {
     let redis = Redis::start();
     let url = redis.url();

@@ -159,6 +159,7 @@ async fn send_and_see(from: &Browser, pages: &[&Browser], message: &str, listed:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
 async fn two_pages_see_each_others_messages_and_reconnect_after_a_restart() {
     let server = TestServer::start(&[]).await;
     let addr: SocketAddr = server.addr;

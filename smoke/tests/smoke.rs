@@ -222,6 +222,7 @@ async fn two_tasks(redis: Option<&Redis>) -> (Option<i32>, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn two_tasks_sharing_redis_pass_the_broadcast_check() {
     let redis = Redis::start();
     let (code, stdout) = two_tasks(Some(&redis)).await;
