@@ -1,19 +1,18 @@
 //! The shared secret CloudFront sends and the load balancer checks.
 //!
 //! The ALB's header condition matches values case-insensitively, treats `*` and `?` as wildcards,
-//! and takes at most 128 characters. So a secret is lowercase letters and digits only (nothing the
-//! ALB could read as a pattern or fold), at least 32 characters, at most 128; a generated one is 64
-//! hex characters, 256 bits from the operating system's CSPRNG.
+//! and takes at most 128 characters. So a secret is exactly what [`generate`] makes: 32 bytes from
+//! the operating system's CSPRNG (256 bits) as [`LENGTH`] lowercase hex characters, nothing the ALB
+//! could read as a pattern or fold. The Terraform alb module, which puts the values on the
+//! listener rule, validates the same format (a test here reads its regex).
 
 use std::fmt;
 
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 
-/// Shortest value accepted in the state document.
-pub const MIN_LENGTH: usize = 32;
-/// Longest value an ALB header condition takes.
-pub const MAX_LENGTH: usize = 128;
+/// Characters in every value: 32 bytes as hex.
+pub const LENGTH: usize = 64;
 
 /// Why a value is refused. The message never contains the value; the caller says which one
 /// (`"pending" has 6 characters; …`).
@@ -27,13 +26,12 @@ pub enum SecretError {
 impl fmt::Display for SecretError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SecretError::Length(length) => write!(
-                f,
-                "has {length} characters; a value needs {MIN_LENGTH} to {MAX_LENGTH}"
-            ),
+            SecretError::Length(length) => {
+                write!(f, "has {length} characters; a value has {LENGTH}")
+            }
             SecretError::Characters => write!(
                 f,
-                "may contain only lowercase letters a-z and digits 0-9, because the load balancer matches \
+                "may contain only lowercase hex digits 0-9 and a-f, because the load balancer matches \
                  header values case-insensitively and reads * and ? as wildcards"
             ),
             SecretError::Entropy => {
@@ -47,7 +45,7 @@ impl std::error::Error for SecretError {}
 
 /// A new secret: 32 bytes from the OS CSPRNG, as 64 lowercase hex characters.
 pub fn generate() -> Result<String, SecretError> {
-    let mut bytes = [0u8; 32];
+    let mut bytes = [0u8; LENGTH / 2];
     OsRng
         .try_fill_bytes(&mut bytes)
         .map_err(|_| SecretError::Entropy)?;
@@ -56,12 +54,12 @@ pub fn generate() -> Result<String, SecretError> {
 
 /// Checks a value read from the state document.
 pub fn check(value: &str) -> Result<(), SecretError> {
-    if !(MIN_LENGTH..=MAX_LENGTH).contains(&value.len()) {
+    if value.len() != LENGTH {
         return Err(SecretError::Length(value.chars().count()));
     }
     if !value
         .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     {
         return Err(SecretError::Characters);
     }
@@ -82,12 +80,27 @@ mod tests {
 
     #[test]
     fn refuses_what_the_load_balancer_could_misread() {
-        assert_eq!(check(&"a".repeat(31)), Err(SecretError::Length(31)));
-        assert_eq!(check(&"a".repeat(129)), Err(SecretError::Length(129)));
-        for bad in ["A", "*", "?", "-", " "] {
-            let value = format!("{}{bad}", "a".repeat(40));
+        assert_eq!(check(&"a".repeat(63)), Err(SecretError::Length(63)));
+        assert_eq!(check(&"a".repeat(65)), Err(SecretError::Length(65)));
+        for bad in ["A", "*", "?", "-", " ", "g"] {
+            let value = format!("{}{bad}", "a".repeat(63));
             assert_eq!(check(&value), Err(SecretError::Characters), "{bad:?}");
         }
-        assert!(check(&"0a".repeat(20)).is_ok());
+        assert!(check(&"0a".repeat(32)).is_ok());
+    }
+
+    /// The alb module refuses at plan time what this function would refuse at run time, and
+    /// accepts what it writes: one format on both sides.
+    #[test]
+    fn the_alb_module_validates_the_same_format() {
+        let variables = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../terraform/modules/alb/variables.tf");
+        let text = std::fs::read_to_string(&variables).unwrap();
+        let expected = format!(r#"can(regex("^[0-9a-f]{{{LENGTH}}}$", v))"#);
+        assert!(
+            text.contains(&expected),
+            "{} does not validate origin_secret_header_values with {expected}",
+            variables.display()
+        );
     }
 }

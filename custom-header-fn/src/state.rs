@@ -137,7 +137,7 @@ mod tests {
     use super::*;
 
     fn value(c: char) -> String {
-        c.to_string().repeat(40)
+        c.to_string().repeat(secret::LENGTH)
     }
 
     #[test]
@@ -182,17 +182,25 @@ mod tests {
             ),
             (
                 r#"{"current": "abc123"}"#.to_owned(),
-                r#""current" has 6 characters; a value needs 32 to 128"#,
+                r#""current" has 6 characters; a value has 64"#,
             ),
             (
-                format!(r#"{{"current": "{a}", "pending": "{}"}}"#, "A".repeat(40)),
-                r#""pending" may contain only lowercase letters a-z and digits 0-9"#,
+                format!(
+                    r#"{{"current": "{a}", "pending": "{}"}}"#,
+                    "A".repeat(secret::LENGTH)
+                ),
+                r#""pending" may contain only lowercase hex digits 0-9 and a-f"#,
             ),
         ];
         for (text, expected) in cases {
             let err = State::parse(&text).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err:?} should say {expected:?}");
-            for secret in [a.as_str(), "abc123", "12345678", &"A".repeat(40)] {
+            for secret in [
+                a.as_str(),
+                "abc123",
+                "12345678",
+                &"A".repeat(secret::LENGTH),
+            ] {
                 assert!(!err.contains(secret), "{err:?} quotes the document");
             }
         }

@@ -61,7 +61,7 @@ pub async fn read(client: &Client, secret_id: &str) -> Result<Option<Stored>, Er
         format!(
             "secret {secret_id}: its {STAGE} version {version_id} is not a valid state document: {err}. \
              It must be {{\"current\": …, \"pending\": …, \"previous\": …}} with current required and each \
-             value 32 to 128 lowercase letters and digits"
+             value 64 lowercase hex characters"
         )
     })?;
     Ok(Some(Stored { state, version_id }))

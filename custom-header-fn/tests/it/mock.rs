@@ -39,8 +39,8 @@ use crate::support::{
 type CloudFront = aws_sdk_cloudfront::Client;
 type Secrets = aws_sdk_secretsmanager::Client;
 
-const OLD: &str = "0123456789abcdefghijklmnopqrstuvwxyz0123";
-const NEW: &str = "9876543210zyxwvutsrqponmlkjihgfedcba9876";
+const OLD: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const NEW: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 const SECRET_ID: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:origin-AbCdEf";
 
 fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
