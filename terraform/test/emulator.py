@@ -124,7 +124,10 @@ def check_deployed(outputs):
     check(accepted == [value], "the listener rule requires exactly the origin's value")
     check([a["Type"] for a in secret_rule["Actions"]] == ["forward"], "rule 1 forwards to the target group")
     check(len(rules) == 2 and rules[-1]["IsDefault"], "no other rule than the secret one and the default")
-    check(listener["Port"] == 80 and listener["Protocol"] == "HTTP", "the listener is HTTP on port 80")
+    # With domain_name the one listener is HTTPS on 443 (origin_protocol https), else HTTP on 80.
+    protocol = outputs["origin_protocol"]["value"].upper()
+    port = 443 if protocol == "HTTPS" else 80
+    check(listener["Port"] == port and listener["Protocol"] == protocol, f"the listener is {protocol} on port {port}")
     (default,) = listener["DefaultActions"]
     check(default["Type"] == "fixed-response" and default["FixedResponseConfig"]["StatusCode"] == "403", "the listener's default action is a fixed 403")
 
@@ -160,7 +163,7 @@ def check_deployed(outputs):
         and not permission.get("IpRanges") and not permission.get("Ipv6Ranges") and not permission.get("UserIdGroupPairs"),
         "it admits only CloudFront's origin-facing prefix list",
     )
-    check((permission["IpProtocol"], permission["FromPort"], permission["ToPort"]) == ("tcp", 80, 80), "on TCP port 80 only")
+    check((permission["IpProtocol"], permission["FromPort"], permission["ToPort"]) == ("tcp", port, port), f"on TCP port {port} only")
 
     print("ECS")
     ecs = client("ecs")

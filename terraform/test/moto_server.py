@@ -10,8 +10,10 @@ empty. Each patch below makes moto keep or omit exactly what AWS keeps or omits,
 - ECS services forget capacityProviderStrategy, deploymentConfiguration,
   healthCheckGracePeriodSeconds, enableExecuteCommand, placementStrategy and
   availabilityZoneRebalancing.
-- CloudFront reports ForwardedValues on a behaviour that uses a cache policy, and an SSL support
-  method for the default certificate.
+- CloudFront reports ForwardedValues on a behaviour that uses a cache policy, an SSL support
+  method for the default certificate, and a viewer certificate given only an ACMCertificateArn
+  (what the provider sends with acm_certificate_arn) as CloudFrontDefaultCertificate true, source
+  "cloudfront" (AWS: false, "acm"), so a domain deployment's plan after apply is never empty.
 - ECS DescribeCapacityProviders fails without names instead of describing them all (emulator.py
   lists them that way to prove that `terraform destroy` left none behind).
 - An ElastiCache replication group has no member cache clusters (the provider reads them), is never
@@ -165,6 +167,12 @@ def _(self, _, config):
 def _(self, _, config):
     if "SSLSupportMethod" not in config:
         self.ssl_support_method = None
+    if "CloudFrontDefaultCertificate" not in config and (config.get("ACMCertificateArn") or config.get("IAMCertificateId")):
+        self.cloud_front_default_certificate = False
+    if config.get("ACMCertificateArn"):
+        self.certificate_source = "acm"
+    elif config.get("IAMCertificateId"):
+        self.certificate_source = "iam"
 
 
 
