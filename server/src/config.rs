@@ -51,8 +51,9 @@ pub struct Config {
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
 
-    /// Port of the WebSocket and health endpoints.
-    #[arg(long, env = "PORT", default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Port of the WebSocket and health endpoints; 0: a free port the kernel picks, named in the
+    /// start-up line (tests, local runs; a load balancer and the health check need a fixed one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
     /// Port of the admin endpoint serving Prometheus metrics at /metrics (keep it off the load
@@ -191,7 +192,8 @@ pub const ADMIN_HTTP_CONNECTIONS: u32 = 16;
 impl Config {
     /// Checks the rules that involve more than one setting, naming the variables in the error.
     pub fn validate(&self) -> Result<(), String> {
-        if self.metrics_port == self.port {
+        // Two zeros are no clash: METRICS_PORT=0 turns metrics off, PORT=0 picks a free port.
+        if self.metrics_port == self.port && self.port != 0 {
             return Err(format!(
                 "METRICS_PORT (--metrics-port) must differ from PORT (--port), both are {}",
                 self.port

@@ -43,6 +43,11 @@ pub async fn run(config: &Config) -> ExitCode {
     } else {
         config.host
     };
+    if config.port == 0 {
+        return fail(
+            "PORT is 0 (a port the kernel picks): the health check needs the port the server listens on",
+        );
+    }
     let addr = SocketAddr::new(host, config.port);
     match tokio::time::timeout(TIMEOUT, http_request(addr, "GET", "/health")).await {
         Ok(Ok((200, _))) => ExitCode::SUCCESS,

@@ -74,6 +74,7 @@ impl Deployment {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn terraform_create_stores_a_first_value_once_and_answers_without_it() {
     let moto = Moto::start();
     let clients = moto.clients();
@@ -119,6 +120,7 @@ async fn terraform_create_stores_a_first_value_once_and_answers_without_it() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn upgrading_from_the_previous_version_adopts_the_value_the_origin_sends() {
     let moto = Moto::start();
     let clients = moto.clients();
@@ -185,6 +187,7 @@ async fn upgrading_from_the_previous_version_adopts_the_value_the_origin_sends()
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn upgrading_draws_a_value_when_the_origin_sends_none_to_adopt() {
     let moto = Moto::start();
     let clients = moto.clients();
@@ -236,6 +239,7 @@ async fn upgrading_draws_a_value_when_the_origin_sends_none_to_adopt() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn a_document_that_is_not_valid_is_an_error_that_does_not_quote_it() {
     let moto = Moto::start();
     let clients = moto.clients();
@@ -305,6 +309,7 @@ async fn a_document_that_is_not_valid_is_an_error_that_does_not_quote_it() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn two_rotations_move_the_header_and_never_reuse_a_value() {
     let moto = Moto::start();
     let deployment = Deployment::new(&moto).await;
@@ -386,6 +391,7 @@ async fn two_rotations_move_the_header_and_never_reuse_a_value() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn the_sequence_run_again_after_a_promote_resumes_that_rotation() {
     let moto = Moto::start();
     let deployment = Deployment::new(&moto).await;
@@ -410,6 +416,7 @@ async fn the_sequence_run_again_after_a_promote_resumes_that_rotation() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn a_document_with_all_three_values_is_retired_before_it_is_promoted() {
     let moto = Moto::start();
     let deployment = Deployment::new(&moto).await;
@@ -460,6 +467,7 @@ async fn a_document_with_all_three_values_is_retired_before_it_is_promoted() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn promote_without_prepare_and_retire_off_the_current_value_are_refused() {
     let moto = Moto::start();
     let deployment = Deployment::new(&moto).await;
@@ -494,6 +502,7 @@ async fn promote_without_prepare_and_retire_off_the_current_value_are_refused() 
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn a_write_decided_from_a_version_no_longer_current_is_refused() {
     let moto = Moto::start();
     let deployment = Deployment::new(&moto).await;
@@ -543,6 +552,7 @@ async fn a_write_decided_from_a_version_no_longer_current_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn bad_input_fails_before_any_write_with_a_message_to_act_on() {
     let moto = Moto::start();
     let deployment = Deployment::new(&moto).await;
@@ -612,6 +622,7 @@ async fn bad_input_fails_before_any_write_with_a_message_to_act_on() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn a_distribution_that_is_gone_fails_a_rotation_but_not_a_custom_resource_delete() {
     let moto = Moto::start();
     let deployment = Deployment::new(&moto).await;
@@ -652,6 +663,7 @@ async fn a_distribution_that_is_gone_fails_a_rotation_but_not_a_custom_resource_
 }
 
 #[tokio::test]
+#[ignore = "needs moto (make tools)"]
 async fn custom_resource_create_update_and_delete() {
     let moto = Moto::start();
     let clients = moto.clients();

@@ -85,6 +85,7 @@ impl Function {
 }
 
 #[tokio::test]
+#[ignore = "needs moto and cargo-lambda (make tools)"]
 async fn every_event_shape_through_the_lambda_runtime() {
     let moto = Moto::start();
     let clients = moto.clients_in(REGION);

@@ -155,7 +155,7 @@ const SERVING_METRICS: &str = "serving metrics on /metrics";
 /// How many times a start is tried, on new ports each time, when another process took one first.
 const ATTEMPTS: u32 = 5;
 
-/// Another process bound one of the ports between `free_port` and the server's own bind; with
+/// Another process bound the admin port between `free_port` and the server's own bind; with
 /// the server's standard error.
 struct PortTaken(String);
 
@@ -200,18 +200,15 @@ impl Process {
     }
 
     async fn try_launch(mut command: Command, env: &[(&str, &str)]) -> Result<Process, PortTaken> {
-        // The server refuses PORT=0, so the ports are picked here; the start-up lines then prove
-        // that the server itself holds them.
-        let port = free_port();
-        let mut admin_port = free_port();
-        while admin_port == port {
-            admin_port = free_port();
-        }
+        // The kernel picks the public port (PORT=0). METRICS_PORT=0 means no metrics, so the admin
+        // port is picked here, and taken again if another process binds it first; the start-up
+        // lines prove that the server itself holds both.
+        let admin_port = free_port();
         let metrics = !env.contains(&("METRICS_PORT", "0"));
         let mut child = command
             .env_clear()
             .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
+            .env("PORT", "0")
             .env("METRICS_PORT", admin_port.to_string())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
