@@ -29,6 +29,8 @@ struct Function {
 
 impl Function {
     fn start(moto: &Moto) -> Self {
+        // cargo lambda watch prints no address it bound, so its port is picked here (the one
+        // bind-then-release left in these tests; the function and `invoke` need to know it).
         let port = free_port();
         let mut watch = Command::new(tool("cargo-lambda"));
         watch.args(["lambda", "watch", "--only-lambda-apis", "--invoke-address"]);
@@ -36,7 +38,7 @@ impl Function {
         watch
             .arg("--manifest-path")
             .arg(env!("CARGO_MANIFEST_PATH"));
-        let mut watch = Process::start("cargo-lambda-watch", port, watch);
+        let mut watch = Process::start("cargo-lambda-watch", &port.to_string(), watch);
         watch.wait_for_port(port);
 
         let mut bootstrap = Command::new(env!("CARGO_BIN_EXE_bootstrap"));
@@ -57,7 +59,7 @@ impl Function {
             .env("AWS_EC2_METADATA_DISABLED", "true");
         Self {
             port,
-            bootstrap: Process::start("bootstrap", port, bootstrap),
+            bootstrap: Process::start("bootstrap", &port.to_string(), bootstrap),
             _watch: watch,
         }
     }

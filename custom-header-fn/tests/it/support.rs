@@ -75,9 +75,9 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `command` with standard output and error in `<target tmp>/<name>-<port>.log`.
-    pub fn start(name: &str, port: u16, mut command: Command) -> Self {
-        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{port}.log"));
+    /// Starts `command` with standard output and error in `<target tmp>/<name>-<id>.log`.
+    pub fn start(name: &str, id: &str, mut command: Command) -> Self {
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{id}.log"));
         let file = File::create(&log).expect("a log file");
         let child = command
             .stdin(Stdio::null())
@@ -108,6 +108,32 @@ impl Process {
         }
     }
 
+    /// Waits for a line starting with `prefix` and returns the rest of it.
+    pub fn wait_for_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(rest) = self
+                .output()
+                .lines()
+                .find_map(|line| line.strip_prefix(prefix))
+            {
+                return rest.trim().to_owned();
+            }
+            if let Some(status) = self.child.try_wait().expect("process status") {
+                panic!(
+                    "exited ({status}) before printing {prefix:?}; see {}",
+                    self.log.display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line {prefix:?} after 60 s; see {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Everything the process wrote so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).expect("the log file")
@@ -128,14 +154,21 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// Starts moto on a port the kernel picks (`-p 0`), read from the line the server prints once
+    /// it listens, so no other process can take the port first.
     pub fn start() -> Self {
-        let port = free_port();
+        static STARTED: AtomicU32 = AtomicU32::new(0);
         let mut command = Command::new(tool("moto_server"));
-        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let mut process = Process::start("moto", port, command);
-        process.wait_for_port(port);
+        command.args(["-H", "127.0.0.1", "-p", "0"]);
+        let instance = STARTED.fetch_add(1, Ordering::Relaxed);
+        let mut process = Process::start(
+            "moto",
+            &format!("{}-{instance}", std::process::id()),
+            command,
+        );
+        let endpoint = process.wait_for_line(" * Running on ");
         Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint,
             _process: process,
         }
     }
