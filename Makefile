@@ -38,12 +38,18 @@ check: ## The fast loop: fmt, clippy, and every test that needs nothing but Rust
 test: tools lint ## Run every check (what CI runs)
 	@# --include-ignored: the tests marked #[ignore = "needs …"] (redis-server, chromium, moto,
 	@# cargo-lambda) run here, where `make tools` and .ci/run have installed what they need.
+	@echo "--- $$(date +%T) cargo test (lint done)"
 	cargo test --workspace -- --include-ignored
+	@echo "--- $$(date +%T) conformance"
 	$(MAKE) conformance
+	@echo "--- $$(date +%T) abuse-quick"
 	$(MAKE) abuse-quick
+	@echo "--- $$(date +%T) test-terraform"
 	$(MAKE) test-terraform
+	@echo "--- $$(date +%T) make test passed"
 
 lint: tools ## Formatting, clippy (warnings as errors), cargo-deny (bans, licenses, sources)
+	@echo "--- $$(date +%T) lint"
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	@# deny.toml; offline, from Cargo.lock. No `advisories`: that check needs the RustSec
