@@ -4,7 +4,8 @@
 #   public          the default: internet-facing load balancer, HTTP to it (what the e2e applies)
 #   public-domain   domain_name: HTTPS to the load balancer, the domain's certificates and records
 #   vpc             origin_access = "vpc": internal load balancer behind a CloudFront VPC origin
-#   vpc-domain      both
+#   vpc-domain      both, with every optional part on as well (EC2 capacity, ECS Exec, a Redis
+#                   replica, alarm email), so that checkov sees every resource the code can create
 # Each plan must hold the resources of its mode and none of the others'; a VPC origin without
 # private subnets must be refused with the message naming both settings. Only the default mode is
 # applied end to end (e2e.sh): moto has no CloudFront VPC origins, so those plans are as far as an
@@ -23,11 +24,12 @@ tf init -backend=false -plugin-dir="$plugin_dir" >/dev/null
 common=(-var image_tag=plans -var "lambda_zip_path=$work/bootstrap.zip")
 domain=(-var domain_name=ws.example.com -var hosted_zone_id=Z0123456789EXAMPLE0AB)
 vpc=(-var origin_access=vpc -var enable_private_subnets=true)
+everything=(-var run_on_ec2=true -var enable_execute_command=true -var redis_replicas=1 -var alarm_email=ops@example.com)
 declare -A mode_vars=(
   [public]=""
   [public-domain]="${domain[*]}"
   [vpc]="${vpc[*]}"
-  [vpc-domain]="${vpc[*]} ${domain[*]}"
+  [vpc-domain]="${vpc[*]} ${domain[*]} ${everything[*]}"
 )
 
 for mode in public public-domain vpc vpc-domain; do
