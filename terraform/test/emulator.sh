@@ -69,14 +69,20 @@ export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_M
 export TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1 CARGO_NET_OFFLINE=true
 [[ -f ${TF_CLI_CONFIG_FILE:-$HOME/.terraformrc} ]] || export TF_CLI_CONFIG_FILE=/dev/null
 
-# start_moto: moto_server.py on a free port; sets moto_port and moto (its URL).
+# start_moto: moto_server.py on a port the kernel picks (-p 0), read from the line it prints once
+# it listens, so that no other process can take it first; sets moto_port and moto (its URL).
 start_moto() {
-  moto_port=$(free_port)
-  moto=http://127.0.0.1:$moto_port
-  step "moto_server on 127.0.0.1:$moto_port"
+  step "moto_server"
   # AWS managed policies (AmazonEC2ContainerServiceforEC2Role) exist only when moto is asked to load them.
-  start moto.log env MOTO_IAM_LOAD_MANAGED_POLICIES=true python3 "$here/moto_server.py" -H 127.0.0.1 -p "$moto_port"
-  wait_for_port "$moto_port" moto_server
+  start moto.log env MOTO_IAM_LOAD_MANAGED_POLICIES=true python3 "$here/moto_server.py" -H 127.0.0.1 -p 0
+  local deadline=$((SECONDS + 60))
+  until moto=$(grep -oE -m1 'Running on http://127\.0\.0\.1:[0-9]+' "$work/moto.log" 2>/dev/null); do
+    ((SECONDS < deadline)) || fail "moto_server printed no address in 60 s"
+    sleep 0.2
+  done
+  moto=${moto#Running on }
+  moto_port=${moto##*:}
+  echo "  listening on $moto"
 }
 
 # copy_terraform DIR LAMBDA_ENDPOINT: terraform/ copied to DIR, with e2e_override.tf pointing both
