@@ -149,8 +149,9 @@ async fn closes_an_oversize_message_with_1009() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cuts_off_a_stalled_client_while_the_others_receive_everything() {
     const MESSAGES: usize = 2000;
-    // The sender waits for its own echoes every WINDOW messages, so the readers that do read are
-    // never more than WINDOW behind, well inside their queue; the stalled client falls out of it.
+    // Before each WINDOW of messages the sender waits until it and the reader have read all but the
+    // last window, so the clients that do read are never more than two windows behind, well inside
+    // their queue however the test's tasks are scheduled; the stalled client falls out of it.
     const WINDOW: usize = 32;
     // Unlimited inbound rate: the sender sends as fast as the readers read.
     let server = TestServer::start(&[
@@ -168,6 +169,7 @@ async fn cuts_off_a_stalled_client_while_the_others_receive_everything() {
 
     let mut sender = join(&server).await;
     let mut reader = join(&server).await;
+    let (read, mut read_so_far) = tokio::sync::watch::channel(0usize);
     let reading = tokio::spawn(async move {
         for seq in 0..MESSAGES {
             let text = next_text(&mut reader).await;
@@ -175,13 +177,21 @@ async fn cuts_off_a_stalled_client_while_the_others_receive_everything() {
                 text.starts_with(&format!(r#"{{"message":{{"seq":{seq},"#)),
                 "message {seq}"
             );
+            read.send_replace(seq + 1);
         }
     });
     let pad = "x".repeat(4000);
+    let mut sent = 0usize;
     for window in (0..MESSAGES).collect::<Vec<_>>().chunks(WINDOW) {
+        let behind = sent.saturating_sub(WINDOW);
+        tokio::time::timeout(PATIENCE, read_so_far.wait_for(|&read| read >= behind))
+            .await
+            .expect("the reader keeps up")
+            .expect("the reader is running");
         for seq in window {
             send_text(&mut sender, format!(r#"{{"seq":{seq},"pad":"{pad}"}}"#)).await;
         }
+        sent += window.len();
         for _ in window {
             next_text(&mut sender).await;
         }
