@@ -108,10 +108,10 @@ test-terraform: tools ## The whole offline proof of terraform/ and the Dockerfil
 	$(MAKE) terraform-e2e
 	$(MAKE) test-image-tag
 
-terraform-check: tools ## fmt, init, validate and terraform test of the root and every module, checkov, hadolint (offline, 3-4 minutes, most of it checkov)
+terraform-check: tools ## fmt, init, validate and terraform test of the root and every module, checkov, hadolint (offline, about 2 minutes, most of it checkov)
 	terraform/test/check.sh
 
-terraform-plans: tools ## every deployment mode (public/vpc origin, with/without a domain) planned against moto and scanned by checkov (offline, about a minute)
+terraform-plans: tools ## every deployment mode (public/vpc origin, with/without a domain) planned against moto and scanned by checkov (offline, about a minute and a half)
 	terraform/test/plans.sh
 
 terraform-e2e: tools ## apply, plan, rotate and destroy against moto with the real custom-header-fn (offline, minutes)

@@ -90,44 +90,42 @@ impl Process {
 
     /// Waits until the process accepts connections on `port`.
     pub fn wait_for_port(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(60);
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            if let Some(status) = self.child.try_wait().expect("process status") {
-                panic!(
-                    "exited ({status}) before listening on {port}; see {}",
-                    self.log.display()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nothing listens on {port} after 60 s; see {}",
-                self.log.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_until(&format!("listening on {port}"), |_| {
+            TcpStream::connect_timeout(&address, Duration::from_millis(200))
+                .ok()
+                .map(drop)
+        });
     }
 
     /// Waits for a line starting with `prefix` and returns the rest of it.
     pub fn wait_for_line(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(rest) = self
+        self.wait_until(&format!("printing {prefix:?}"), |process| {
+            process
                 .output()
                 .lines()
                 .find_map(|line| line.strip_prefix(prefix))
-            {
-                return rest.trim().to_owned();
+                .map(|rest| rest.trim().to_owned())
+        })
+    }
+
+    /// Polls `ready` until it gives a value; panics, naming `what` and the log, if the process
+    /// exits first or 60 s pass.
+    fn wait_until<T>(&mut self, what: &str, ready: impl Fn(&Self) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(value) = ready(self) {
+                return value;
             }
             if let Some(status) = self.child.try_wait().expect("process status") {
                 panic!(
-                    "exited ({status}) before printing {prefix:?}; see {}",
+                    "exited ({status}) before {what}; see {}",
                     self.log.display()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "no line {prefix:?} after 60 s; see {}",
+                "not {what} after 60 s; see {}",
                 self.log.display()
             );
             std::thread::sleep(Duration::from_millis(50));

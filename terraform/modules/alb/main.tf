@@ -6,8 +6,7 @@
 
 locals {
   # From the flag, not from certificate_arn, which a plan may not know yet: the plan shows the port.
-  https         = var.https
-  listener_port = local.https ? 443 : 80
+  listener_port = var.https ? 443 : 80
 }
 
 data "aws_ec2_managed_prefix_list" "cloudfront_origin_facing" {
@@ -25,7 +24,7 @@ resource "aws_security_group" "this" {
 resource "aws_vpc_security_group_ingress_rule" "from_cloudfront" {
   #checkov:skip=CKV_AWS_260:False positive: the source is CloudFront's origin-facing prefix list or its VPC origin's security group, never 0.0.0.0/0 (the check reads neither field).
   security_group_id = aws_security_group.this.id
-  description       = "${local.https ? "HTTPS" : "HTTP"} from ${var.internal ? "CloudFront's VPC origin" : "CloudFront origin-facing servers"}"
+  description       = "${var.https ? "HTTPS" : "HTTP"} from ${var.internal ? "CloudFront's VPC origin" : "CloudFront origin-facing servers"}"
   ip_protocol       = "tcp"
   from_port         = local.listener_port
   to_port           = local.listener_port
@@ -85,10 +84,10 @@ resource "aws_lb_listener" "this" {
   #checkov:skip=CKV_AWS_103:TLS 1.2 or later (ELBSecurityPolicy-TLS13-1-2-2021-06) with a certificate; no TLS without one, see CKV_AWS_2.
   load_balancer_arn = aws_lb.this.arn
   port              = local.listener_port
-  protocol          = local.https ? "HTTPS" : "HTTP"
+  protocol          = var.https ? "HTTPS" : "HTTP"
   certificate_arn   = var.certificate_arn
   # TLS 1.3 and 1.2 only, the policy AWS recommends; CloudFront speaks TLS 1.2 to origins.
-  ssl_policy = local.https ? "ELBSecurityPolicy-TLS13-1-2-2021-06" : null
+  ssl_policy = var.https ? "ELBSecurityPolicy-TLS13-1-2-2021-06" : null
 
   default_action {
     type = "fixed-response"
