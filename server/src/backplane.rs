@@ -1,35 +1,50 @@
-//! Broadcast across tasks: with `REDIS_URL` set, every valid message is published once to a Redis
-//! channel and every task fans out what the channel delivers to its own clients, so a client on
-//! task A sees what a client on task B sent. Without it, the local hub is the whole broadcast.
+//! Messages across tasks: with `REDIS_URL` set, every valid message is published once to the
+//! Redis channel of its channel, and every task delivers what its subscriptions bring to its own
+//! clients, so a client on task A sees what a client on task B published.
+//!
+//! A task subscribes in Redis only to the channels its clients hold (on the first local
+//! subscriber; it unsubscribes after the last), so its Redis traffic follows its own clients'
+//! channels, not the whole system's; plus `broadcast` for as long as it runs, as before channels
+//! existed. `broadcast` keeps its Redis channel (`REDIS_CHANNEL`) and its format (the `/wss`
+//! envelope), so tasks of the previous version and this one carry each other's `/wss` messages
+//! during a rolling deploy; channel `c` travels on `<REDIS_CHANNEL_PREFIX>:c` as its data.
+//! A client's `subscribed` waits until Redis has confirmed the subscription, so that what another
+//! task publishes after it reaches the client.
 //!
 //! Redis is an optional accelerator, never a dependency of serving: while it is unreachable each
-//! task keeps broadcasting to its own clients (messages then do not cross tasks), `/health` stays
-//! 200, and two background loops reconnect with capped backoff.
+//! task keeps delivering its own clients' messages to its own clients (messages then do not cross
+//! tasks), subscribes answer at once, `/health` stays 200, and two background loops reconnect
+//! with capped backoff and subscribe again to every channel held.
 //!
 //! Exactly once, sender included: a task's own messages normally reach its clients only through
-//! the channel. When they cannot (publish failed, or this task's subscription is down), the
-//! publisher delivers them locally and remembers up to which sequence number it did, and the
-//! subscriber skips its own messages at or below that number, so a subscription that comes back
-//! does not deliver them twice. Each message on the channel carries the publishing process's
-//! random origin id and a sequence number ahead of the envelope for that purpose.
+//! Redis. When they cannot (the publish failed, or this task's subscription to that channel was
+//! not live on both sides of the publish), the publisher delivers them locally and remembers, per
+//! channel, up to which sequence number it did, and the subscriber skips its own messages at or
+//! below that number, so a subscription that comes back does not deliver them twice. Each message
+//! on Redis carries the publishing process's random origin id and a sequence number ahead of its
+//! body for that purpose.
+//!
+//! Sharded pub/sub (`SSUBSCRIBE`) is not used: the deployment's Valkey is one shard (cluster mode
+//! off), where it spreads nothing, and redis-rs offers it only through its cluster client.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use redis::aio::{MultiplexedConnection, PubSubSink};
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::mpsc;
-use tokio::time::sleep;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::time::{sleep, timeout};
 use tracing::{info, warn};
 
-use crate::hub::{Fanout, Hub, payload};
+use crate::hub::channel::{wss_data, wss_envelope};
+use crate::hub::{ChannelName, Fanout, Hub, Interest, Publication};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -44,20 +59,50 @@ const KEEPALIVE: Duration = Duration::from_secs(5);
 const PUBLISH_QUEUE: usize = 4096;
 /// Most messages sent to Redis in one pipelined round trip.
 const PUBLISH_BATCH: usize = 256;
-/// Origin id (16 bytes) and sequence number (8 bytes) ahead of each envelope on the channel.
+/// Origin id (16 bytes) and sequence number (8 bytes) ahead of each message's body on Redis.
 const HEADER: usize = 24;
+
+/// Where channels live in Redis.
+#[derive(Debug, Clone)]
+pub struct ChannelNames {
+    /// The Redis channel of `broadcast` (`REDIS_CHANNEL`).
+    pub broadcast: String,
+    /// The prefix of every other channel's Redis channel (`REDIS_CHANNEL_PREFIX`).
+    pub prefix: String,
+}
+
+impl ChannelNames {
+    fn redis(&self, channel: &ChannelName) -> String {
+        if channel.is_broadcast() {
+            self.broadcast.clone()
+        } else {
+            format!("{}:{channel}", self.prefix)
+        }
+    }
+
+    fn channel(&self, redis: &str) -> Option<ChannelName> {
+        if redis == self.broadcast {
+            return Some(ChannelName::broadcast());
+        }
+        let name = redis.strip_prefix(&self.prefix)?.strip_prefix(':')?;
+        ChannelName::parse(name).ok().filter(|c| !c.is_broadcast())
+    }
+}
 
 /// State the publisher and subscriber loops share.
 #[derive(Debug)]
 struct Shared {
     client: Client,
-    channel: String,
+    names: ChannelNames,
     origin: [u8; 16],
     hub: Arc<Hub>,
     subscribed: AtomicBool,
     published: AtomicBool,
-    /// Highest own sequence number already delivered to local clients by the publisher.
-    delivered_locally_through: AtomicU64,
+    /// Channels Redis has confirmed on the current subscription.
+    live: Mutex<HashSet<ChannelName>>,
+    /// Per channel, the highest own sequence number already delivered to local clients by the
+    /// publisher.
+    delivered_locally_through: Mutex<HashMap<ChannelName, u64>>,
     metrics: BackplaneMetrics,
 }
 
@@ -68,8 +113,9 @@ struct BackplaneMetrics {
     local_only: Counter,
 }
 
-/// Starts the publisher and subscriber loops, which connect in the background, and returns the
-/// queue they publish from: the hub's [`Fanout::Relay`].
+/// Starts the publisher and subscriber loops, which connect in the background, tells the hub to
+/// report interest in channels to the subscriber, and returns the queue the publisher takes
+/// messages from: the hub's [`Fanout::Relay`].
 ///
 /// Installs ring as rustls' process-wide crypto provider first: rustls picks one by itself only
 /// when exactly one is compiled in. Ring is the workspace's only one (deny.toml bans aws-lc-rs),
@@ -77,21 +123,24 @@ struct BackplaneMetrics {
 /// another.
 pub fn start(
     client: Client,
-    channel: String,
+    names: ChannelNames,
     hub: Arc<Hub>,
     metrics: &Metrics,
     shutdown: Shutdown,
 ) -> Fanout {
     // Err only if a provider is already installed, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let (interest, interests) = mpsc::unbounded_channel();
+    hub.relay_interest_to(interest);
     let shared = Arc::new(Shared {
         client,
-        channel,
+        names,
         origin: rand::random(),
         hub,
         subscribed: AtomicBool::new(false),
         published: AtomicBool::new(false),
-        delivered_locally_through: AtomicU64::new(0),
+        live: Mutex::default(),
+        delivered_locally_through: Mutex::default(),
         metrics: BackplaneMetrics {
             up: metrics.backplane_up.clone(),
             connection_failures: metrics.backplane_connection_failures.clone(),
@@ -100,7 +149,7 @@ pub fn start(
     });
     let (queue, inbox) = mpsc::channel(PUBLISH_QUEUE);
     tokio::spawn(publish_loop(Arc::clone(&shared), inbox));
-    tokio::spawn(subscribe_loop(shared, shutdown));
+    tokio::spawn(subscribe_loop(shared, interests, shutdown));
     Fanout::Relay(queue)
 }
 
@@ -115,16 +164,21 @@ pub fn redis_client(url: &str) -> Result<Client, String> {
     })
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its map consistent, so a poisoned lock is still usable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Shared {
     fn set_state(&self, flag: &AtomicBool, up: bool, side: &'static str) {
         if flag.swap(up, Ordering::SeqCst) != up {
             if up {
-                info!(side, channel = %self.channel, "backplane connected");
+                info!(side, broadcast = %self.names.broadcast, "backplane connected");
             } else {
                 self.metrics.connection_failures.inc();
                 warn!(
                     side,
-                    "backplane connection lost; broadcasting to this task's clients only until it is back"
+                    "backplane connection lost; delivering to this task's clients only until it is back"
                 );
             }
         }
@@ -132,16 +186,21 @@ impl Shared {
         self.metrics.up.set(i64::from(both));
     }
 
-    /// Hands frames whose trip through Redis failed, or would not come back, to local clients.
-    fn deliver_locally(&self, batch: &[(u64, Message)]) {
-        for (_, frame) in batch {
-            self.hub.broadcast(frame.clone());
+    fn is_live(&self, channel: &ChannelName) -> bool {
+        lock(&self.live).contains(channel)
+    }
+
+    /// Hands messages whose trip through Redis failed, or would not come back, to local clients.
+    fn deliver_locally<'a>(&self, batch: impl Iterator<Item = &'a (u64, Publication)>) {
+        let mut marks = lock(&self.delivered_locally_through);
+        let mut count = 0;
+        for (sequence, publication) in batch {
+            self.hub.publish(&publication.channel, &publication.data);
+            let mark = marks.entry(publication.channel.clone()).or_default();
+            *mark = (*mark).max(*sequence);
+            count += 1;
         }
-        if let Some((last, _)) = batch.last() {
-            self.delivered_locally_through
-                .fetch_max(*last, Ordering::SeqCst);
-            self.metrics.local_only.inc_by(batch.len() as u64);
-        }
+        self.metrics.local_only.inc_by(count);
     }
 
     fn connection_config() -> AsyncConnectionConfig {
@@ -149,14 +208,31 @@ impl Shared {
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
     }
+
+    /// A message as it travels on Redis: origin, sequence number, then the body (the `/wss`
+    /// envelope on `broadcast`, as the previous version sent it; the data on any other channel).
+    fn encode(&self, sequence: u64, publication: &Publication) -> Vec<u8> {
+        let envelope;
+        let body = if publication.channel.is_broadcast() {
+            envelope = wss_envelope(&publication.data);
+            &envelope
+        } else {
+            &*publication.data
+        };
+        let mut encoded = Vec::with_capacity(HEADER + body.len());
+        encoded.extend_from_slice(&self.origin);
+        encoded.extend_from_slice(&sequence.to_be_bytes());
+        encoded.extend_from_slice(body.as_bytes());
+        encoded
+    }
 }
 
 type Connecting = Pin<Box<dyn Future<Output = redis::RedisResult<MultiplexedConnection>> + Send>>;
 
-/// Publishes queued envelopes in pipelined batches, in queue order, and falls back to local
+/// Publishes queued messages in pipelined batches, in queue order, and falls back to local
 /// delivery whenever Redis cannot carry them. Reconnects in the background so that the queue keeps
 /// moving while Redis is away.
-async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Message>) {
+async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Publication>) {
     let mut connection: Option<MultiplexedConnection> = None;
     let mut connecting: Option<Connecting> = Some(connect(&shared, Duration::ZERO));
     let mut backoff = RECONNECT_FIRST;
@@ -183,15 +259,19 @@ async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Message>) {
                 let Some(first) = first else { return };
                 let mut batch = Vec::with_capacity(PUBLISH_BATCH);
                 let mut next = Some(first);
-                while let Some(frame) = next {
+                while let Some(publication) = next {
                     sequence += 1;
-                    batch.push((sequence, frame));
+                    batch.push((sequence, publication));
                     next = if batch.len() < PUBLISH_BATCH { inbox.try_recv().ok() } else { None };
                 }
                 let Some(redis) = connection.as_mut() else {
-                    shared.deliver_locally(&batch);
+                    shared.deliver_locally(batch.iter());
                     continue;
                 };
+                // A channel's messages come back from Redis only if its subscription was live
+                // before the publish reached Redis and still is after: checked on both sides.
+                let live_before: Vec<bool> =
+                    batch.iter().map(|(_, p)| shared.is_live(&p.channel)).collect();
                 let mut published = publish(&shared, redis, &batch).await.is_ok();
                 if !published {
                     // The connection may just be stale (Redis restarted while this task was quiet):
@@ -202,14 +282,17 @@ async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Message>) {
                     }
                 }
                 if published {
-                    // Redis has pushed them to every subscriber; ours only if it is subscribed.
-                    if !shared.subscribed.load(Ordering::SeqCst) {
-                        shared.deliver_locally(&batch);
-                    }
+                    shared.deliver_locally(
+                        batch
+                            .iter()
+                            .zip(live_before)
+                            .filter(|((_, p), before)| !(*before && shared.is_live(&p.channel)))
+                            .map(|(message, _)| message),
+                    );
                 } else {
                     connection = None;
                     shared.set_state(&shared.published, false, "publisher");
-                    shared.deliver_locally(&batch);
+                    shared.deliver_locally(batch.iter());
                     connecting = Some(connect(&shared, backoff));
                 }
             }
@@ -230,49 +313,55 @@ fn connect(shared: &Arc<Shared>, after: Duration) -> Connecting {
 async fn publish(
     shared: &Shared,
     redis: &mut MultiplexedConnection,
-    batch: &[(u64, Message)],
+    batch: &[(u64, Publication)],
 ) -> redis::RedisResult<()> {
     let mut pipeline = redis::pipe();
-    for (sequence, frame) in batch {
-        let envelope = payload(frame);
-        let mut on_channel = Vec::with_capacity(HEADER + envelope.len());
-        on_channel.extend_from_slice(&shared.origin);
-        on_channel.extend_from_slice(&sequence.to_be_bytes());
-        on_channel.extend_from_slice(envelope);
+    for (sequence, publication) in batch {
         pipeline
             .cmd("PUBLISH")
-            .arg(&shared.channel)
-            .arg(on_channel)
+            .arg(shared.names.redis(&publication.channel))
+            .arg(shared.encode(*sequence, publication))
             .ignore();
     }
     pipeline.query_async::<()>(redis).await
 }
 
-/// Keeps a subscription to the channel and fans out everything it delivers to local clients.
-async fn subscribe_loop(shared: Arc<Shared>, mut shutdown: Shutdown) {
+/// Keeps a subscription to every channel local clients hold (and `broadcast`), follows the hub's
+/// interest changes, and hands everything Redis delivers to local clients.
+async fn subscribe_loop(
+    shared: Arc<Shared>,
+    mut interests: mpsc::UnboundedReceiver<Interest>,
+    mut shutdown: Shutdown,
+) {
     let mut backoff = RECONNECT_FIRST;
     loop {
         let attempt = async {
-            let mut pubsub = shared.client.get_async_pubsub().await?;
-            pubsub.subscribe(&shared.channel).await?;
-            redis::RedisResult::Ok(pubsub.split())
+            let (mut sink, stream) = shared.client.get_async_pubsub().await?.split();
+            // `broadcast` for as long as the task runs; every other channel while it is held.
+            let mut channels = shared.hub.channel_names();
+            channels.push(ChannelName::broadcast());
+            channels.sort();
+            channels.dedup();
+            let redis: Vec<String> = channels.iter().map(|c| shared.names.redis(c)).collect();
+            sink.subscribe(&redis).await?;
+            redis::RedisResult::Ok((sink, stream, channels))
         };
         let attempt = tokio::select! {
-            attempt = tokio::time::timeout(REDIS_TIMEOUT, attempt) => attempt,
+            attempt = timeout(REDIS_TIMEOUT, attempt) => attempt,
             _ = shutdown.terminating() => return,
         };
         match attempt {
-            Ok(Ok((sink, mut stream))) => {
+            Ok(Ok((sink, stream, channels))) => {
                 backoff = RECONNECT_FIRST;
+                lock(&shared.live).extend(channels);
                 shared.set_state(&shared.subscribed, true, "subscriber");
-                tokio::select! {
-                    _ = async {
-                        while let Some(message) = stream.next().await {
-                            fan_out(&shared, message.get_payload_bytes());
-                        }
-                    } => {}
-                    _ = keepalive(sink) => {}
-                    _ = shutdown.terminating() => return,
+                let ended = tokio::select! {
+                    () = follow(&shared, sink, stream, &mut interests) => false,
+                    _ = shutdown.terminating() => true,
+                };
+                lock(&shared.live).clear();
+                if ended {
+                    return;
                 }
                 shared.set_state(&shared.subscribed, false, "subscriber");
                 continue;
@@ -286,45 +375,167 @@ async fn subscribe_loop(shared: Arc<Shared>, mut shutdown: Shutdown) {
                 warn!(side = "subscriber", retry_in = ?backoff, "Redis did not answer");
             }
         }
+        // While Redis is away, subscribers go live at once: their own task's messages reach them,
+        // and every channel held is subscribed again on reconnecting.
+        let waited = async {
+            let wait = sleep(backoff);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    () = &mut wait => return true,
+                    interest = interests.recv() => match interest {
+                        Some(Interest::Wanted(_, confirm)) => drop(confirm.send(())),
+                        Some(Interest::Released(_)) => {}
+                        None => return false,
+                    },
+                }
+            }
+        };
         tokio::select! {
-            _ = sleep(backoff) => {}
+            go_on = waited => if !go_on { return },
             _ = shutdown.terminating() => return,
         }
         backoff = (backoff * 2).min(RECONNECT_CAP);
     }
 }
 
-/// Returns when a ping on the subscription fails or goes unanswered.
-///
-/// Any reply but an error counts as alive, whatever its shape: on a subscribed (RESP2 pub/sub)
-/// connection Redis answers PING with the array `["pong", ""]`, not the usual `PONG` string, so
-/// asking for a string would fail on every healthy answer and renew the subscription every
-/// `KEEPALIVE`, losing what other tasks publish in the meantime. Reading the reply as `()` accepts
-/// either form and still rejects an error reply.
-async fn keepalive(mut sink: PubSubSink) {
+/// Serves one subscription connection until it fails: delivers what it brings, subscribes and
+/// unsubscribes as the hub's interest changes, and pings it every `KEEPALIVE`.
+async fn follow(
+    shared: &Shared,
+    mut sink: PubSubSink,
+    mut stream: PubSubStream,
+    interests: &mut mpsc::UnboundedReceiver<Interest>,
+) {
+    let mut keepalive =
+        tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     loop {
-        sleep(KEEPALIVE).await;
-        match tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<()>()).await {
-            Ok(Ok(_)) => {}
-            _ => return,
+        tokio::select! {
+            message = stream.next() => match message {
+                Some(message) => fan_out(shared, message.get_channel_name(), message.get_payload_bytes()),
+                None => return,
+            },
+            _ = keepalive.tick() => {
+                // Any reply but an error counts as alive, whatever its shape: on a subscribed
+                // (RESP2 pub/sub) connection Redis answers PING with the array `["pong", ""]`, not
+                // the usual `PONG` string, so asking for a string would fail on every healthy
+                // answer and renew the subscription every `KEEPALIVE`, losing what other tasks
+                // publish in the meantime. Reading the reply as `()` accepts either form and still
+                // rejects an error reply.
+                if !matches!(timeout(REDIS_TIMEOUT, sink.ping::<()>()).await, Ok(Ok(()))) {
+                    return;
+                }
+            }
+            interest = interests.recv() => {
+                let Some(interest) = interest else { return };
+                if change(shared, &mut sink, interest).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }
 
-/// Delivers one channel message to local clients, unless it is this task's own and the publisher
+/// Follows one interest change. `Err` when Redis did not confirm in time: the connection is
+/// replaced, and the new one subscribes to every channel held.
+async fn change(shared: &Shared, sink: &mut PubSubSink, interest: Interest) -> Result<(), ()> {
+    match interest {
+        Interest::Wanted(channel, confirm) => {
+            let result = if shared.is_live(&channel) {
+                Ok(())
+            } else {
+                let redis = shared.names.redis(&channel);
+                match timeout(REDIS_TIMEOUT, sink.subscribe(&redis)).await {
+                    Ok(Ok(())) => {
+                        lock(&shared.live).insert(channel);
+                        Ok(())
+                    }
+                    _ => Err(()),
+                }
+            };
+            // Answered either way: on failure the subscriber goes live with local delivery, and
+            // the channel is subscribed again with the rest on reconnecting.
+            let _ = confirm.send(());
+            result
+        }
+        Interest::Released(channel) => {
+            // Someone may have asked for it again since (it is then held again), and `broadcast`
+            // stays subscribed for as long as the task runs.
+            if channel.is_broadcast() || shared.hub.holds(channel.as_str()) {
+                return Ok(());
+            }
+            if !lock(&shared.live).remove(&channel) {
+                return Ok(());
+            }
+            lock(&shared.delivered_locally_through).remove(&channel);
+            let redis = shared.names.redis(&channel);
+            match timeout(REDIS_TIMEOUT, sink.unsubscribe(&redis)).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(()),
+            }
+        }
+    }
+}
+
+/// Delivers one Redis message to local clients, unless it is this task's own and the publisher
 /// already delivered it. Messages that are not ours in a form we understand are ignored.
-fn fan_out(shared: &Shared, payload: &[u8]) {
-    let Some((header, envelope)) = payload.split_at_checked(HEADER) else {
+fn fan_out(shared: &Shared, redis_channel: &str, payload: &[u8]) {
+    let Some(channel) = shared.names.channel(redis_channel) else {
+        return;
+    };
+    let Some((header, body)) = payload.split_at_checked(HEADER) else {
         return;
     };
     let (origin, sequence) = header.split_at(16);
     if origin == shared.origin {
         let sequence = u64::from_be_bytes(sequence.try_into().expect("8 bytes"));
-        if sequence <= shared.delivered_locally_through.load(Ordering::SeqCst) {
+        let delivered = lock(&shared.delivered_locally_through)
+            .get(&channel)
+            .copied();
+        if delivered.is_some_and(|through| sequence <= through) {
             return;
         }
     }
-    if let Ok(text) = std::str::from_utf8(envelope) {
-        shared.hub.broadcast(Message::text(text));
+    let Ok(body) = std::str::from_utf8(body) else {
+        return;
+    };
+    let data = if channel.is_broadcast() {
+        wss_data(body)
+    } else {
+        Some(body)
+    };
+    if let Some(data) = data {
+        shared.hub.publish(&channel, data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_map_to_redis_and_back() {
+        let names = ChannelNames {
+            broadcast: "websocket:broadcast".into(),
+            prefix: "app".into(),
+        };
+        let room = ChannelName::parse("room:1").unwrap();
+        assert_eq!(names.redis(&room), "app:room:1");
+        assert_eq!(
+            names.redis(&ChannelName::broadcast()),
+            "websocket:broadcast"
+        );
+        assert_eq!(names.channel("app:room:1"), Some(room));
+        assert_eq!(
+            names.channel("websocket:broadcast"),
+            Some(ChannelName::broadcast())
+        );
+        assert_eq!(
+            names.channel("app:broadcast"),
+            None,
+            "broadcast has its own"
+        );
+        assert_eq!(names.channel("other:room"), None);
+        assert_eq!(names.channel("app:bad name"), None);
     }
 }

@@ -89,7 +89,7 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
     pub client_queue_bytes: u64,
 
-    /// Messages a client may send per second, on average (`/wss` and `/echo`); a message over the
+    /// Messages a client may send per second, on average (every WebSocket route); a message over the
     /// limit is dropped, and a client over it for 5 s is closed with 1008. Every frame counts too
     /// (a message in k fragments costs k; pings and pongs count). 0: no limit.
     #[arg(long, env = "MAX_MESSAGES_PER_SECOND", default_value_t = 100,
@@ -171,9 +171,21 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
-    /// The Redis channel the tasks of one deployment share.
+    /// The Redis channel of the `broadcast` channel (what `/wss` clients send), which the tasks of
+    /// one deployment share.
     #[arg(long, env = "REDIS_CHANNEL", default_value = "websocket:broadcast", value_parser = redis_channel)]
     pub redis_channel: String,
+
+    /// Prefix of the Redis channels of every other channel: channel `c` travels on
+    /// `<prefix>:c`.
+    #[arg(long, env = "REDIS_CHANNEL_PREFIX", default_value = "websocket", value_parser = redis_channel)]
+    pub redis_channel_prefix: String,
+
+    /// Most channels one `/v1/ws` connection may hold at once; a subscribe beyond it gets error
+    /// `too_many_channels`.
+    #[arg(long, env = "MAX_CHANNELS_PER_CONNECTION", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_channels_per_connection: u32,
 
     /// Whether MAX_CONNECTIONS was left at its default, which [`Config::fit_open_file_limit`] may
     /// lower; a value someone chose is never changed behind their back.
@@ -219,6 +231,18 @@ impl Config {
         }
         if let Some(url) = &self.redis_url {
             crate::backplane::redis_client(url)?;
+        }
+        if let Some(channel) = self
+            .redis_channel
+            .strip_prefix(&self.redis_channel_prefix)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .filter(|rest| *rest != crate::hub::channel::BROADCAST)
+            .and_then(|rest| crate::hub::ChannelName::parse(rest).ok())
+        {
+            return Err(format!(
+                "REDIS_CHANNEL (--redis-channel) {} is where REDIS_CHANNEL_PREFIX ({}) puts channel {channel}: pick a REDIS_CHANNEL outside the prefix, or <prefix>:broadcast",
+                self.redis_channel, self.redis_channel_prefix
+            ));
         }
         Ok(())
     }
@@ -371,6 +395,21 @@ mod tests {
         );
         let err = parse(&["--max-message-size", "100", "--max-frame-size", "200"]).unwrap_err();
         assert!(err.contains("MAX_FRAME_SIZE"), "{err}");
+        let err = parse(&["--redis-channel", "websocket:room"]).unwrap_err();
+        assert!(
+            err.contains("REDIS_CHANNEL") && err.contains("REDIS_CHANNEL_PREFIX"),
+            "{err}"
+        );
+        assert!(
+            parse(&[
+                "--redis-channel",
+                "app:broadcast",
+                "--redis-channel-prefix",
+                "app"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["--redis-channel", "legacy", "--redis-channel-prefix", "app"]).is_ok());
     }
 
     #[test]

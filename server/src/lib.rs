@@ -1,5 +1,5 @@
-//! The WebSocket broadcast server: every JSON message a client sends on `/wss` reaches every open
-//! client as `{"message": …}`.
+//! The WebSocket server: every JSON message a client sends on `/wss` reaches every open `/wss`
+//! client as `{"message": …}`, and `/v1/ws` clients subscribe and publish on named channels.
 //!
 //! `main.rs` only wires these modules; [`run`] is the server itself, so that tests can start it
 //! in-process on a loopback port and stop it with a future instead of a signal.
@@ -9,12 +9,12 @@
 //! - [`routes`]: HTTP paths, status codes, the WebSocket handshake and admission (drain, limit).
 //! - [`connection`]: one WebSocket from upgrade to close (reading, batched writing, heartbeat,
 //!   close), the same for every route.
-//! - [`protocol`]: what a frame means on each WebSocket route (`/wss`, `/echo`).
+//! - [`protocol`]: what a frame means on each WebSocket route (`/wss`, `/v1/ws`, `/echo`).
 //! - [`limits`]: what one client may send (rate, JSON depth).
-//! - [`hub`]: the broadcast engine and the fan-out through it; [`outbox`]: each connection's
-//!   bounded queue.
-//! - [`backplane`]: optional Redis pub/sub, a relay the fan-out uses so that a broadcast reaches
-//!   the clients of every task.
+//! - [`hub`]: channels and their subscribers, and the fan-out through them; [`outbox`]: each
+//!   connection's bounded queue.
+//! - [`backplane`]: optional Redis pub/sub, a relay the fan-out uses so that a message reaches
+//!   the subscribers of its channel on every task.
 //!
 //! Dependencies point one way: routes → connection → protocol → hub ← backplane.
 //! - [`shutdown`]: the drain signal passed to everything that reacts to it.
@@ -128,7 +128,10 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
             let client = backplane::redis_client(url).expect("REDIS_URL is validated at start-up");
             backplane::start(
                 client,
-                config.redis_channel.clone(),
+                backplane::ChannelNames {
+                    broadcast: config.redis_channel.clone(),
+                    prefix: config.redis_channel_prefix.clone(),
+                },
                 Arc::clone(&hub),
                 &metrics,
                 shutdown.clone(),
@@ -140,6 +143,7 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         context: Arc::new(connection::Context {
             hub,
             fanout,
+            max_channels: config.max_channels_per_connection as usize,
             metrics: Arc::clone(&metrics),
             heartbeat: Heartbeat {
                 ping_interval: config.ping_interval,
@@ -168,7 +172,7 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         max_connections: config.max_http_connections as usize,
     };
 
-    info!(address = %listeners.public.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "serving WebSocket on /wss and /echo");
+    info!(address = %listeners.public.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "serving WebSocket on /wss, /v1/ws and /echo");
     let mut servers = vec![tokio::spawn(serve::serve(
         listeners.public,
         routes::public(state),

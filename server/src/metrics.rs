@@ -32,7 +32,8 @@ pub struct Metrics {
     /// Data frames received from clients, valid or not.
     pub messages_received: Counter,
     messages_dropped: Family<ReasonLabel, Counter>,
-    /// Valid messages broadcast (each counted once, however many recipients).
+    /// Valid messages published, on `/wss` or `/v1/ws` (each counted once, however many
+    /// recipients).
     pub messages_broadcast: Counter,
     /// Frames written to clients (each recipient counts).
     pub messages_delivered: Counter,
@@ -46,6 +47,10 @@ pub struct Metrics {
     pub backplane_connection_failures: Counter,
     /// Messages delivered to this task's clients only, because Redis could not carry them.
     pub backplane_local_only: Counter,
+    /// Channels with at least one subscriber in this process.
+    pub channels: Gauge,
+    /// Subscriptions held in this process (a client in three channels counts three).
+    pub subscriptions: Gauge,
 }
 
 impl Default for Metrics {
@@ -73,6 +78,8 @@ impl Metrics {
             backplane_up: Gauge::default(),
             backplane_connection_failures: Counter::default(),
             backplane_local_only: Counter::default(),
+            channels: Gauge::default(),
+            subscriptions: Gauge::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -112,7 +119,7 @@ impl Metrics {
         );
         registry.register(
             "messages_broadcast",
-            "Valid messages broadcast",
+            "Valid messages published on any channel",
             metrics.messages_broadcast.clone(),
         );
         registry.register(
@@ -139,6 +146,16 @@ impl Metrics {
             "backplane_connection_failures",
             "Redis backplane connections failed or lost",
             metrics.backplane_connection_failures.clone(),
+        );
+        registry.register(
+            "channels",
+            "Channels with at least one subscriber in this process",
+            metrics.channels.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Channel subscriptions held in this process",
+            metrics.subscriptions.clone(),
         );
         registry.register(
             "backplane_local_only",

@@ -1,7 +1,8 @@
 //! The HTTP surface: which paths exist, what each answers, and the admission checks in front of a
 //! WebSocket upgrade (drain, connection limit).
 //!
-//! Public port: `GET /wss` (broadcast), `GET /echo`, `GET /health`, and the demo page (`GET /`).
+//! Public port: `GET /wss` (broadcast), `GET /v1/ws` (channels), `GET /echo`, `GET /health`, and
+//! the demo page (`GET /`).
 //! Admin port: `GET /metrics`.
 //! Anything else is 404, a known path with another method is 405, and a plain GET to a WebSocket
 //! path is 426 Upgrade Required. An upgrade request that breaks RFC 6455, 4.2.1 is refused before
@@ -51,9 +52,19 @@ pub fn public(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
     health
         .or(crate::demo::routes())
         .unify()
-        .or(websocket("wss", Route::Broadcast, state.clone()))
+        .or(websocket(
+            warp::path!("wss"),
+            Route::Broadcast,
+            state.clone(),
+        ))
         .unify()
-        .or(websocket("echo", Route::Echo, state))
+        .or(websocket(
+            warp::path!("v1" / "ws"),
+            Route::Channels,
+            state.clone(),
+        ))
+        .unify()
+        .or(websocket(warp::path!("echo"), Route::Echo, state))
         .unify()
         .recover(answer_rejection)
         .unify()
@@ -80,13 +91,11 @@ pub fn admin(
 }
 
 fn websocket(
-    path: &'static str,
+    path: impl Filter<Extract = (), Error = Rejection> + Clone,
     route: Route,
     state: AppState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path(path)
-        .and(warp::path::end())
-        .and(warp::get())
+    path.and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<Version>())
         .and(warp::ext::optional::<UpgradeSlot>())

@@ -429,3 +429,157 @@ async fn idle_keepalive_periods_cost_nothing() {
         [problems, reconnects, lost_lines].concat().join("\n")
     );
 }
+
+/// How many Redis connections are subscribed to `channel`.
+async fn subscribers_in_redis(redis: &Redis, channel: &str) -> i64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let (_, count): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    count
+}
+
+async fn v1_subscribe(client: &mut Client, channel: &str) {
+    send_text(
+        client,
+        format!(r#"{{"type":"subscribe","channel":"{channel}"}}"#),
+    )
+    .await;
+    assert_eq!(
+        next_text(client).await,
+        format!(r#"{{"type":"subscribed","channel":"{channel}"}}"#)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn channels_cross_tasks_and_each_task_subscribes_only_to_what_its_clients_hold() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let env = [("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")];
+    let task_a = Process::start(&env).await;
+    let task_b = Process::start(&env).await;
+    let task_c = Process::start(&env).await;
+    for task in [&task_a, &task_b, &task_c] {
+        wait_for_backplane(task.admin(), true).await;
+    }
+    // Every task holds `broadcast`, for /wss; nothing else yet.
+    assert_eq!(subscribers_in_redis(&redis, "websocket:broadcast").await, 3);
+    assert_eq!(subscribers_in_redis(&redis, "websocket:room").await, 0);
+
+    let mut on_a = connect(&task_a.url("/v1/ws")).await;
+    let mut also_on_a = connect(&task_a.url("/v1/ws")).await;
+    let mut publisher_on_b = connect(&task_b.url("/v1/ws")).await;
+    let mut elsewhere_on_c = connect(&task_c.url("/v1/ws")).await;
+    v1_subscribe(&mut on_a, "room").await;
+    v1_subscribe(&mut also_on_a, "room").await;
+    v1_subscribe(&mut elsewhere_on_c, "other").await;
+    // `subscribed` came after Redis confirmed: one subscription per task, not per client.
+    assert_eq!(subscribers_in_redis(&redis, "websocket:room").await, 1);
+    assert_eq!(subscribers_in_redis(&redis, "websocket:other").await, 1);
+
+    // Published on B (which holds no `room`), delivered on A exactly once each, as written.
+    let data = r#"{"b":2,"a":1.0}"#;
+    for n in 0..20 {
+        send_text(
+            &mut publisher_on_b,
+            format!(r#"{{"type":"publish","channel":"room","data":[{n},{data}]}}"#),
+        )
+        .await;
+    }
+    // And from A itself: its own subscribers get it once, through Redis.
+    send_text(
+        &mut on_a,
+        r#"{"type":"publish","channel":"room","data":"own"}"#,
+    )
+    .await;
+    for client in [&mut on_a, &mut also_on_a] {
+        let mut got = Vec::new();
+        for _ in 0..21 {
+            got.push(next_text(client).await);
+        }
+        for n in 0..20 {
+            let expected = format!(r#"{{"type":"message","channel":"room","data":[{n},{data}]}}"#);
+            assert!(got.contains(&expected), "{expected} missing from {got:?}");
+        }
+        assert_eq!(
+            got.iter().filter(|m| m.contains(r#""own""#)).count(),
+            1,
+            "{got:?}"
+        );
+    }
+    // C's client is not in `room`, and C never subscribed to it in Redis.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), elsewhere_on_c.next()).await;
+    assert!(quiet.is_err(), "{quiet:?}");
+
+    // The last client of `room` on A leaves: A unsubscribes in Redis.
+    drop(on_a);
+    send_text(&mut also_on_a, r#"{"type":"unsubscribe","channel":"room"}"#).await;
+    assert_eq!(
+        next_text(&mut also_on_a).await,
+        r#"{"type":"unsubscribed","channel":"room"}"#
+    );
+    let deadline = Instant::now() + RECOVERY;
+    while subscribers_in_redis(&redis, "websocket:room").await != 0 {
+        assert!(Instant::now() < deadline, "task A still subscribed to room");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(subscribers_in_redis(&redis, "websocket:other").await, 1);
+}
+
+/// What a task of the version before channels put on Redis, and expects there: 16 bytes of origin,
+/// an 8-byte sequence number, then the `/wss` envelope, on `REDIS_CHANNEL`.
+fn previous_version_message(envelope: &str) -> Vec<u8> {
+    let mut message = vec![7u8; 16];
+    message.extend_from_slice(&1u64.to_be_bytes());
+    message.extend_from_slice(envelope.as_bytes());
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn broadcast_keeps_the_previous_versions_redis_channel_and_format() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let task = Process::start(&[("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")]).await;
+    wait_for_backplane(task.admin(), true).await;
+    let mut wss = connect(&task.url("/wss")).await;
+    assert_eq!(next_text(&mut wss).await, r#"{"connection":"ok"}"#);
+    let mut v1 = connect(&task.url("/v1/ws")).await;
+    v1_subscribe(&mut v1, "broadcast").await;
+
+    // An old task's message reaches both kinds of client.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("PUBLISH")
+        .arg("websocket:broadcast")
+        .arg(previous_version_message(r#"{"message":{"old":true}}"#))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut wss).await, r#"{"message":{"old":true}}"#);
+    assert_eq!(
+        next_text(&mut v1).await,
+        r#"{"type":"message","channel":"broadcast","data":{"old":true}}"#
+    );
+
+    // What this task publishes on `broadcast` is what an old task reads.
+    let mut listener = client.get_async_pubsub().await.unwrap();
+    listener.subscribe("websocket:broadcast").await.unwrap();
+    send_text(
+        &mut v1,
+        r#"{"type":"publish","channel":"broadcast","data":{"new":1}}"#,
+    )
+    .await;
+    let message = tokio::time::timeout(PATIENCE, listener.on_message().next())
+        .await
+        .unwrap()
+        .unwrap();
+    let payload = message.get_payload_bytes();
+    assert_eq!(&payload[24..], br#"{"message":{"new":1}}"#);
+    assert_eq!(next_text(&mut wss).await, r#"{"message":{"new":1}}"#);
+}

@@ -27,14 +27,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::info;
 
-use crate::hub::{Fanout, Hub};
+use crate::hub::{self, ChannelName, Fanout, Form, Hub};
 use crate::limits::{FrameMetered, RateLimits};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, QueueLimits};
+use crate::protocol::v1::Session;
 use crate::protocol::{Route, wss};
 use crate::shutdown::Shutdown;
 use close::close;
-use reader::Reader;
+use reader::{Handler, Reader};
 use writer::{HeartbeatTimer, Writer};
 
 /// An upgraded WebSocket connection.
@@ -52,10 +53,12 @@ pub struct Heartbeat {
 /// Everything a connection needs from the rest of the server: one, shared by all of them.
 #[derive(Debug)]
 pub struct Context {
-    /// The local broadcast hub `/wss` clients join.
+    /// This process's channels and their subscribers.
     pub hub: Arc<Hub>,
-    /// Where `/wss` messages are broadcast: the local hub, or Redis to every task's hub.
+    /// Where messages are published: the local hub, or Redis to every task's hub.
     pub fanout: Fanout,
+    /// How many channels one `/v1/ws` connection may hold at once.
+    pub max_channels: usize,
     /// Process-wide counters.
     pub metrics: Arc<Metrics>,
     /// Heartbeat timing.
@@ -100,6 +103,16 @@ impl Activity {
     }
 }
 
+/// Where a connection's frames come from, by route; dropping it leaves the hub.
+enum Place {
+    /// `/wss`: subscribed to `broadcast` for the connection's whole life.
+    Broadcast(hub::Subscriber),
+    /// `/v1/ws`: the channels the client asks for.
+    Channels(Session),
+    /// `/echo`: an outbox of its own, with backpressure.
+    Echo(Arc<Outbox>),
+}
+
 impl Context {
     /// The task of an accepted upgrade: completes it, serves the WebSocket until it closes, and
     /// holds `permit` until then. `client` is the address to log.
@@ -137,12 +150,25 @@ impl Context {
             info!(conn = id, client = %client, route = route.label(), "connection opened");
 
             let activity = Activity::new();
-            // `/wss` clients join before the greeting, so that everything broadcast after the
-            // greeting reaches them; `/echo` clients have an outbox of their own.
-            let membership = (route == Route::Broadcast).then(|| self.hub.join());
-            let outbox = match &membership {
-                Some(membership) => Arc::clone(&membership.outbox),
-                None => Arc::new(Outbox::with_backpressure()),
+            // `/wss` clients join `broadcast` before the greeting, so that everything published
+            // after the greeting reaches them; `/v1/ws` clients join channels as they ask;
+            // `/echo` clients have an outbox of their own.
+            let mut place = match route {
+                Route::Broadcast => {
+                    let mut subscriber = self.hub.subscriber(Form::Wss);
+                    subscriber.join_now(ChannelName::broadcast());
+                    Place::Broadcast(subscriber)
+                }
+                Route::Channels => Place::Channels(Session::new(
+                    self.hub.subscriber(Form::V1),
+                    self.max_channels,
+                )),
+                Route::Echo => Place::Echo(Arc::new(Outbox::with_backpressure())),
+            };
+            let outbox = match &place {
+                Place::Broadcast(subscriber) => Arc::clone(&subscriber.outbox),
+                Place::Channels(session) => Arc::clone(&session.subscriber().outbox),
+                Place::Echo(outbox) => Arc::clone(outbox),
             };
             let mut writer = Writer {
                 sink,
@@ -164,11 +190,16 @@ impl Context {
             } else {
                 // Built in place: a named local would keep its own slot in the task beside the
                 // copy `run` holds.
+                let handler = match &mut place {
+                    Place::Broadcast(_) => Handler::Broadcast,
+                    Place::Channels(session) => Handler::Channels(session),
+                    Place::Echo(outbox) => Handler::Echo(outbox),
+                };
                 let reason = tokio::select! {
                     reason = Reader {
                         context: &self,
                         activity: &activity,
-                        echo: (route == Route::Echo).then_some(&*outbox),
+                        handler,
                     }.run(&mut stream) => reason,
                     reason = writer.run() => reason,
                 };

@@ -11,28 +11,40 @@ use tracing::debug;
 use super::{Activity, CloseReason, Context, WebSocket};
 use crate::limits::{RateLimiter, Verdict};
 use crate::outbox::Outbox;
-use crate::protocol::{Inbound, payload};
+use crate::protocol::v1::Session;
+use crate::protocol::{Handover, Inbound, payload};
 
 /// What the reader does after a client's frame.
 enum Next<'a> {
     /// Reads on.
     Read,
-    /// Hands this message (a broadcast envelope, or an echo) over, then reads on.
-    Deliver(Inbound<'a>, Message),
+    /// Makes this handover (a broadcast, or an echo), then reads on.
+    Deliver(Handover<'a>),
+    /// Hands this frame to the `/v1/ws` session, then reads on.
+    Channels(Message),
     /// Stops: the connection is over.
     Stop(CloseReason),
+}
+
+/// What the route does with the client's messages.
+pub(super) enum Handler<'a> {
+    /// `/wss`: publishes them on `broadcast`.
+    Broadcast,
+    /// `/echo`: sends them back through the connection's own outbox.
+    Echo(&'a Outbox),
+    /// `/v1/ws`: the channels session.
+    Channels(&'a mut Session),
 }
 
 /// The reading half's context: where messages go and what limits them.
 pub(super) struct Reader<'a> {
     pub(super) context: &'a Context,
     pub(super) activity: &'a Activity,
-    /// The connection's own outbox on `/echo`; `None` on `/wss`, which broadcasts.
-    pub(super) echo: Option<&'a Outbox>,
+    pub(super) handler: Handler<'a>,
 }
 
 impl<'a> Reader<'a> {
-    pub(super) async fn run(self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
+    pub(super) async fn run(mut self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
         let mut limiter = RateLimiter::new(&self.context.rate_limits);
         loop {
             let Some(frame) = stream.next().await else {
@@ -42,17 +54,31 @@ impl<'a> Reader<'a> {
             // Decided by a plain function, and the wait outside the match, so that a reader
             // waiting holds only what it waits with: every connection's task is allocated at
             // its largest state's size.
-            let (inbound, message) = match self.receive(frame, &mut limiter) {
-                Next::Read => continue,
-                Next::Deliver(inbound, message) => (inbound, message),
+            match self.receive(frame, &mut limiter) {
+                Next::Read => {}
+                Next::Deliver(handover) => handover.deliver().await,
+                Next::Channels(message) => {
+                    let Handler::Channels(session) = &mut self.handler else {
+                        unreachable!("only a /v1/ws reader hands frames to a session")
+                    };
+                    // Boxed: a subscribe may wait for Redis, and every connection's task is
+                    // allocated at its largest state's size.
+                    let received = Box::pin(session.receive(
+                        payload(&message),
+                        &self.context.fanout,
+                        &self.context.metrics,
+                    ));
+                    if received.await.is_err() {
+                        return CloseReason::SlowConsumer;
+                    }
+                }
                 Next::Stop(reason) => return reason,
-            };
-            inbound.deliver(message).await;
+            }
         }
     }
 
     fn receive(
-        &self,
+        &mut self,
         frame: Result<Message, tungstenite::Error>,
         limiter: &mut RateLimiter,
     ) -> Next<'a> {
@@ -80,6 +106,11 @@ impl<'a> Reader<'a> {
             Verdict::Accept => {}
             Verdict::Drop => {
                 metrics.messages_dropped("rate_limited", 1);
+                if let Handler::Channels(session) = &self.handler
+                    && session.rate_limited(payload(&message)).is_err()
+                {
+                    return Next::Stop(CloseReason::SlowConsumer);
+                }
                 return Next::Read;
             }
             Verdict::Close => {
@@ -87,12 +118,13 @@ impl<'a> Reader<'a> {
                 return Next::Stop(CloseReason::RateLimited);
             }
         }
-        let inbound = match self.echo {
-            Some(outbox) => Inbound::Echo(outbox, &self.context.queue_limits),
-            None => Inbound::Broadcast(&self.context.fanout),
+        let inbound = match &self.handler {
+            Handler::Channels(_) => return Next::Channels(message),
+            Handler::Echo(outbox) => Inbound::Echo(outbox, &self.context.queue_limits),
+            Handler::Broadcast => Inbound::Broadcast(&self.context.fanout),
         };
         match inbound.accept(message, metrics) {
-            Some(message) => Next::Deliver(inbound, message),
+            Some(handover) => Next::Deliver(handover),
             None => Next::Read,
         }
     }

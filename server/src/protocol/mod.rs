@@ -1,23 +1,36 @@
-//! What a frame means on each WebSocket route: [`wss`] broadcasts every JSON message to every
-//! client in an envelope, [`echo`] sends every data frame back. The connection's lifecycle (reading,
-//! writing, heartbeat, close) is the same for both and lives in [`connection`](crate::connection).
+//! What a frame means on each WebSocket route: [`wss`] publishes every JSON message on the
+//! `broadcast` channel and receives it in the original envelope, [`v1`] speaks channels in JSON
+//! envelopes, [`echo`] sends every data frame back. The connection's lifecycle (reading, writing,
+//! heartbeat, close) is the same for all three and lives in [`connection`](crate::connection).
 
 pub mod echo;
+pub mod v1;
 pub mod wss;
 
 use futures_util::future::Either;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::hub::Fanout;
-pub use crate::hub::payload;
+use crate::hub::{Fanout, Publication};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, QueueLimits};
+
+/// The payload of a data frame (empty for control frames).
+pub fn payload(message: &Message) -> &[u8] {
+    match message {
+        Message::Text(text) => text.as_bytes(),
+        Message::Binary(bytes) => bytes,
+        _ => &[],
+    }
+}
 
 /// What a connection does with the messages its client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// `/wss`: greet, then broadcast every JSON message to every client as `{"message": …}`.
+    /// `/wss`: greet, then publish every JSON message on `broadcast`, whose messages every `/wss`
+    /// client receives as `{"message": …}`.
     Broadcast,
+    /// `/v1/ws`: subscribe, unsubscribe and publish on channels (see [`v1`]).
+    Channels,
     /// `/echo`: send every data frame back unchanged (conformance runs and latency probes).
     Echo,
 }
@@ -27,37 +40,52 @@ impl Route {
     pub fn label(self) -> &'static str {
         match self {
             Route::Broadcast => "wss",
+            Route::Channels => "v1",
             Route::Echo => "echo",
         }
     }
 }
 
-/// Where a connection's route sends its client's data messages.
+/// Where a `/wss` or `/echo` connection sends its client's data messages.
 #[derive(Clone, Copy)]
 pub enum Inbound<'a> {
-    /// To every client, through the fan-out (`/wss`).
+    /// To every client on `broadcast`, through the fan-out (`/wss`).
     Broadcast(&'a Fanout),
     /// Back to the same client, through its own outbox and within these limits.
     Echo(&'a Outbox, &'a QueueLimits),
 }
 
+/// An admitted message and where it goes.
+pub enum Handover<'a> {
+    /// Published through the fan-out.
+    Publish(&'a Fanout, Publication),
+    /// Queued in the client's own outbox.
+    Echo(&'a Outbox, &'a QueueLimits, Message),
+}
+
 impl<'a> Inbound<'a> {
-    /// Hands `message` over at once where it can; the future completes once it is taken, and
-    /// holds only what waiting needs: a broadcast waits only for a full Redis publish queue, an
-    /// echo for room in its own outbox (backpressure on a client that does not read).
-    pub fn deliver(self, message: Message) -> impl Future<Output = ()> + Send + 'a {
+    /// What the route makes of an admitted data message: the handover to make, or `None` when it
+    /// is dropped (and counted as such).
+    pub fn accept(self, message: Message, metrics: &Metrics) -> Option<Handover<'a>> {
         match self {
-            Inbound::Broadcast(fanout) => Either::Left(fanout.broadcast(message)),
-            Inbound::Echo(outbox, limits) => Either::Right(echo::deliver(outbox, limits, message)),
+            Inbound::Broadcast(fanout) => {
+                wss::accept(&message, metrics).map(|p| Handover::Publish(fanout, p))
+            }
+            Inbound::Echo(outbox, limits) => Some(Handover::Echo(outbox, limits, message)),
         }
     }
+}
 
-    /// What the route makes of an admitted data message: the message to hand over, or `None` when
-    /// it is dropped (and counted as such).
-    pub fn accept(self, message: Message, metrics: &Metrics) -> Option<Message> {
+impl<'a> Handover<'a> {
+    /// Hands the message over at once where it can; the future completes once it is taken, and
+    /// holds only what waiting needs: a publish waits only for a full Redis publish queue, an echo
+    /// for room in its own outbox (backpressure on a client that does not read).
+    pub fn deliver(self) -> impl Future<Output = ()> + Send + 'a {
         match self {
-            Inbound::Broadcast(_) => wss::accept(&message, metrics),
-            Inbound::Echo(..) => Some(message),
+            Handover::Publish(fanout, publication) => Either::Left(fanout.publish(publication)),
+            Handover::Echo(outbox, limits, message) => {
+                Either::Right(echo::deliver(outbox, limits, message))
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::payload;
+use crate::hub::{ChannelName, Publication};
 use crate::limits;
 use crate::metrics::Metrics;
 
@@ -30,12 +31,12 @@ impl Refused {
     }
 }
 
-/// Wraps a client's JSON in the broadcast envelope `{"message":<json>}`, serialized once.
+/// The JSON a client's message carries: validated, and forwarded as the client wrote it rather
+/// than re-encoded (the value is the same, the sender's key order is kept, and no tree is built).
 ///
 /// Text and binary frames are treated alike, as the replaced Node server did (it parsed whatever
-/// bytes arrived). The JSON is validated, then forwarded as the client wrote it rather than
-/// re-encoded: the value is the same, the sender's key order is kept, and no tree is built.
-pub fn envelope(payload: &[u8]) -> Result<Message, Refused> {
+/// bytes arrived).
+pub fn data(payload: &[u8]) -> Result<&str, Refused> {
     let text = std::str::from_utf8(payload).map_err(|_| Refused::InvalidJson)?;
     // serde_json's recursion limit does not apply to a RawValue, which it skips over without
     // recursing, so depth is checked on its own.
@@ -44,20 +45,19 @@ pub fn envelope(payload: &[u8]) -> Result<Message, Refused> {
     if limits::json_deeper_than(json, limits::MAX_JSON_DEPTH) {
         return Err(Refused::TooDeep);
     }
-    let mut framed = String::with_capacity(json.len() + 12);
-    framed.push_str(r#"{"message":"#);
-    framed.push_str(json);
-    framed.push('}');
-    Ok(Message::text(framed))
+    Ok(json)
 }
 
-/// The envelope to broadcast for a client's message, counted as broadcast; `None` (counted as
-/// dropped, by reason) when it is not one JSON value within the depth limit.
-pub fn accept(message: &Message, metrics: &Metrics) -> Option<Message> {
-    match envelope(payload(message)) {
-        Ok(envelope) => {
+/// What a client's message publishes on the `broadcast` channel, counted as broadcast; `None`
+/// (counted as dropped, by reason) when it is not one JSON value within the depth limit.
+pub fn accept(message: &Message, metrics: &Metrics) -> Option<Publication> {
+    match data(payload(message)) {
+        Ok(data) => {
             metrics.messages_broadcast.inc();
-            Some(envelope)
+            Some(Publication {
+                channel: ChannelName::broadcast(),
+                data: data.into(),
+            })
         }
         Err(refused) => {
             metrics.messages_dropped(refused.label(), 1);
@@ -70,18 +70,20 @@ pub fn accept(message: &Message, metrics: &Metrics) -> Option<Message> {
 mod tests {
     use super::*;
 
-    fn text(message: Message) -> String {
-        message.into_text().unwrap().to_string()
+    use crate::hub::channel::wss_envelope;
+
+    fn envelope(payload: &[u8]) -> Result<String, Refused> {
+        data(payload).map(wss_envelope)
     }
 
     #[test]
     fn envelope_wraps_json_as_written() {
         assert_eq!(
-            text(envelope(br#" {"b":1,"a":[true]} "#).unwrap()),
+            envelope(br#" {"b":1,"a":[true]} "#).unwrap(),
             r#"{"message":{"b":1,"a":[true]}}"#
         );
-        assert_eq!(text(envelope(b"42").unwrap()), r#"{"message":42}"#);
-        assert_eq!(text(envelope(br#""hi""#).unwrap()), r#"{"message":"hi"}"#);
+        assert_eq!(envelope(b"42").unwrap(), r#"{"message":42}"#);
+        assert_eq!(envelope(br#""hi""#).unwrap(), r#"{"message":"hi"}"#);
     }
 
     #[test]

@@ -149,7 +149,7 @@ pub struct Exit {
 pub const BINARY: &str = env!("CARGO_BIN_EXE_websocket-server");
 
 /// The start-up lines the server logs once each listener is bound, with its `address`.
-const SERVING_PUBLIC: &str = "serving WebSocket on /wss and /echo";
+const SERVING_PUBLIC: &str = "serving WebSocket on /wss, /v1/ws and /echo";
 const SERVING_METRICS: &str = "serving metrics on /metrics";
 
 /// How many times a start is tried, on new ports each time, when another process took one first.

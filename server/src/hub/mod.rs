@@ -1,0 +1,425 @@
+//! The message engine: channels, who is subscribed to each, and handing each message to all of
+//! them; and the [`Fanout`] a connection publishes through, to this hub or through a relay (the
+//! Redis [`backplane`](crate::backplane)) to the hub of every task. The hub depends on no
+//! connection, route or protocol; they, and the backplane, depend on it.
+//!
+//! A message is the publisher's JSON, validated once. For each protocol among its recipients the
+//! hub builds the frame once ([`channel`]); every recipient gets a clone of the same frame, whose
+//! bytes are reference-counted, so a message to N clients copies no payload per client. Each
+//! subscriber has one bounded queue for all its channels. The hub never waits on a queue: a
+//! subscriber whose queue is full is evicted on the spot and told so, so a slow client never slows
+//! the publisher or anyone else, and the memory a client can pin is bounded by its queue. One lock
+//! around the channels gives every subscriber of a channel the same order of messages.
+//!
+//! A subscriber enters a channel in two steps, so that a relay can be told first: reserved (it
+//! counts as interest in the channel but receives nothing yet), then live (its first frame, the
+//! protocol's "subscribed", is queued under the same lock as the messages, so it comes first).
+
+pub mod channel;
+mod fanout;
+
+pub use channel::{ChannelName, Form};
+pub use fanout::{Fanout, Interest, Publication};
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::metrics::Metrics;
+use crate::outbox::{Evicted, Outbox, QueueLimits};
+use channel::Frames;
+
+/// Every channel with a subscriber in this process. One per process, shared by `Arc`.
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    queue_limits: QueueLimits,
+    metrics: Arc<Metrics>,
+    /// Where a relay hears of channels gaining interest or losing their last subscriber; unset
+    /// without one.
+    interest: OnceLock<mpsc::UnboundedSender<Interest>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    channels: HashMap<ChannelName, Channel>,
+}
+
+#[derive(Debug, Default)]
+struct Channel {
+    members: HashMap<u64, Member>,
+}
+
+#[derive(Debug)]
+struct Member {
+    outbox: Arc<Outbox>,
+    form: Form,
+    /// Receives messages; false while reserved.
+    live: bool,
+}
+
+/// A connection's place in the hub: the outbox its frames arrive in, and the channels it holds.
+/// Dropping it leaves every channel, so a connection cannot linger in the hub whatever way it
+/// ends.
+#[derive(Debug)]
+pub struct Subscriber {
+    /// Frames waiting to be written to this client, in publish order; evicted if it fills up.
+    pub outbox: Arc<Outbox>,
+    id: u64,
+    form: Form,
+    hub: Arc<Hub>,
+    channels: Vec<ChannelName>,
+}
+
+impl Hub {
+    /// A hub without channels whose subscribers may each have up to `queue_limits` waiting.
+    pub fn new(queue_limits: QueueLimits, metrics: Arc<Metrics>) -> Arc<Hub> {
+        Arc::new(Hub {
+            state: Mutex::default(),
+            queue_limits,
+            metrics,
+            interest: OnceLock::new(),
+        })
+    }
+
+    /// Sends interest changes to a relay from now on. Set once, before any subscriber exists.
+    pub fn relay_interest_to(&self, relay: mpsc::UnboundedSender<Interest>) {
+        self.interest
+            .set(relay)
+            .expect("one relay per hub, set at start-up");
+    }
+
+    /// A subscriber speaking `form`, in no channel yet.
+    pub fn subscriber(self: &Arc<Self>, form: Form) -> Subscriber {
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        Subscriber {
+            outbox: Arc::new(Outbox::new()),
+            id,
+            form,
+            hub: Arc::clone(self),
+            channels: Vec::new(),
+        }
+    }
+
+    /// Queues `data` (JSON as its publisher wrote it) for every live subscriber of `channel`; a
+    /// subscriber whose outbox is full is evicted and leaves the channel. Returns how many got it.
+    pub fn publish(&self, channel: &ChannelName, data: &str) -> usize {
+        let mut state = self.lock();
+        let Some(subscribers) = state.channels.get_mut(channel) else {
+            return 0;
+        };
+        let mut frames = Frames::default();
+        let before = subscribers.members.len();
+        let mut delivered = 0;
+        subscribers.members.retain(|_, member| {
+            if !member.live {
+                return true;
+            }
+            let frame = frames.get(member.form, channel, data);
+            let kept = member.outbox.push(frame, &self.queue_limits).is_ok();
+            delivered += usize::from(kept);
+            kept
+        });
+        let evicted = before - subscribers.members.len();
+        if evicted > 0 {
+            self.metrics
+                .messages_dropped("slow_consumer", evicted as u64);
+            self.metrics.subscriptions.dec_by(evicted as i64);
+            if subscribers.members.is_empty() {
+                self.forget(&mut state, channel);
+            }
+        }
+        delivered
+    }
+
+    /// The channels with at least one subscriber, live or reserved.
+    pub fn channel_names(&self) -> Vec<ChannelName> {
+        self.lock().channels.keys().cloned().collect()
+    }
+
+    /// Whether `channel` has a subscriber, live or reserved.
+    pub fn holds(&self, channel: &str) -> bool {
+        self.lock().channels.contains_key(channel)
+    }
+
+    /// How many subscribers `channel` has, live or reserved.
+    pub fn subscribers(&self, channel: &str) -> usize {
+        self.lock()
+            .channels
+            .get(channel)
+            .map_or(0, |c| c.members.len())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves the map consistent (no partial updates).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes an empty channel and tells the relay, under the lock so that the relay hears of a
+    /// channel's interest changes in the order they happened.
+    fn forget(&self, state: &mut State, channel: &ChannelName) {
+        state.channels.remove(channel);
+        self.metrics.channels.dec();
+        if let Some(relay) = self.interest.get() {
+            // The relay outlives every subscriber; if it is gone the process is ending.
+            let _ = relay.send(Interest::Released(channel.clone()));
+        }
+    }
+}
+
+impl Subscriber {
+    /// Whether this subscriber holds `channel`, live or reserved.
+    pub fn holds(&self, channel: &str) -> bool {
+        self.channels.iter().any(|held| held.as_str() == channel)
+    }
+
+    /// How many channels this subscriber holds.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Joins `channel` and waits until delivery has begun everywhere: with a relay, until the
+    /// relay has subscribed (at once if it already is, or cannot be now). `first` is queued ahead
+    /// of every message published on the channel from then on.
+    ///
+    /// Dropping the future before it completes leaves the channel reserved until the subscriber
+    /// is dropped or leaves it.
+    pub async fn join(
+        &mut self,
+        channel: ChannelName,
+        first: Option<Message>,
+    ) -> Result<(), Evicted> {
+        self.reserve(channel.clone());
+        if let Some(relay) = self.hub.interest.get() {
+            let (confirmed, confirmation) = oneshot::channel();
+            if relay
+                .send(Interest::Wanted(channel.clone(), confirmed))
+                .is_ok()
+            {
+                // An error means the relay is gone, as it is only while the process ends.
+                let _ = confirmation.await;
+            }
+        }
+        self.go_live(&channel, first)
+    }
+
+    /// Joins `channel` at once, without waiting for a relay: for the `/wss` channel, which a relay
+    /// holds for as long as it runs.
+    pub fn join_now(&mut self, channel: ChannelName) {
+        self.reserve(channel.clone());
+        // Nothing is queued yet, so this cannot overflow.
+        let _ = self.go_live(&channel, None);
+    }
+
+    fn reserve(&mut self, channel: ChannelName) {
+        let mut state = self.hub.lock();
+        let entry = match state.channels.entry(channel.clone()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                self.hub.metrics.channels.inc();
+                entry.insert(Channel::default())
+            }
+        };
+        entry.members.insert(
+            self.id,
+            Member {
+                outbox: Arc::clone(&self.outbox),
+                form: self.form,
+                live: false,
+            },
+        );
+        drop(state);
+        self.hub.metrics.subscriptions.inc();
+        self.channels.push(channel);
+    }
+
+    fn go_live(&self, channel: &ChannelName, first: Option<Message>) -> Result<(), Evicted> {
+        let mut state = self.hub.lock();
+        let member = state
+            .channels
+            .get_mut(channel)
+            .and_then(|c| c.members.get_mut(&self.id))
+            .ok_or(Evicted)?;
+        member.live = true;
+        match first {
+            Some(frame) => self.outbox.push(frame, &self.hub.queue_limits),
+            None => Ok(()),
+        }
+    }
+
+    /// Leaves `channel`; `last` is queued after every message of it already queued. Returns
+    /// whether the subscriber held it.
+    pub fn leave(&mut self, channel: &str, last: Option<Message>) -> Result<bool, Evicted> {
+        let Some(index) = self.channels.iter().position(|c| c.as_str() == channel) else {
+            return Ok(false);
+        };
+        let channel = self.channels.swap_remove(index);
+        let mut state = self.hub.lock();
+        self.remove_from(&mut state, &channel);
+        match last {
+            Some(frame) => self
+                .outbox
+                .push(frame, &self.hub.queue_limits)
+                .map(|()| true),
+            None => Ok(true),
+        }
+    }
+
+    /// Queues a frame of the subscriber's own (a reply) behind what is already queued.
+    pub fn send(&self, frame: Message) -> Result<(), Evicted> {
+        self.outbox.push(frame, &self.hub.queue_limits)
+    }
+
+    fn remove_from(&self, state: &mut State, channel: &ChannelName) {
+        let Some(subscribers) = state.channels.get_mut(channel) else {
+            return;
+        };
+        if subscribers.members.remove(&self.id).is_some() {
+            self.hub.metrics.subscriptions.dec();
+        }
+        if subscribers.members.is_empty() {
+            self.hub.forget(state, channel);
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        if self.channels.is_empty() {
+            return;
+        }
+        let mut state = self.hub.lock();
+        for channel in &self.channels {
+            self.remove_from(&mut state, channel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn hub(frames: usize) -> Arc<Hub> {
+        let limits = QueueLimits {
+            frames,
+            bytes: 1 << 20,
+        };
+        Hub::new(limits, Arc::new(Metrics::new()))
+    }
+
+    fn name(name: &str) -> ChannelName {
+        ChannelName::parse(name).unwrap()
+    }
+
+    async fn taken(subscriber: &Subscriber) -> VecDeque<Message> {
+        let mut batch = VecDeque::new();
+        subscriber.outbox.take_all(&mut batch).await.unwrap();
+        batch
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_every_message_in_its_own_envelope() {
+        let hub = hub(8);
+        let mut old = hub.subscriber(Form::Wss);
+        old.join_now(ChannelName::broadcast());
+        let mut new = hub.subscriber(Form::V1);
+        new.join(ChannelName::broadcast(), None).await.unwrap();
+        assert_eq!(hub.publish(&ChannelName::broadcast(), "1"), 2);
+        assert_eq!(hub.publish(&ChannelName::broadcast(), "[2]"), 2);
+        assert_eq!(
+            taken(&old).await,
+            [
+                Message::text(r#"{"message":1}"#),
+                Message::text(r#"{"message":[2]}"#)
+            ]
+        );
+        assert_eq!(
+            taken(&new).await,
+            [
+                Message::text(r#"{"type":"message","channel":"broadcast","data":1}"#),
+                Message::text(r#"{"type":"message","channel":"broadcast","data":[2]}"#)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_reaches_only_its_channel() {
+        let hub = hub(8);
+        let mut a = hub.subscriber(Form::V1);
+        a.join(name("a"), Some(Message::text("joined a")))
+            .await
+            .unwrap();
+        let mut b = hub.subscriber(Form::V1);
+        b.join(name("b"), None).await.unwrap();
+        assert_eq!(hub.publish(&name("a"), "1"), 1);
+        assert_eq!(hub.publish(&name("nobody"), "1"), 0);
+        assert_eq!(
+            taken(&a).await.len(),
+            2,
+            "its first frame, then the message"
+        );
+        assert!(
+            b.outbox
+                .take_all(&mut VecDeque::new())
+                .now_or_never()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_evicts_only_that_subscriber() {
+        let hub = hub(2);
+        let mut slow = hub.subscriber(Form::Wss);
+        slow.join_now(ChannelName::broadcast());
+        let mut fast = hub.subscriber(Form::Wss);
+        fast.join_now(ChannelName::broadcast());
+        for n in 0..5 {
+            hub.publish(&ChannelName::broadcast(), &n.to_string());
+            taken(&fast).await;
+        }
+        slow.outbox.evicted().await;
+        assert_eq!(
+            hub.subscribers(channel::BROADCAST),
+            1,
+            "only the fast one remains"
+        );
+    }
+
+    #[tokio::test]
+    async fn leaving_and_dropping_free_the_channel_and_tell_the_relay() {
+        let hub = hub(8);
+        let (relay, mut interest) = mpsc::unbounded_channel();
+        hub.relay_interest_to(relay);
+        let relay = tokio::spawn(async move {
+            let mut released = Vec::new();
+            while let Some(change) = interest.recv().await {
+                match change {
+                    Interest::Wanted(_, confirm) => drop(confirm.send(())),
+                    Interest::Released(channel) => released.push(channel.to_string()),
+                }
+            }
+            released
+        });
+        let mut member = hub.subscriber(Form::V1);
+        member.join(name("a"), None).await.unwrap();
+        member.join(name("b"), None).await.unwrap();
+        assert_eq!(hub.channel_names().len(), 2);
+        assert_eq!(member.leave("a", Some(Message::text("left"))), Ok(true));
+        assert_eq!(member.leave("a", None), Ok(false));
+        assert!(!hub.holds("a") && hub.holds("b"));
+        drop(member);
+        assert!(hub.channel_names().is_empty());
+        drop(hub);
+        assert_eq!(relay.await.unwrap(), ["a", "b"]);
+    }
+}

@@ -1,0 +1,296 @@
+//! `/v1/ws`: channels over small JSON envelopes, every frame one object with a `type`.
+//!
+//! Client to server: `subscribe`, `unsubscribe` and `publish`, each naming a `channel` (a publish
+//! also carries `data`, any JSON). Any of them may carry an `id` (a string or a number the client
+//! picks); such a frame gets exactly one `ack` or `error` with that `id`, after everything else it
+//! causes (`subscribed` comes before the `ack` of its subscribe). Server to client: `subscribed`,
+//! `unsubscribed`, `message` (the data exactly as published) and `error` with a `code`.
+//!
+//! A frame that is not one JSON object with a known `type` is answered with `error` `bad_request`
+//! and the connection stays open. Replies queue in the connection's outbox like messages, so a
+//! client that sends frames and never reads is evicted as a slow consumer like any other.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::hub::{ChannelName, Fanout, Publication, Subscriber};
+use crate::limits;
+use crate::metrics::Metrics;
+use crate::outbox::Evicted;
+
+/// The error codes a client can get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Not one JSON object with a known `type`, or a field missing or malformed.
+    BadRequest,
+    /// Subscribing would hold more than `MAX_CHANNELS_PER_CONNECTION` channels.
+    TooManyChannels,
+    /// Over the connection's message or byte rate; the frame was dropped.
+    RateLimited,
+}
+
+impl Code {
+    /// The `code` field, and the `reason` label when the frame is counted as dropped.
+    pub fn label(self) -> &'static str {
+        match self {
+            Code::BadRequest => "bad_request",
+            Code::TooManyChannels => "too_many_channels",
+            Code::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A client frame as parsed: borrowed from the frame's text, `data` and `id` kept as written.
+#[derive(Deserialize)]
+struct ClientFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+}
+
+/// A field that is present, `null` included: `Option<&RawValue>` alone reads `null` as absent,
+/// and `null` is data a client may publish.
+fn present<'de, D: Deserializer<'de>>(field: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(field).map(Some)
+}
+
+/// Only the `id`, from a frame whose other fields were not needed (one dropped by the rate limit).
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+}
+
+/// One `/v1/ws` connection's channels and what it may do.
+#[derive(Debug)]
+pub struct Session {
+    subscriber: Subscriber,
+    max_channels: usize,
+}
+
+/// A reply's `id` as the client wrote it.
+type Id<'a> = Option<&'a RawValue>;
+
+impl Session {
+    /// A session whose client may hold up to `max_channels` channels at once.
+    pub fn new(subscriber: Subscriber, max_channels: usize) -> Session {
+        Session {
+            subscriber,
+            max_channels,
+        }
+    }
+
+    /// The subscriber whose outbox the connection's writer drains.
+    pub fn subscriber(&self) -> &Subscriber {
+        &self.subscriber
+    }
+
+    /// Does what one client frame asks. `Err` only when the client's outbox overflowed: it is
+    /// evicted, and the connection ends as a slow consumer.
+    pub async fn receive(
+        &mut self,
+        payload: &[u8],
+        fanout: &Fanout,
+        metrics: &Metrics,
+    ) -> Result<(), Evicted> {
+        let frame = match parse(payload) {
+            Ok(frame) => frame,
+            Err((id, message)) => return self.refuse(id, Code::BadRequest, message, metrics),
+        };
+        let id = frame.id;
+        if let Some(id) = id
+            && !is_string_or_number(id)
+        {
+            return self.refuse(
+                Some(id),
+                Code::BadRequest,
+                "id must be a string or a number",
+                metrics,
+            );
+        }
+        let channel = match frame.kind.as_ref() {
+            "subscribe" | "unsubscribe" | "publish" => match channel(&frame) {
+                Ok(channel) => channel,
+                Err(message) => return self.refuse(id, Code::BadRequest, message, metrics),
+            },
+            _ => {
+                return self.refuse(
+                    id,
+                    Code::BadRequest,
+                    "type must be subscribe, unsubscribe or publish",
+                    metrics,
+                );
+            }
+        };
+        match frame.kind.as_ref() {
+            "subscribe" => {
+                if !self.subscriber.holds(channel.as_str()) {
+                    if self.subscriber.channel_count() >= self.max_channels {
+                        return self.refuse(
+                            id,
+                            Code::TooManyChannels,
+                            "this connection holds as many channels as it may; unsubscribe from one first",
+                            metrics,
+                        );
+                    }
+                    let subscribed = notice("subscribed", &channel);
+                    self.subscriber.join(channel, Some(subscribed)).await?;
+                }
+            }
+            "unsubscribe" => {
+                let unsubscribed = notice("unsubscribed", &channel);
+                self.subscriber
+                    .leave(channel.as_str(), Some(unsubscribed))?;
+            }
+            _ => {
+                let Some(data) = frame.data else {
+                    return self.refuse(id, Code::BadRequest, "publish needs data", metrics);
+                };
+                metrics.messages_broadcast.inc();
+                fanout
+                    .publish(Publication {
+                        channel,
+                        data: data.get().into(),
+                    })
+                    .await;
+            }
+        }
+        match id {
+            Some(id) => self.subscriber.send(ack(id)),
+            None => Ok(()),
+        }
+    }
+
+    /// Answers a frame the rate limit dropped, if it asked for an answer.
+    pub fn rate_limited(&self, payload: &[u8]) -> Result<(), Evicted> {
+        let id = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|text| serde_json::from_str::<IdOnly>(text).ok())
+            .and_then(|frame| frame.id);
+        match id {
+            Some(id) => self.subscriber.send(error(
+                Some(id),
+                Code::RateLimited,
+                "over this connection's message or byte rate; the frame was dropped",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn refuse(
+        &self,
+        id: Id<'_>,
+        code: Code,
+        message: &str,
+        metrics: &Metrics,
+    ) -> Result<(), Evicted> {
+        metrics.messages_dropped(code.label(), 1);
+        self.subscriber.send(error(id, code, message))
+    }
+}
+
+/// The frame, or why it is not one (with its `id` when that much could be read).
+fn parse(payload: &[u8]) -> Result<ClientFrame<'_>, (Id<'_>, &'static str)> {
+    const NOT_A_FRAME: &str = "a frame is one JSON object with a type";
+    let text = std::str::from_utf8(payload).map_err(|_| (None, NOT_A_FRAME))?;
+    if limits::json_deeper_than(text, limits::MAX_JSON_DEPTH) {
+        return Err((None, "the frame is nested too deeply"));
+    }
+    serde_json::from_str(text).map_err(|_| {
+        let id = serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id);
+        (id, NOT_A_FRAME)
+    })
+}
+
+fn channel(frame: &ClientFrame<'_>) -> Result<ChannelName, &'static str> {
+    let name = frame.channel.as_deref().ok_or("channel is missing")?;
+    ChannelName::parse(name)
+        .map_err(|_| "a channel name is 1 to 128 characters of A-Z a-z 0-9 _ - . : @")
+}
+
+fn is_string_or_number(id: &RawValue) -> bool {
+    id.get()
+        .bytes()
+        .next()
+        .is_some_and(|first| first == b'"' || first == b'-' || first.is_ascii_digit())
+}
+
+fn notice(kind: &str, channel: &ChannelName) -> Message {
+    Message::text(format!(r#"{{"type":"{kind}","channel":"{channel}"}}"#))
+}
+
+fn ack(id: &RawValue) -> Message {
+    Message::text(format!(r#"{{"type":"ack","id":{}}}"#, id.get()))
+}
+
+fn error(id: Id<'_>, code: Code, message: &str) -> Message {
+    let message = serde_json::to_string(message).expect("a string serializes");
+    let code = code.label();
+    Message::text(match id {
+        Some(id) => format!(
+            r#"{{"type":"error","id":{},"code":"{code}","message":{message}}}"#,
+            id.get()
+        ),
+        None => format!(r#"{{"type":"error","code":"{code}","message":{message}}}"#),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_keep_data_and_id_as_written() {
+        let frame = parse(br#"{"type":"publish","channel":"a","data":{"b":1.50,"a":null},"id":7}"#)
+            .ok()
+            .unwrap();
+        assert_eq!(frame.kind, "publish");
+        assert_eq!(frame.data.unwrap().get(), r#"{"b":1.50,"a":null}"#);
+        assert_eq!(frame.id.unwrap().get(), "7");
+        let null = parse(br#"{"type":"publish","channel":"a","data":null}"#)
+            .ok()
+            .unwrap();
+        assert_eq!(
+            null.data.unwrap().get(),
+            "null",
+            "null is data, not absence"
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_frame_is_refused_with_its_id_when_readable() {
+        for bad in [&b"[1]"[..], b"hello", b"{}", br#"{"type":1}"#, b"\xff"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let (id, _) = parse(br#"{"type":7,"id":"x"}"#).err().unwrap();
+        assert_eq!(id.unwrap().get(), r#""x""#);
+    }
+
+    #[test]
+    fn ids_are_strings_or_numbers() {
+        fn raw(json: &str) -> &RawValue {
+            serde_json::from_str(json).unwrap()
+        }
+        assert!(is_string_or_number(raw(r#""a""#)));
+        assert!(is_string_or_number(raw("-1.5e3")));
+        assert!(!is_string_or_number(raw("{}")));
+        assert!(!is_string_or_number(raw("true")));
+    }
+
+    #[test]
+    fn errors_escape_their_message() {
+        let frame = error(None, Code::BadRequest, "say \"hi\"");
+        assert_eq!(
+            frame.into_text().unwrap().as_str(),
+            r#"{"type":"error","code":"bad_request","message":"say \"hi\""}"#
+        );
+    }
+}
