@@ -187,6 +187,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_channels_per_connection: u32,
 
+    /// Keys that may publish over HTTP (`POST /v1/publish`, `Authorization: Bearer <key>`),
+    /// comma-separated, each at least 32 printable characters. Unset: HTTP publishing answers 403.
+    #[arg(long, env = "PUBLISH_API_KEYS", hide_env_values = true, value_parser = publish_keys)]
+    pub publish_api_keys: Option<PublishKeys>,
+
+    /// Messages each publish key may send per second over HTTP, on average (bursts: one second's
+    /// worth, at least one full request); over it a request is refused whole with 429. 0: no limit.
+    #[arg(long, env = "PUBLISH_MESSAGES_PER_SECOND", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub publish_messages_per_second: u32,
+
     /// Whether MAX_CONNECTIONS was left at its default, which [`Config::fit_open_file_limit`] may
     /// lower; a value someone chose is never changed behind their back.
     #[arg(skip)]
@@ -231,6 +242,9 @@ impl Config {
         }
         if let Some(url) = &self.redis_url {
             crate::backplane::redis_client(url)?;
+        }
+        if let Some(keys) = &self.publish_api_keys {
+            keys.keys()?;
         }
         if let Some(channel) = self
             .redis_channel
@@ -356,6 +370,29 @@ fn cloudwatch_name(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
+/// `PUBLISH_API_KEYS` as given. Its `Debug` never shows it, so a logged configuration leaks no
+/// key; it is checked by [`Config::validate`] rather than by clap, whose error would repeat it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublishKeys(String);
+
+impl PublishKeys {
+    /// The keys, checked.
+    pub fn keys(&self) -> Result<Vec<String>, String> {
+        crate::publish::parse_keys(&self.0)
+            .map_err(|why| format!("PUBLISH_API_KEYS (--publish-api-keys): {why}"))
+    }
+}
+
+impl std::fmt::Debug for PublishKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PublishKeys(hidden)")
+    }
+}
+
+fn publish_keys(value: &str) -> Result<PublishKeys, String> {
+    Ok(PublishKeys(value.to_owned()))
+}
+
 fn redis_channel(value: &str) -> Result<String, String> {
     if value.is_empty()
         || value.len() > 256
@@ -410,6 +447,18 @@ mod tests {
             .is_ok()
         );
         assert!(parse(&["--redis-channel", "legacy", "--redis-channel-prefix", "app"]).is_ok());
+    }
+
+    #[test]
+    fn publish_keys_are_checked_and_never_shown() {
+        let key = "k".repeat(32);
+        let config = parse(&["--publish-api-keys", &format!("{key},{key}2")]).unwrap();
+        let keys = config.publish_api_keys.unwrap();
+        assert_eq!(keys.keys().unwrap().len(), 2);
+        assert!(!format!("{keys:?}").contains(&key));
+        let err = parse(&["--publish-api-keys", "tooshortsecret"]).unwrap_err();
+        assert!(err.contains("PUBLISH_API_KEYS"), "{err}");
+        assert!(!err.contains("tooshortsecret"), "{err}");
     }
 
     #[test]

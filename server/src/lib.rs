@@ -10,6 +10,7 @@
 //! - [`connection`]: one WebSocket from upgrade to close (reading, batched writing, heartbeat,
 //!   close), the same for every route.
 //! - [`protocol`]: what a frame means on each WebSocket route (`/wss`, `/v1/ws`, `/echo`).
+//! - [`publish`]: `POST /v1/publish`, publishing over HTTP with an API key.
 //! - [`limits`]: what one client may send (rate, JSON depth).
 //! - [`hub`]: channels and their subscribers, and the fan-out through them; [`outbox`]: each
 //!   connection's bounded queue.
@@ -33,6 +34,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod publish;
 pub mod routes;
 pub mod serve;
 pub mod shutdown;
@@ -139,6 +141,21 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         }
     };
 
+    let publish = Arc::new(publish::PublishApi::new(
+        config
+            .publish_api_keys
+            .as_ref()
+            .map(|keys| {
+                keys.keys()
+                    .expect("PUBLISH_API_KEYS is validated at start-up")
+            })
+            .unwrap_or_default(),
+        config.publish_messages_per_second,
+        config.max_message_size as usize,
+        fanout.clone(),
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    ));
     let state = AppState {
         context: Arc::new(connection::Context {
             hub,
@@ -165,6 +182,7 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         }),
         permits: Arc::clone(&permits),
         trusted_proxy_hops: config.trusted_proxy_hops,
+        publish,
     };
     let http_limits = HttpLimits {
         header_read_timeout: config.header_read_timeout,

@@ -83,10 +83,22 @@ impl RateLimiter {
 
     /// Decides about a message of `bytes` payload bytes arriving now.
     pub fn admit(&mut self, limits: &RateLimits, bytes: usize) -> Verdict {
-        self.admit_at(limits, clock_ms(), bytes)
+        self.admit_at(limits, clock_ms(), 1, bytes)
     }
 
-    fn admit_at(&mut self, limits: &RateLimits, now: u32, bytes: usize) -> Verdict {
+    /// Decides about `messages` messages of `bytes` payload bytes in all, arriving together: all
+    /// of them are accepted, or none is and nothing is taken from the buckets.
+    pub fn admit_all(&mut self, limits: &RateLimits, messages: usize, bytes: usize) -> Verdict {
+        self.admit_at(limits, clock_ms(), messages, bytes)
+    }
+
+    fn admit_at(
+        &mut self,
+        limits: &RateLimits,
+        now: u32,
+        messages: usize,
+        bytes: usize,
+    ) -> Verdict {
         let elapsed = self.stretch.elapsed(now);
         let messages_on = limits.messages_per_second > 0.0;
         let bytes_on = limits.bytes_per_second > 0.0;
@@ -101,12 +113,12 @@ impl RateLimiter {
         if messages_recovered && bytes_recovered {
             self.stretch.recovered();
         }
-        let size = bytes as f32;
-        if (messages_on && !self.messages.holds(1.0)) || (bytes_on && !self.bytes.holds(size)) {
+        let (count, size) = (messages as f32, bytes as f32);
+        if (messages_on && !self.messages.holds(count)) || (bytes_on && !self.bytes.holds(size)) {
             return self.stretch.over(now);
         }
         if messages_on {
-            self.messages.take(1.0);
+            self.messages.take(count);
         }
         if bytes_on {
             self.bytes.take(size);
@@ -589,20 +601,26 @@ mod tests {
     fn a_burst_passes_then_the_rate_applies() {
         let mut limiter = RateLimiter::new(&DEFAULTS);
         for _ in 0..200 {
-            assert_eq!(limiter.admit_at(&DEFAULTS, 0, 10), Verdict::Accept);
+            assert_eq!(limiter.admit_at(&DEFAULTS, 0, 1, 10), Verdict::Accept);
         }
-        assert_eq!(limiter.admit_at(&DEFAULTS, 0, 10), Verdict::Drop);
+        assert_eq!(limiter.admit_at(&DEFAULTS, 0, 1, 10), Verdict::Drop);
         // 100 messages a second: one token every 10 ms.
-        assert_eq!(limiter.admit_at(&DEFAULTS, 10, 10), Verdict::Accept);
-        assert_eq!(limiter.admit_at(&DEFAULTS, 10, 10), Verdict::Drop);
+        assert_eq!(limiter.admit_at(&DEFAULTS, 10, 1, 10), Verdict::Accept);
+        assert_eq!(limiter.admit_at(&DEFAULTS, 10, 1, 10), Verdict::Drop);
     }
 
     #[test]
     fn bytes_are_limited_too() {
         let mut limiter = RateLimiter::new(&DEFAULTS);
-        assert_eq!(limiter.admit_at(&DEFAULTS, 0, 1_000_000), Verdict::Accept);
-        assert_eq!(limiter.admit_at(&DEFAULTS, 0, 100_000), Verdict::Drop);
-        assert_eq!(limiter.admit_at(&DEFAULTS, 100, 100_000), Verdict::Accept);
+        assert_eq!(
+            limiter.admit_at(&DEFAULTS, 0, 1, 1_000_000),
+            Verdict::Accept
+        );
+        assert_eq!(limiter.admit_at(&DEFAULTS, 0, 1, 100_000), Verdict::Drop);
+        assert_eq!(
+            limiter.admit_at(&DEFAULTS, 100, 1, 100_000),
+            Verdict::Accept
+        );
     }
 
     #[test]
@@ -611,7 +629,7 @@ mod tests {
         let mut verdicts = Vec::new();
         // 1,000 messages a second for 6 s.
         for tick in 0..6_000 {
-            verdicts.push((tick, limiter.admit_at(&DEFAULTS, tick, 10)));
+            verdicts.push((tick, limiter.admit_at(&DEFAULTS, tick, 1, 10)));
         }
         let first_drop = verdicts
             .iter()
@@ -632,7 +650,7 @@ mod tests {
         let mut limiter = RateLimiter::new(&DEFAULTS);
         for second in 0..20 {
             for _ in 0..250 {
-                let verdict = limiter.admit_at(&DEFAULTS, second * 3_000, 10);
+                let verdict = limiter.admit_at(&DEFAULTS, second * 3_000, 1, 10);
                 assert_ne!(verdict, Verdict::Close);
             }
         }
@@ -643,7 +661,7 @@ mod tests {
         let off = RateLimits::new(0, 1, 0, 65_536);
         let mut limiter = RateLimiter::new(&off);
         for _ in 0..100_000 {
-            assert_eq!(limiter.admit_at(&off, 0, 65_536), Verdict::Accept);
+            assert_eq!(limiter.admit_at(&off, 0, 1, 65_536), Verdict::Accept);
         }
     }
 

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub connections_opened: Counter,
     connections_closed: Family<ReasonLabel, Counter>,
     upgrades_rejected: Family<ReasonLabel, Counter>,
+    publish_refused: Family<ReasonLabel, Counter>,
     http_connections_closed: Family<ReasonLabel, Counter>,
     /// Data frames received from clients, valid or not.
     pub messages_received: Counter,
@@ -68,6 +69,7 @@ impl Metrics {
             connections_opened: Counter::default(),
             connections_closed: Family::default(),
             upgrades_rejected: Family::default(),
+            publish_refused: Family::default(),
             http_connections_closed: Family::default(),
             messages_received: Counter::default(),
             messages_dropped: Family::default(),
@@ -96,6 +98,11 @@ impl Metrics {
             "connections_closed",
             "WebSocket connections closed, by reason",
             metrics.connections_closed.clone(),
+        );
+        registry.register(
+            "http_publish_refused",
+            "POST /v1/publish requests refused, by error code",
+            metrics.publish_refused.clone(),
         );
         registry.register(
             "upgrades_rejected",
@@ -176,6 +183,13 @@ impl Metrics {
     pub fn upgrade_rejected(&self, reason: &'static str) {
         self.upgrades_rejected
             .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// Counts a `POST /v1/publish` refused, under its error `code`.
+    pub fn publish_refused(&self, code: &'static str) {
+        self.publish_refused
+            .get_or_create(&[("reason", code)])
             .inc();
     }
 

@@ -1,8 +1,8 @@
 //! The HTTP surface: which paths exist, what each answers, and the admission checks in front of a
 //! WebSocket upgrade (drain, connection limit).
 //!
-//! Public port: `GET /wss` (broadcast), `GET /v1/ws` (channels), `GET /echo`, `GET /health`, and
-//! the demo page (`GET /`).
+//! Public port: `GET /wss` (broadcast), `GET /v1/ws` (channels), `POST /v1/publish`, `GET /echo`,
+//! `GET /health`, and the demo page (`GET /`).
 //! Admin port: `GET /metrics`.
 //! Anything else is 404, a known path with another method is 405, and a plain GET to a WebSocket
 //! path is 426 Upgrade Required. An upgrade request that breaks RFC 6455, 4.2.1 is refused before
@@ -24,6 +24,7 @@ use warp::{Filter, Rejection};
 use crate::connection;
 use crate::metrics::Metrics;
 use crate::protocol::Route;
+use crate::publish::PublishApi;
 use crate::serve::{PeerAddr, UpgradeSlot};
 
 /// What the public routes share.
@@ -35,6 +36,8 @@ pub struct AppState {
     pub permits: Arc<Semaphore>,
     /// Proxies whose X-Forwarded-For entries are trusted (`TRUSTED_PROXY_HOPS`).
     pub trusted_proxy_hops: u8,
+    /// `POST /v1/publish`.
+    pub publish: Arc<PublishApi>,
 }
 
 /// The routes behind the load balancer.
@@ -64,10 +67,45 @@ pub fn public(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
             state.clone(),
         ))
         .unify()
-        .or(websocket(warp::path!("echo"), Route::Echo, state))
+        .or(websocket(warp::path!("echo"), Route::Echo, state.clone()))
+        .unify()
+        .or(publish(state.publish))
         .unify()
         .recover(answer_rejection)
         .unify()
+}
+
+/// `POST /v1/publish`; any other method is 405 with `Allow: POST`.
+fn publish(api: Arc<PublishApi>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "publish")
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method: warp::http::Method, headers: HeaderMap, body| {
+                let api = Arc::clone(&api);
+                async move {
+                    if method != warp::http::Method::POST {
+                        let mut response =
+                            text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+                        response
+                            .headers_mut()
+                            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                        return response;
+                    }
+                    let body = Box::pin(futures_util::StreamExt::map(
+                        body,
+                        |chunk: Result<_, warp::Error>| {
+                            chunk.map(|mut chunk| {
+                                let remaining = warp::Buf::remaining(&chunk);
+                                warp::Buf::copy_to_bytes(&mut chunk, remaining)
+                            })
+                        },
+                    ));
+                    api.handle(&headers, body).await
+                }
+            },
+        )
 }
 
 /// The routes of the admin port (never exposed through the load balancer).

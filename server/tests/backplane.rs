@@ -460,7 +460,12 @@ async fn v1_subscribe(client: &mut Client, channel: &str) {
 async fn channels_cross_tasks_and_each_task_subscribes_only_to_what_its_clients_hold() {
     let redis = Redis::start();
     let url = redis.url();
-    let env = [("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")];
+    let key = "cross-task-publish-key-0123456789abcdef";
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("EMF_INTERVAL", "0"),
+        ("PUBLISH_API_KEYS", key),
+    ];
     let task_a = Process::start(&env).await;
     let task_b = Process::start(&env).await;
     let task_c = Process::start(&env).await;
@@ -510,6 +515,15 @@ async fn channels_cross_tasks_and_each_task_subscribes_only_to_what_its_clients_
             got.iter().filter(|m| m.contains(r#""own""#)).count(),
             1,
             "{got:?}"
+        );
+    }
+    // Over HTTP on C, which holds no `room` either: delivered on A, to each subscriber once.
+    let (status, _) = http_publish(task_c.addr, key, r#"{"channel":"room","data":"http"}"#).await;
+    assert_eq!(status, 200);
+    for client in [&mut on_a, &mut also_on_a] {
+        assert_eq!(
+            next_text(client).await,
+            r#"{"type":"message","channel":"room","data":"http"}"#
         );
     }
     // C's client is not in `room`, and C never subscribed to it in Redis.

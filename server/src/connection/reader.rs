@@ -3,8 +3,9 @@
 
 use std::sync::atomic::Ordering;
 
-use futures_util::StreamExt;
+use futures_util::future::Either;
 use futures_util::stream::SplitStream;
+use futures_util::{FutureExt, StreamExt};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::debug;
 
@@ -51,28 +52,27 @@ impl<'a> Reader<'a> {
                 return CloseReason::Abnormal;
             };
             self.activity.heard();
-            // Decided by a plain function, and the wait outside the match, so that a reader
-            // waiting holds only what it waits with: every connection's task is allocated at
-            // its largest state's size.
-            match self.receive(frame, &mut limiter) {
-                Next::Read => {}
-                Next::Deliver(handover) => handover.deliver().await,
+            // Decided by a plain function, and only the future to wait on kept past the match
+            // (a match's scrutinee lives to the end of the match), so that a reader waiting holds
+            // only what it waits with: every connection's task is allocated at its largest
+            // state's size.
+            let pending = match self.receive(frame, &mut limiter) {
+                Next::Read => continue,
+                Next::Stop(reason) => return reason,
+                Next::Deliver(handover) => Either::Left(handover.deliver().map(Ok)),
                 Next::Channels(message) => {
                     let Handler::Channels(session) = &mut self.handler else {
                         unreachable!("only a /v1/ws reader hands frames to a session")
                     };
-                    // Boxed: a subscribe may wait for Redis, and every connection's task is
-                    // allocated at its largest state's size.
-                    let received = Box::pin(session.receive(
-                        payload(&message),
-                        &self.context.fanout,
-                        &self.context.metrics,
-                    ));
-                    if received.await.is_err() {
-                        return CloseReason::SlowConsumer;
-                    }
+                    let (fanout, metrics) = (&self.context.fanout, &*self.context.metrics);
+                    // Boxed with the frame it reads: a subscribe may wait for Redis.
+                    Either::Right(Box::pin(async move {
+                        session.receive(payload(&message), fanout, metrics).await
+                    }))
                 }
-                Next::Stop(reason) => return reason,
+            };
+            if pending.await.is_err() {
+                return CloseReason::SlowConsumer;
             }
         }
     }

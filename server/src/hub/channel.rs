@@ -6,7 +6,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio_tungstenite::tungstenite::Message;
 
@@ -47,9 +47,11 @@ impl ChannelName {
         }
     }
 
-    /// The `/wss` channel.
+    /// The `/wss` channel. One name shared by every `/wss` connection, which holds it for life.
     pub fn broadcast() -> ChannelName {
-        ChannelName(Arc::from(BROADCAST))
+        static NAME: OnceLock<ChannelName> = OnceLock::new();
+        NAME.get_or_init(|| ChannelName(Arc::from(BROADCAST)))
+            .clone()
     }
 
     /// The name as a string.

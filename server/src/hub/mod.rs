@@ -45,13 +45,13 @@ pub struct Hub {
 
 #[derive(Debug, Default)]
 struct State {
-    next_id: u64,
     channels: HashMap<ChannelName, Channel>,
 }
 
+/// A channel's subscribers, by [`Subscriber::id`].
 #[derive(Debug, Default)]
 struct Channel {
-    members: HashMap<u64, Member>,
+    members: HashMap<usize, Member>,
 }
 
 #[derive(Debug)]
@@ -69,7 +69,6 @@ struct Member {
 pub struct Subscriber {
     /// Frames waiting to be written to this client, in publish order; evicted if it fills up.
     pub outbox: Arc<Outbox>,
-    id: u64,
     form: Form,
     hub: Arc<Hub>,
     channels: Vec<ChannelName>,
@@ -95,12 +94,8 @@ impl Hub {
 
     /// A subscriber speaking `form`, in no channel yet.
     pub fn subscriber(self: &Arc<Self>, form: Form) -> Subscriber {
-        let mut state = self.lock();
-        let id = state.next_id;
-        state.next_id += 1;
         Subscriber {
             outbox: Arc::new(Outbox::new()),
-            id,
             form,
             hub: Arc::clone(self),
             channels: Vec::new(),
@@ -174,6 +169,13 @@ impl Hub {
 }
 
 impl Subscriber {
+    /// The subscriber's key in its channels: its outbox's address, unique while it lives (and it
+    /// leaves every channel before its outbox can be freed), so the subscriber carries no id of
+    /// its own.
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.outbox) as usize
+    }
+
     /// Whether this subscriber holds `channel`, live or reserved.
     pub fn holds(&self, channel: &str) -> bool {
         self.channels.iter().any(|held| held.as_str() == channel)
@@ -227,7 +229,7 @@ impl Subscriber {
             }
         };
         entry.members.insert(
-            self.id,
+            self.id(),
             Member {
                 outbox: Arc::clone(&self.outbox),
                 form: self.form,
@@ -244,7 +246,7 @@ impl Subscriber {
         let member = state
             .channels
             .get_mut(channel)
-            .and_then(|c| c.members.get_mut(&self.id))
+            .and_then(|c| c.members.get_mut(&self.id()))
             .ok_or(Evicted)?;
         member.live = true;
         match first {
@@ -280,7 +282,7 @@ impl Subscriber {
         let Some(subscribers) = state.channels.get_mut(channel) else {
             return;
         };
-        if subscribers.members.remove(&self.id).is_some() {
+        if subscribers.members.remove(&self.id()).is_some() {
             self.hub.metrics.subscriptions.dec();
         }
         if subscribers.members.is_empty() {

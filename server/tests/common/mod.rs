@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use server::healthcheck::http_request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -94,6 +95,42 @@ pub async fn close_code(client: &mut Client) -> u16 {
             other => panic!("stream ended without a close frame: {other:?}"),
         }
     }
+}
+
+/// Sends one request to `/v1/publish` with `Connection: close` and returns the status and the
+/// body.
+pub async fn publish_request(
+    addr: SocketAddr,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut head = format!(
+        "{method} /v1/publish HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, socket.read_to_end(&mut response))
+        .await
+        .expect("a response in time")
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+/// `POST /v1/publish` of `body` with `key`; the status and the body.
+pub async fn http_publish(addr: SocketAddr, key: &str, body: &str) -> (u16, String) {
+    let bearer = format!("Bearer {key}");
+    publish_request(addr, "POST", &[("Authorization", &bearer)], body).await
 }
 
 pub async fn send_text(client: &mut Client, text: impl Into<String>) {
