@@ -160,6 +160,16 @@ module "redis_backplane" {
   }
 }
 
+# The key backends publish with (POST /v1/publish, Authorization: Bearer <key>): alphanumeric, so
+# it never holds the comma PUBLISH_API_KEYS separates keys with.
+module "publish_api_key" {
+  source = "./modules/random-secret"
+  count  = var.enable_http_publish ? 1 : 0
+
+  name        = "${var.name}-publish-key"
+  description = "Key for POST /v1/publish of ${var.name} (Authorization: Bearer <key>)"
+}
+
 module "ecs_service" {
   source = "./modules/ecs-service"
 
@@ -189,7 +199,10 @@ module "ecs_service" {
   load_balancer_idle_timeout_seconds = local.load_balancer_idle_timeout_seconds
   log_retention_days                 = var.log_retention_days
   enable_execute_command             = var.enable_execute_command
-  secret_environment                 = var.enable_redis_backplane ? { REDIS_URL = module.redis_backplane[0].redis_url_secret_arn } : {}
+  secret_environment = merge(
+    var.enable_redis_backplane ? { REDIS_URL = module.redis_backplane[0].redis_url_secret_arn } : {},
+    var.enable_http_publish ? { PUBLISH_API_KEYS = module.publish_api_key[0].secret_arn } : {},
+  )
 }
 
 module "monitoring" {

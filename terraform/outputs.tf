@@ -3,6 +3,16 @@ output "websocket_url" {
   value       = "wss://${local.custom_domain ? var.domain_name : module.cdn.domain_name}/wss"
 }
 
+output "publish_url" {
+  description = "Where backends POST messages (null unless enable_http_publish): Authorization: Bearer <the key publish_api_key_command prints>."
+  value       = var.enable_http_publish ? "https://${local.custom_domain ? var.domain_name : module.cdn.domain_name}/v1/publish" : null
+}
+
+output "publish_api_key_command" {
+  description = "Prints the publish key from Secrets Manager (null unless enable_http_publish); the key itself is never in the state or an output."
+  value       = var.enable_http_publish ? "aws secretsmanager get-secret-value --region ${data.aws_region.current.name} --secret-id ${module.publish_api_key[0].secret_arn} --query SecretString --output text" : null
+}
+
 output "origin_protocol" {
   description = "What CloudFront speaks to the load balancer: https (with domain_name) or http (in clear: the secret header and every frame; see origin_access for where it travels)."
   value       = local.custom_domain ? "https" : "http"

@@ -52,6 +52,12 @@ variable "enable_redis_backplane" {
   default     = true
 }
 
+variable "enable_http_publish" {
+  description = "Let backends publish over HTTP (POST /v1/publish, through CloudFront): a random key is drawn into Secrets Manager and given to the tasks as PUBLISH_API_KEYS; read it with the command in the publish_api_key_command output. Off, POST /v1/publish answers 403 saying HTTP publishing is not set up."
+  type        = bool
+  default     = false
+}
+
 variable "redis_node_type" {
   description = "Node type of the backplane's nodes."
   type        = string

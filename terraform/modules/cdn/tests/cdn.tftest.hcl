@@ -100,3 +100,28 @@ run "switching_an_existing_distribution_to_https_is_refused_with_the_way_out" {
 
   expect_failures = [aws_cloudfront_distribution.this]
 }
+
+# POST /v1/publish goes through the default behaviour: POST must be allowed, nothing cached, and
+# the viewer's Authorization header forwarded (the AllViewer origin request policy does, which
+# CloudFront allows only with caching disabled).
+run "http_publishing_passes_through_uncached" {
+  command = plan
+
+  providers = {
+    aws           = aws
+    aws.us_east_1 = aws.us_east_1
+  }
+
+  assert {
+    condition     = contains(aws_cloudfront_distribution.this.default_cache_behavior[0].allowed_methods, "POST")
+    error_message = "POST must reach the origin (POST /v1/publish)."
+  }
+  assert {
+    condition     = aws_cloudfront_distribution.this.default_cache_behavior[0].cache_policy_id == "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+    error_message = "The default behaviour caches nothing (managed CachingDisabled)."
+  }
+  assert {
+    condition     = aws_cloudfront_distribution.this.default_cache_behavior[0].origin_request_policy_id == "216adef6-5c7f-47e4-b989-5492eafa07d3"
+    error_message = "The viewer's headers, Authorization included, reach the origin (managed AllViewer)."
+  }
+}
