@@ -199,6 +199,12 @@ module "ecs_service" {
   load_balancer_idle_timeout_seconds = local.load_balancer_idle_timeout_seconds
   log_retention_days                 = var.log_retention_days
   enable_execute_command             = var.enable_execute_command
+  extra_environment = var.sign_in == null ? {} : {
+    AUTH_JWKS_URL = var.sign_in.jwks_url
+    AUTH_ISSUER   = var.sign_in.issuer
+    AUTH_AUDIENCE = var.sign_in.audience
+    AUTH_LEEWAY   = "${var.sign_in.leeway_seconds}s"
+  }
   secret_environment = merge(
     var.enable_redis_backplane ? { REDIS_URL = module.redis_backplane[0].redis_url_secret_arn } : {},
     var.enable_http_publish ? { PUBLISH_API_KEYS = module.publish_api_key[0].secret_arn } : {},

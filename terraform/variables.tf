@@ -58,6 +58,30 @@ variable "enable_http_publish" {
   default     = false
 }
 
+variable "sign_in" {
+  description = "Sign-in with JWTs from your identity provider (Cognito, Auth0, Okta, Keycloak…): its JWKS URL (https), the iss and aud every token must carry, and the clock skew allowed. Then every WebSocket upgrade needs a valid token (see the README's Sign-in section). null: open, as without it."
+  type = object({
+    jwks_url       = string
+    issuer         = string
+    audience       = string
+    leeway_seconds = optional(number, 5)
+  })
+  default = null
+
+  validation {
+    condition     = var.sign_in == null || startswith(try(var.sign_in.jwks_url, ""), "https://")
+    error_message = "sign_in.jwks_url must be an https:// URL: keys fetched in clear could be swapped on the way."
+  }
+  validation {
+    condition     = var.sign_in == null || (trimspace(try(var.sign_in.issuer, "")) != "" && trimspace(try(var.sign_in.audience, "")) != "")
+    error_message = "sign_in.issuer and sign_in.audience are both required: without them, tokens from other issuers or issued for other applications would pass."
+  }
+  validation {
+    condition     = var.sign_in == null || (try(var.sign_in.leeway_seconds, 5) >= 0 && try(var.sign_in.leeway_seconds, 5) <= 300 && floor(try(var.sign_in.leeway_seconds, 5)) == try(var.sign_in.leeway_seconds, 5))
+    error_message = "sign_in.leeway_seconds must be a whole number from 0 to 300."
+  }
+}
+
 variable "redis_node_type" {
   description = "Node type of the backplane's nodes."
   type        = string

@@ -115,12 +115,8 @@ struct BackplaneMetrics {
 
 /// Starts the publisher and subscriber loops, which connect in the background, tells the hub to
 /// report interest in channels to the subscriber, and returns the queue the publisher takes
-/// messages from: the hub's [`Fanout::Relay`].
-///
-/// Installs ring as rustls' process-wide crypto provider first: rustls picks one by itself only
-/// when exactly one is compiled in. Ring is the workspace's only one (deny.toml bans aws-lc-rs),
-/// and naming it here keeps every `rediss://` connection working if a dependency ever brings
-/// another.
+/// messages from: the hub's [`Fanout::Relay`]. `rediss://` needs a rustls crypto provider
+/// installed first ([`run`](crate::run) installs ring).
 pub fn start(
     client: Client,
     names: ChannelNames,
@@ -128,8 +124,6 @@ pub fn start(
     metrics: &Metrics,
     shutdown: Shutdown,
 ) -> Fanout {
-    // Err only if a provider is already installed, which is as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let (interest, interests) = mpsc::unbounded_channel();
     hub.relay_interest_to(interest);
     let shared = Arc::new(Shared {

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
+
+use crate::auth::{AuthSettings, KeySource};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// The command line: the server's settings, and an optional subcommand.
@@ -188,7 +190,8 @@ pub struct Config {
     pub max_channels_per_connection: u32,
 
     /// Keys that may publish over HTTP (`POST /v1/publish`, `Authorization: Bearer <key>`),
-    /// comma-separated, each at least 32 printable characters. Unset: HTTP publishing answers 403.
+    /// comma-separated, each at least 32 printable characters. Unset, and without sign-in, HTTP
+    /// publishing answers 403.
     #[arg(long, env = "PUBLISH_API_KEYS", hide_env_values = true, value_parser = publish_keys)]
     pub publish_api_keys: Option<PublishKeys>,
 
@@ -198,11 +201,35 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub publish_messages_per_second: u32,
 
+    /// Sign-in: the identity provider's JWKS URL (https://, or http:// to a loopback address).
+    /// With it (or AUTH_JWKS_FILE) every WebSocket upgrade needs a valid JWT.
+    #[arg(long, env = "AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+
+    /// Sign-in with the keys of a local JWKS file instead of a URL (re-read on an unknown key id).
+    #[arg(long, env = "AUTH_JWKS_FILE")]
+    pub auth_jwks_file: Option<std::path::PathBuf>,
+
+    /// The `iss` every token must carry (required with sign-in).
+    #[arg(long, env = "AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// The `aud` every token must carry (required with sign-in).
+    #[arg(long, env = "AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+
+    /// Clock skew allowed on a token's `exp` and `nbf` (at most 5 minutes).
+    #[arg(long, env = "AUTH_LEEWAY", default_value = "5s", value_parser = duration)]
+    pub auth_leeway: Duration,
+
     /// Whether MAX_CONNECTIONS was left at its default, which [`Config::fit_open_file_limit`] may
     /// lower; a value someone chose is never changed behind their back.
     #[arg(skip)]
     pub max_connections_is_default: bool,
 }
+
+/// Most clock skew `AUTH_LEEWAY` may allow.
+pub const MAX_AUTH_LEEWAY: Duration = Duration::from_secs(300);
 
 /// File descriptors the process needs besides one per socket: standard streams, the listeners,
 /// Redis connections, the runtime's epoll and wakers, with room to spare.
@@ -246,6 +273,7 @@ impl Config {
         if let Some(keys) = &self.publish_api_keys {
             keys.keys()?;
         }
+        self.auth_settings()?;
         if let Some(channel) = self
             .redis_channel
             .strip_prefix(&self.redis_channel_prefix)
@@ -259,6 +287,59 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Sign-in's settings: `None` when it is off (no key source), an error naming the variable
+    /// when they are incomplete or contradictory.
+    pub fn auth_settings(&self) -> Result<Option<AuthSettings>, String> {
+        let source = match (&self.auth_jwks_url, &self.auth_jwks_file) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "AUTH_JWKS_URL (--auth-jwks-url) and AUTH_JWKS_FILE (--auth-jwks-file) are both set: pick one".to_owned(),
+                );
+            }
+            (Some(url), None) => KeySource::Url(jwks_url(url)?),
+            (None, Some(path)) => {
+                if !path.is_file() {
+                    return Err(format!(
+                        "AUTH_JWKS_FILE (--auth-jwks-file) {} is not a readable file",
+                        path.display()
+                    ));
+                }
+                KeySource::File(path.clone())
+            }
+            (None, None) => {
+                if self.auth_issuer.is_some() || self.auth_audience.is_some() {
+                    return Err("AUTH_ISSUER and AUTH_AUDIENCE need AUTH_JWKS_URL or AUTH_JWKS_FILE, the keys to check tokens with".to_owned());
+                }
+                return Ok(None);
+            }
+        };
+        let required = |value: &Option<String>, name: &str| match value.as_deref() {
+            Some(value) if !value.trim().is_empty() => Ok(value.to_owned()),
+            _ => Err(format!(
+                "{name} is required with sign-in: tokens from any other {} would be accepted",
+                if name.starts_with("AUTH_ISSUER") {
+                    "issuer"
+                } else {
+                    "application of the issuer"
+                }
+            )),
+        };
+        let issuer = required(&self.auth_issuer, "AUTH_ISSUER (--auth-issuer)")?;
+        let audience = required(&self.auth_audience, "AUTH_AUDIENCE (--auth-audience)")?;
+        if self.auth_leeway > MAX_AUTH_LEEWAY {
+            return Err(format!(
+                "AUTH_LEEWAY (--auth-leeway) is {:?}; at most {MAX_AUTH_LEEWAY:?} (more would accept tokens long expired)",
+                self.auth_leeway
+            ));
+        }
+        Ok(Some(AuthSettings {
+            source,
+            issuer,
+            audience,
+            leeway: self.auth_leeway,
+        }))
     }
 
     /// File descriptors the configured limits need at most: every WebSocket, every socket in the
@@ -393,6 +474,24 @@ fn publish_keys(value: &str) -> Result<PublishKeys, String> {
     Ok(PublishKeys(value.to_owned()))
 }
 
+/// A JWKS URL: https, or plain http only to a loopback address (a local identity provider), since
+/// keys fetched in clear could be swapped on the way.
+fn jwks_url(value: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(value)
+        .map_err(|err| format!("AUTH_JWKS_URL (--auth-jwks-url) is not a URL ({err})"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(value.to_owned()),
+        "http" if loopback => Ok(value.to_owned()),
+        _ => Err("AUTH_JWKS_URL (--auth-jwks-url) must be https:// (plain http:// only to a loopback address)".to_owned()),
+    }
+}
+
 fn redis_channel(value: &str) -> Result<String, String> {
     if value.is_empty()
         || value.len() > 256
@@ -459,6 +558,29 @@ mod tests {
         let err = parse(&["--publish-api-keys", "tooshortsecret"]).unwrap_err();
         assert!(err.contains("PUBLISH_API_KEYS"), "{err}");
         assert!(!err.contains("tooshortsecret"), "{err}");
+    }
+
+    #[test]
+    fn sign_in_settings_are_complete_or_refused_by_name() {
+        let with = |extra: &[&str]| {
+            let mut args = vec!["--auth-issuer", "https://idp", "--auth-audience", "app"];
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        assert!(with(&["--auth-jwks-url", "https://idp/jwks.json"]).is_ok());
+        assert!(with(&["--auth-jwks-url", "http://127.0.0.1:8081/jwks"]).is_ok());
+        let err = with(&["--auth-jwks-url", "http://idp.example.com/jwks"]).unwrap_err();
+        assert!(err.contains("AUTH_JWKS_URL"), "{err}");
+        let err = with(&["--auth-jwks-file", "/nonexistent/jwks.json"]).unwrap_err();
+        assert!(err.contains("AUTH_JWKS_FILE"), "{err}");
+        let err =
+            parse(&["--auth-jwks-url", "https://idp/jwks", "--auth-issuer", "x"]).unwrap_err();
+        assert!(err.contains("AUTH_AUDIENCE"), "{err}");
+        let err = parse(&["--auth-issuer", "x"]).unwrap_err();
+        assert!(err.contains("AUTH_JWKS_URL"), "{err}");
+        let err = with(&["--auth-jwks-url", "https://idp/j", "--auth-leeway", "10m"]).unwrap_err();
+        assert!(err.contains("AUTH_LEEWAY"), "{err}");
+        assert!(parse(&[]).unwrap().auth_settings().unwrap().is_none());
     }
 
     #[test]

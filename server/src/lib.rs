@@ -11,6 +11,7 @@
 //!   close), the same for every route.
 //! - [`protocol`]: what a frame means on each WebSocket route (`/wss`, `/v1/ws`, `/echo`).
 //! - [`publish`]: `POST /v1/publish`, publishing over HTTP with an API key.
+//! - [`auth`]: sign-in with JWTs from the team's identity provider.
 //! - [`limits`]: what one client may send (rate, JSON depth).
 //! - [`hub`]: channels and their subscribers, and the fan-out through them; [`outbox`]: each
 //!   connection's bounded queue.
@@ -23,6 +24,7 @@
 //! - [`demo`]: the demo page at `/`.
 //! - [`logging`], [`healthcheck`]: log output and the container health check.
 
+pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod connection;
@@ -115,6 +117,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Serves until `stop` completes, then drains: `/health` turns 503, upgrades are refused, every
 /// client gets close 1001, and this waits up to `DRAIN_TIMEOUT` for them before returning.
 pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output = ()>) {
+    // Ring as rustls' process-wide crypto provider, for rediss:// and the JWKS fetch alike: rustls
+    // picks one by itself only when exactly one is compiled in. Ring is the workspace's only one
+    // (deny.toml bans aws-lc-rs), and naming it keeps TLS working if a dependency ever brings
+    // another. Err only if one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
     let queue_limits = QueueLimits {
         frames: config.client_queue_size as usize,
@@ -141,6 +148,14 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         }
     };
 
+    let auth = config
+        .auth_settings()
+        .expect("sign-in settings are validated at start-up")
+        .map(|settings| Arc::new(auth::Authenticator::new(settings)));
+    if let Some(auth) = &auth {
+        let auth = Arc::clone(auth);
+        tokio::spawn(async move { auth.preload().await });
+    }
     let publish = Arc::new(publish::PublishApi::new(
         config
             .publish_api_keys
@@ -150,6 +165,7 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
                     .expect("PUBLISH_API_KEYS is validated at start-up")
             })
             .unwrap_or_default(),
+        auth.clone(),
         config.publish_messages_per_second,
         config.max_message_size as usize,
         fanout.clone(),
@@ -179,10 +195,12 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
                 .write_buffer_size(WRITE_BUFFER)
                 .max_message_size(Some(config.max_message_size as usize))
                 .max_frame_size(Some(config.max_frame_size as usize)),
+            auth: auth.clone(),
         }),
         permits: Arc::clone(&permits),
         trusted_proxy_hops: config.trusted_proxy_hops,
         publish,
+        auth,
     };
     let http_limits = HttpLimits {
         header_read_timeout: config.header_read_timeout,

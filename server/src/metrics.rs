@@ -29,6 +29,7 @@ pub struct Metrics {
     connections_closed: Family<ReasonLabel, Counter>,
     upgrades_rejected: Family<ReasonLabel, Counter>,
     publish_refused: Family<ReasonLabel, Counter>,
+    auth_failures: Family<ReasonLabel, Counter>,
     http_connections_closed: Family<ReasonLabel, Counter>,
     /// Data frames received from clients, valid or not.
     pub messages_received: Counter,
@@ -70,6 +71,7 @@ impl Metrics {
             connections_closed: Family::default(),
             upgrades_rejected: Family::default(),
             publish_refused: Family::default(),
+            auth_failures: Family::default(),
             http_connections_closed: Family::default(),
             messages_received: Counter::default(),
             messages_dropped: Family::default(),
@@ -103,6 +105,11 @@ impl Metrics {
             "http_publish_refused",
             "POST /v1/publish requests refused, by error code",
             metrics.publish_refused.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Tokens refused (upgrades, refreshes, HTTP publishes), by reason",
+            metrics.auth_failures.clone(),
         );
         registry.register(
             "upgrades_rejected",
@@ -182,6 +189,13 @@ impl Metrics {
     /// Counts an upgrade refused with 503 (`connection_limit` or `draining`).
     pub fn upgrade_rejected(&self, reason: &'static str) {
         self.upgrades_rejected
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// Counts a token refused, under `reason` (one of `auth::Refusal::label`, or `forbidden`).
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.auth_failures
             .get_or_create(&[("reason", reason)])
             .inc();
     }

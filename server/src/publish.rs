@@ -4,10 +4,12 @@
 //! [`MAX_MESSAGES_PER_REQUEST`] of them, published in order, each reaching the channel's
 //! subscribers on every task as a WebSocket publish does. A request is all or nothing: one invalid
 //! item refuses it whole, before anything is published. The caller shows a key from
-//! `PUBLISH_API_KEYS` as `Authorization: Bearer <key>`; each key has its own rate limit
+//! `PUBLISH_API_KEYS`, or (with sign-in) a JWT whose claims allow publishing on every channel of the
+//! request, as `Authorization: Bearer …`; each key and each token subject has its own rate limit
 //! (`PUBLISH_MESSAGES_PER_SECOND`, counted in messages). Errors are `{"code":…,"message":…}`.
 
-use std::sync::{Mutex, PoisonError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -18,6 +20,7 @@ use warp::http::StatusCode;
 use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::reply::Response;
 
+use crate::auth::{Authenticator, Grant};
 use crate::hub::{ChannelName, Fanout, Publication};
 use crate::limits::{self, RateLimiter, RateLimits, Verdict};
 use crate::metrics::Metrics;
@@ -33,14 +36,22 @@ pub const MIN_KEY_LENGTH: usize = 32;
 /// hold its socket for as long as the client likes.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Token subjects whose rate limits are kept; past it they all start afresh, which costs a
+/// publisher with a valid token at most one extra second's worth.
+const MAX_SUBJECTS: usize = 10_000;
+
 /// The HTTP publishing endpoint's settings and state. One per process.
 #[derive(Debug)]
 pub struct PublishApi {
     keys: Vec<Key>,
+    /// Sign-in, when configured: a JWT may publish where its claims allow.
+    auth: Option<Arc<Authenticator>>,
+    /// Rate limits of the token subjects that published.
+    subjects: Mutex<HashMap<String, RateLimiter>>,
     limits: RateLimits,
     max_body: usize,
     fanout: Fanout,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: Arc<Metrics>,
     shutdown: Shutdown,
 }
 
@@ -48,6 +59,18 @@ pub struct PublishApi {
 struct Key {
     secret: Box<[u8]>,
     limiter: Mutex<RateLimiter>,
+}
+
+/// Who is publishing.
+enum Publisher<'a> {
+    /// A key of `PUBLISH_API_KEYS`: any channel.
+    Key(&'a Key),
+    /// A signed-in token: the channels its claims allow.
+    Token(Box<Grant>),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One item of a request's body.
@@ -109,14 +132,16 @@ impl Refusal {
 }
 
 impl PublishApi {
-    /// The endpoint with `keys` (none: HTTP publishing is off and says so), each allowed
-    /// `messages_per_second` (0: no limit), bodies up to `max_body` bytes.
+    /// The endpoint with `keys` and `auth` (neither: HTTP publishing is off and says so), each
+    /// key and token subject allowed `messages_per_second` (0: no limit), bodies up to `max_body`
+    /// bytes.
     pub fn new(
         keys: Vec<String>,
+        auth: Option<Arc<Authenticator>>,
         messages_per_second: u32,
         max_body: usize,
         fanout: Fanout,
-        metrics: std::sync::Arc<Metrics>,
+        metrics: Arc<Metrics>,
         shutdown: Shutdown,
     ) -> PublishApi {
         // One second's worth at once, as for a connection's bytes; never less than one request.
@@ -130,6 +155,8 @@ impl PublishApi {
                     limiter: Mutex::new(RateLimiter::new(&limits)),
                 })
                 .collect(),
+            auth,
+            subjects: Mutex::default(),
             limits,
             max_body,
             fanout,
@@ -178,22 +205,47 @@ impl PublishApi {
                 "this task is shutting down; retry",
             ));
         }
-        if self.keys.is_empty() {
+        if self.keys.is_empty() && self.auth.is_none() {
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
                 "publish_disabled",
-                "HTTP publishing is not set up on this deployment (PUBLISH_API_KEYS is unset)",
+                "HTTP publishing is not set up on this deployment (neither PUBLISH_API_KEYS nor sign-in is configured)",
             ));
         }
-        let key = self.authenticate(headers)?;
+        let publisher = self.authenticate(headers).await?;
         let body = read_body(body, self.max_body).await?;
         let publications = parse(&body)?;
+        if let Publisher::Token(grant) = &publisher
+            && let Some(refused) = publications
+                .iter()
+                .find(|p| !grant.may_publish(p.channel.as_str()))
+        {
+            self.metrics.auth_failed("forbidden");
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "the token does not allow publishing on {}; nothing was published",
+                    refused.channel
+                ),
+            ));
+        }
         let bytes = publications.iter().map(|p| p.data.len()).sum();
-        let verdict = key
-            .limiter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit_all(&self.limits, publications.len(), bytes);
+        let count = publications.len();
+        let verdict = match &publisher {
+            Publisher::Key(key) => lock(&key.limiter).admit_all(&self.limits, count, bytes),
+            Publisher::Token(grant) => {
+                let mut subjects = lock(&self.subjects);
+                let subject = grant.subject.clone().unwrap_or_default();
+                if subjects.len() >= MAX_SUBJECTS && !subjects.contains_key(&subject) {
+                    subjects.clear();
+                }
+                subjects
+                    .entry(subject)
+                    .or_insert_with(|| RateLimiter::new(&self.limits))
+                    .admit_all(&self.limits, count, bytes)
+            }
+        };
         if verdict != Verdict::Accept {
             return Err(Refusal::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -201,14 +253,13 @@ impl PublishApi {
                 "over this key's PUBLISH_MESSAGES_PER_SECOND; nothing was published",
             ));
         }
-        let count = publications.len();
         for publication in publications {
             self.fanout.publish(publication).await;
         }
         Ok(count)
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Result<&Key, Refusal> {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Publisher<'_>, Refusal> {
         let unauthorized = |message: &str| {
             Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned())
         };
@@ -217,7 +268,11 @@ impl PublishApi {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim)
-            .ok_or_else(|| unauthorized("send a publish key as Authorization: Bearer <key>"))?;
+            .ok_or_else(|| {
+                unauthorized(
+                    "send a publish key or a token as Authorization: Bearer <key or token>",
+                )
+            })?;
         // Every key is compared, in constant time, so the answer's timing says nothing about
         // which key or how much of one matched.
         let mut found = None;
@@ -226,7 +281,23 @@ impl PublishApi {
                 found = Some(key);
             }
         }
-        found.ok_or_else(|| unauthorized("the publish key is not valid"))
+        if let Some(key) = found {
+            return Ok(Publisher::Key(key));
+        }
+        let Some(auth) = &self.auth else {
+            return Err(unauthorized("the publish key is not valid"));
+        };
+        match auth.verify(token).await {
+            Ok(grant) => Ok(Publisher::Token(Box::new(grant))),
+            Err(refusal) => {
+                self.metrics.auth_failed(refusal.label());
+                Err(unauthorized(if self.keys.is_empty() {
+                    refusal.message()
+                } else {
+                    "neither a valid publish key nor a valid token"
+                }))
+            }
+        }
     }
 }
 

@@ -21,7 +21,9 @@ use warp::reject::MethodNotAllowed;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
+use crate::auth::{self, Authenticator, Carrier, Grant};
 use crate::connection;
+use crate::hub::channel::BROADCAST;
 use crate::metrics::Metrics;
 use crate::protocol::Route;
 use crate::publish::PublishApi;
@@ -38,6 +40,8 @@ pub struct AppState {
     pub trusted_proxy_hops: u8,
     /// `POST /v1/publish`.
     pub publish: Arc<PublishApi>,
+    /// Sign-in, when configured: every upgrade needs a valid token.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// The routes behind the load balancer.
@@ -133,25 +137,77 @@ fn websocket(
     route: Route,
     state: AppState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     path.and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<Version>())
         .and(warp::ext::optional::<UpgradeSlot>())
         .and(warp::ext::optional::<PeerAddr>())
-        .map(
+        .and(query)
+        .then(
             move |headers: HeaderMap,
                   version: Option<Version>,
                   slot: Option<UpgradeSlot>,
-                  peer: Option<PeerAddr>| {
-                match Handshake::from_request(&headers, version, slot) {
-                    Ok(handshake) => {
-                        let client = client_address(&headers, peer, state.trusted_proxy_hops);
-                        admit(&state, handshake, route, client)
-                    }
-                    Err(refusal) => refusal.response(),
+                  peer: Option<PeerAddr>,
+                  query: String| {
+                let state = state.clone();
+                async move {
+                    let handshake = match Handshake::from_request(&headers, version, slot) {
+                        Ok(handshake) => handshake,
+                        Err(refusal) => return refusal.response(),
+                    };
+                    let signed_in = match &state.auth {
+                        None => None,
+                        Some(auth) => match sign_in(auth, &headers, &query, route, &state).await {
+                            Ok(signed_in) => Some(signed_in),
+                            Err(response) => return response,
+                        },
+                    };
+                    let client = client_address(&headers, peer, state.trusted_proxy_hops);
+                    admit(&state, handshake, route, client, signed_in)
                 }
             },
         )
+}
+
+/// A verified token: what it allows, and whether the 101 must select the `bearer` subprotocol.
+struct SignedIn {
+    grant: Box<Grant>,
+    carrier: Carrier,
+}
+
+/// Checks the upgrade's token: 401 when it is missing or invalid, 403 when it does not allow the
+/// `/wss` channel on `/wss`.
+async fn sign_in(
+    auth: &Authenticator,
+    headers: &HeaderMap,
+    query: &str,
+    route: Route,
+    state: &AppState,
+) -> Result<SignedIn, Response> {
+    let metrics = &state.context.metrics;
+    let refused = |refusal: auth::Refusal| {
+        metrics.auth_failed(refusal.label());
+        let mut response = text(StatusCode::UNAUTHORIZED, refusal.message());
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+    };
+    let (token, carrier) =
+        auth::token_of(headers, Some(query)).ok_or_else(|| refused(auth::Refusal::Missing))?;
+    let grant = auth.verify(token).await.map_err(refused)?;
+    if route == Route::Broadcast && !grant.may_subscribe(BROADCAST) {
+        metrics.auth_failed("forbidden");
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            "This token does not allow the broadcast channel, which /wss is.",
+        ));
+    }
+    Ok(SignedIn {
+        grant: Box::new(grant),
+        carrier,
+    })
 }
 
 /// What a valid WebSocket upgrade request brings (RFC 6455, 4.2.1): its key and the connection's
@@ -253,7 +309,13 @@ fn is_websocket_key(key: &[u8]) -> bool {
     key.len() == 24 && key[..22].iter().all(is_base64) && key.ends_with(b"==")
 }
 
-fn admit(state: &AppState, handshake: Handshake, route: Route, client: String) -> Response {
+fn admit(
+    state: &AppState,
+    handshake: Handshake,
+    route: Route,
+    client: String,
+    signed_in: Option<SignedIn>,
+) -> Response {
     let metrics = &state.context.metrics;
     if state.context.shutdown.is_draining() {
         metrics.upgrade_rejected("draining");
@@ -265,7 +327,11 @@ fn admit(state: &AppState, handshake: Handshake, route: Route, client: String) -
     };
     // The upgrade completes once hyper has sent the 101 below and handed over the connection.
     let context = Arc::clone(&state.context);
-    tokio::spawn(context.serve(handshake.upgrade, route, client, permit));
+    let (grant, carrier) = match signed_in {
+        Some(SignedIn { grant, carrier }) => (Some(grant), Some(carrier)),
+        None => (None, None),
+    };
+    tokio::spawn(context.serve(handshake.upgrade, route, client, permit, grant));
     let mut response =
         warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS).into_response();
     let headers = response.headers_mut();
@@ -276,6 +342,12 @@ fn admit(state: &AppState, handshake: Handshake, route: Route, client: String) -
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
+    if carrier == Some(Carrier::Subprotocol) {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(auth::BEARER_PROTOCOL),
+        );
+    }
     response
 }
 

@@ -24,7 +24,7 @@ tf init -backend=false -plugin-dir="$plugin_dir" >/dev/null
 common=(-var image_tag=plans -var "lambda_zip_path=$work/bootstrap.zip")
 domain=(-var domain_name=ws.example.com -var hosted_zone_id=Z0123456789EXAMPLE0AB)
 vpc=(-var origin_access=vpc -var enable_private_subnets=true)
-everything=(-var run_on_ec2=true -var enable_execute_command=true -var redis_replicas=1 -var alarm_email=ops@example.com -var enable_http_publish=true)
+everything=(-var run_on_ec2=true -var enable_execute_command=true -var redis_replicas=1 -var alarm_email=ops@example.com -var enable_http_publish=true -var 'sign_in={jwks_url="https://idp.example.com/.well-known/jwks.json",issuer="https://idp.example.com/",audience="websocket"}')
 declare -A mode_vars=(
   [public]=""
   [public-domain]="${domain[*]}"

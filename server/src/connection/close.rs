@@ -44,6 +44,8 @@ pub enum CloseReason {
     InvalidUtf8,
     /// The process is draining.
     ServerShutdown,
+    /// The client's token expired (plus the leeway) and no newer one came in time.
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -59,6 +61,7 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 
@@ -68,7 +71,7 @@ impl CloseReason {
             CloseReason::ServerShutdown => Some(1001),
             CloseReason::ProtocolError => Some(1002),
             CloseReason::InvalidUtf8 => Some(1007),
-            CloseReason::RateLimited => Some(1008),
+            CloseReason::RateLimited | CloseReason::TokenExpired => Some(1008),
             CloseReason::MessageTooBig => Some(1009),
             CloseReason::SlowConsumer => Some(1013),
             CloseReason::ClientClosed | CloseReason::Abnormal | CloseReason::PongTimeout => None,
@@ -85,6 +88,7 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server shutting down",
             CloseReason::ProtocolError => "protocol error",
             CloseReason::InvalidUtf8 => "invalid UTF-8",
+            CloseReason::TokenExpired => "token expired",
             other => other.label(),
         }
     }

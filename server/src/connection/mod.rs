@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::info;
 
+use crate::auth::{Authenticator, Grant};
 use crate::hub::{self, ChannelName, Fanout, Form, Hub};
 use crate::limits::{FrameMetered, RateLimits};
 use crate::metrics::Metrics;
@@ -71,6 +72,8 @@ pub struct Context {
     pub shutdown: Shutdown,
     /// Limits and buffer sizes of every WebSocket.
     pub websocket: WebSocketConfig,
+    /// Sign-in, when configured (a `/v1/ws` refresh checks its token with it).
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// Per-connection figures for the close log line, shared by the reader and the writer.
@@ -108,11 +111,17 @@ impl Activity {
 /// 128-byte steps, so a place the size of a pointer keeps the `/wss` task a step smaller.
 enum Place {
     /// `/wss`: subscribed to `broadcast` for the connection's whole life.
-    Broadcast(Box<hub::Subscriber>),
+    Broadcast(Box<WssPlace>),
     /// `/v1/ws`: the channels the client asks for.
     Channels(Box<Session>),
     /// `/echo`: an outbox of its own, with backpressure.
     Echo(Arc<Outbox>),
+}
+
+/// A `/wss` connection's subscription, and what its token allows (with sign-in).
+struct WssPlace {
+    subscriber: hub::Subscriber,
+    grant: Option<Box<Grant>>,
 }
 
 impl Context {
@@ -134,6 +143,7 @@ impl Context {
         route: Route,
         client: String,
         permit: OwnedSemaphorePermit,
+        grant: Option<Box<Grant>>,
     ) -> impl Future<Output = ()> + Send + 'static {
         async move {
             let Ok(upgraded) = upgrade.await else {
@@ -149,7 +159,8 @@ impl Context {
             // The opened-connections count doubles as a process-unique connection id.
             let id = self.metrics.connections_opened.inc() + 1;
             self.metrics.connections.inc();
-            info!(conn = id, client = %client, route = route.label(), "connection opened");
+            let subject = grant.as_ref().and_then(|grant| grant.subject.as_deref());
+            info!(conn = id, client = %client, route = route.label(), sub = subject, "connection opened");
 
             let activity = Activity::new();
             // `/wss` clients join `broadcast` before the greeting, so that everything published
@@ -159,16 +170,17 @@ impl Context {
                 Route::Broadcast => {
                     let mut subscriber = self.hub.subscriber(Form::Wss);
                     subscriber.join_now(ChannelName::broadcast());
-                    Place::Broadcast(Box::new(subscriber))
+                    Place::Broadcast(Box::new(WssPlace { subscriber, grant }))
                 }
                 Route::Channels => Place::Channels(Box::new(Session::new(
                     self.hub.subscriber(Form::V1),
                     self.max_channels,
+                    grant.map(|grant| *grant),
                 ))),
                 Route::Echo => Place::Echo(Arc::new(Outbox::with_backpressure())),
             };
             let outbox = match &place {
-                Place::Broadcast(subscriber) => Arc::clone(&subscriber.outbox),
+                Place::Broadcast(wss) => Arc::clone(&wss.subscriber.outbox),
                 Place::Channels(session) => Arc::clone(&session.subscriber().outbox),
                 Place::Echo(outbox) => Arc::clone(outbox),
             };
@@ -193,7 +205,7 @@ impl Context {
                 // Built in place: a named local would keep its own slot in the task beside the
                 // copy `run` holds.
                 let handler = match &mut place {
-                    Place::Broadcast(_) => Handler::Broadcast,
+                    Place::Broadcast(wss) => Handler::Broadcast(wss.grant.as_deref()),
                     Place::Channels(session) => Handler::Channels(session),
                     Place::Echo(outbox) => Handler::Echo(outbox),
                 };

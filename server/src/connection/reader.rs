@@ -2,18 +2,27 @@
 //! limits, then handed to its route's protocol.
 
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use futures_util::future::Either;
 use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, StreamExt};
+use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::debug;
 
 use super::{Activity, CloseReason, Context, WebSocket};
+use crate::auth::Grant;
+use crate::hub::channel::BROADCAST;
 use crate::limits::{RateLimiter, Verdict};
 use crate::outbox::Outbox;
 use crate::protocol::v1::Session;
 use crate::protocol::{Handover, Inbound, payload};
+
+/// The monotonic moment of a wall-clock one (a token's `exp` is wall-clock time).
+fn until(at: SystemTime) -> Instant {
+    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
+}
 
 /// What the reader does after a client's frame.
 enum Next<'a> {
@@ -29,8 +38,8 @@ enum Next<'a> {
 
 /// What the route does with the client's messages.
 pub(super) enum Handler<'a> {
-    /// `/wss`: publishes them on `broadcast`.
-    Broadcast,
+    /// `/wss`: publishes them on `broadcast` (if the token, with sign-in, allows it).
+    Broadcast(Option<&'a Grant>),
     /// `/echo`: sends them back through the connection's own outbox.
     Echo(&'a Outbox),
     /// `/v1/ws`: the channels session.
@@ -47,8 +56,18 @@ pub(super) struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub(super) async fn run(mut self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
         let mut limiter = RateLimiter::new(&self.context.rate_limits);
+        // With sign-in, the connection ends when its token does. Boxed: only then is there one.
+        let mut expires = self.expires();
+        let mut deadline = expires.map(|at| Box::pin(sleep_until(until(at))));
         loop {
-            let Some(frame) = stream.next().await else {
+            let frame = match deadline.as_mut() {
+                None => stream.next().await,
+                Some(deadline) => tokio::select! {
+                    frame = stream.next() => frame,
+                    () = deadline.as_mut() => return CloseReason::TokenExpired,
+                },
+            };
+            let Some(frame) = frame else {
                 return CloseReason::Abnormal;
             };
             self.activity.heard();
@@ -64,16 +83,34 @@ impl<'a> Reader<'a> {
                     let Handler::Channels(session) = &mut self.handler else {
                         unreachable!("only a /v1/ws reader hands frames to a session")
                     };
-                    let (fanout, metrics) = (&self.context.fanout, &*self.context.metrics);
-                    // Boxed with the frame it reads: a subscribe may wait for Redis.
+                    let context = self.context;
+                    // Boxed with the frame it reads: a subscribe may wait for Redis, a refresh
+                    // for the identity provider's keys.
                     Either::Right(Box::pin(async move {
-                        session.receive(payload(&message), fanout, metrics).await
+                        session.receive(payload(&message), context).await
                     }))
                 }
             };
             if pending.await.is_err() {
                 return CloseReason::SlowConsumer;
             }
+            // A refresh moves the end of the connection.
+            let now_expires = self.expires();
+            if now_expires != expires {
+                expires = now_expires;
+                if let (Some(deadline), Some(at)) = (deadline.as_mut(), expires) {
+                    deadline.as_mut().reset(until(at));
+                }
+            }
+        }
+    }
+
+    /// When the connection's token ends, with sign-in.
+    fn expires(&self) -> Option<SystemTime> {
+        match &self.handler {
+            Handler::Broadcast(grant) => grant.map(|grant| grant.expires),
+            Handler::Channels(session) => session.expires(),
+            Handler::Echo(_) => None,
         }
     }
 
@@ -121,7 +158,11 @@ impl<'a> Reader<'a> {
         let inbound = match &self.handler {
             Handler::Channels(_) => return Next::Channels(message),
             Handler::Echo(outbox) => Inbound::Echo(outbox, &self.context.queue_limits),
-            Handler::Broadcast => Inbound::Broadcast(&self.context.fanout),
+            Handler::Broadcast(Some(grant)) if !grant.may_publish(BROADCAST) => {
+                metrics.messages_dropped("forbidden", 1);
+                return Next::Read;
+            }
+            Handler::Broadcast(_) => Inbound::Broadcast(&self.context.fanout),
         };
         match inbound.accept(message, metrics) {
             Some(handover) => Next::Deliver(handover),

@@ -181,6 +181,11 @@ impl Subscriber {
         self.channels.iter().any(|held| held.as_str() == channel)
     }
 
+    /// The channels this subscriber holds, live or reserved.
+    pub fn channels(&self) -> &[ChannelName] {
+        &self.channels
+    }
+
     /// How many channels this subscriber holds.
     pub fn channel_count(&self) -> usize {
         self.channels.len()

@@ -3,7 +3,8 @@
 //! Client to server: `subscribe`, `unsubscribe` and `publish`, each naming a `channel` (a publish
 //! also carries `data`, any JSON). Any of them may carry an `id` (a string or a number the client
 //! picks); such a frame gets exactly one `ack` or `error` with that `id`, after everything else it
-//! causes (`subscribed` comes before the `ack` of its subscribe). Server to client: `subscribed`,
+//! causes (`subscribed` comes before the `ack` of its subscribe). With sign-in, `refresh` carries
+//! a newer token before the current one expires (the connection closes with 1008 when it does). Server to client: `subscribed`,
 //! `unsubscribed`, `message` (the data exactly as published) and `error` with a `code`.
 //!
 //! A frame that is not one JSON object with a known `type` is answered with `error` `bad_request`
@@ -16,7 +17,11 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::hub::{ChannelName, Fanout, Publication, Subscriber};
+use std::time::SystemTime;
+
+use crate::auth::Grant;
+use crate::connection::Context;
+use crate::hub::{ChannelName, Publication, Subscriber};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::outbox::Evicted;
@@ -26,6 +31,8 @@ use crate::outbox::Evicted;
 pub enum Code {
     /// Not one JSON object with a known `type`, or a field missing or malformed.
     BadRequest,
+    /// The connection's token does not allow this channel, or a refresh's token is refused.
+    Forbidden,
     /// Subscribing would hold more than `MAX_CHANNELS_PER_CONNECTION` channels.
     TooManyChannels,
     /// Over the connection's message or byte rate; the frame was dropped.
@@ -37,6 +44,7 @@ impl Code {
     pub fn label(self) -> &'static str {
         match self {
             Code::BadRequest => "bad_request",
+            Code::Forbidden => "forbidden",
             Code::TooManyChannels => "too_many_channels",
             Code::RateLimited => "rate_limited",
         }
@@ -54,6 +62,8 @@ struct ClientFrame<'a> {
     data: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// A field that is present, `null` included: `Option<&RawValue>` alone reads `null` as absent,
@@ -74,18 +84,27 @@ struct IdOnly<'a> {
 pub struct Session {
     subscriber: Subscriber,
     max_channels: usize,
+    /// What the connection's token allows, with sign-in.
+    grant: Option<Grant>,
 }
 
 /// A reply's `id` as the client wrote it.
 type Id<'a> = Option<&'a RawValue>;
 
 impl Session {
-    /// A session whose client may hold up to `max_channels` channels at once.
-    pub fn new(subscriber: Subscriber, max_channels: usize) -> Session {
+    /// A session whose client may hold up to `max_channels` channels at once, within what
+    /// `grant` allows (everything without sign-in).
+    pub fn new(subscriber: Subscriber, max_channels: usize, grant: Option<Grant>) -> Session {
         Session {
             subscriber,
             max_channels,
+            grant,
         }
+    }
+
+    /// When the connection's token ends, with sign-in.
+    pub fn expires(&self) -> Option<SystemTime> {
+        self.grant.as_ref().map(|grant| grant.expires)
     }
 
     /// The subscriber whose outbox the connection's writer drains.
@@ -95,12 +114,8 @@ impl Session {
 
     /// Does what one client frame asks. `Err` only when the client's outbox overflowed: it is
     /// evicted, and the connection ends as a slow consumer.
-    pub async fn receive(
-        &mut self,
-        payload: &[u8],
-        fanout: &Fanout,
-        metrics: &Metrics,
-    ) -> Result<(), Evicted> {
+    pub async fn receive(&mut self, payload: &[u8], context: &Context) -> Result<(), Evicted> {
+        let metrics = &*context.metrics;
         let frame = match parse(payload) {
             Ok(frame) => frame,
             Err((id, message)) => return self.refuse(id, Code::BadRequest, message, metrics),
@@ -121,15 +136,29 @@ impl Session {
                 Ok(channel) => channel,
                 Err(message) => return self.refuse(id, Code::BadRequest, message, metrics),
             },
+            "refresh" => return self.refresh(&frame, context).await,
             _ => {
                 return self.refuse(
                     id,
                     Code::BadRequest,
-                    "type must be subscribe, unsubscribe or publish",
+                    "type must be subscribe, unsubscribe, publish or refresh",
                     metrics,
                 );
             }
         };
+        let allowed = match (frame.kind.as_ref(), &self.grant) {
+            (_, None) | ("unsubscribe", _) => true,
+            ("subscribe", Some(grant)) => grant.may_subscribe(channel.as_str()),
+            (_, Some(grant)) => grant.may_publish(channel.as_str()),
+        };
+        if !allowed {
+            return self.refuse(
+                id,
+                Code::Forbidden,
+                "the connection's token does not allow this channel",
+                metrics,
+            );
+        }
         match frame.kind.as_ref() {
             "subscribe" => {
                 if !self.subscriber.holds(channel.as_str()) {
@@ -155,13 +184,74 @@ impl Session {
                     return self.refuse(id, Code::BadRequest, "publish needs data", metrics);
                 };
                 metrics.messages_broadcast.inc();
-                fanout
+                context
+                    .fanout
                     .publish(Publication {
                         channel,
                         data: data.get().into(),
                     })
                     .await;
             }
+        }
+        match id {
+            Some(id) => self.subscriber.send(ack(id)),
+            None => Ok(()),
+        }
+    }
+
+    /// `{"type":"refresh","token":…}`: a newer token for the same subject replaces the grant;
+    /// channels it no longer allows end with `unsubscribed`. A refused refresh changes nothing.
+    async fn refresh(&mut self, frame: &ClientFrame<'_>, context: &Context) -> Result<(), Evicted> {
+        let metrics = &*context.metrics;
+        let id = frame.id;
+        let (Some(auth), Some(current)) = (&context.auth, &self.grant) else {
+            return self.refuse(
+                id,
+                Code::BadRequest,
+                "sign-in is not configured on this server",
+                metrics,
+            );
+        };
+        let Some(token) = frame.token.as_deref() else {
+            return self.refuse(id, Code::BadRequest, "refresh needs a token", metrics);
+        };
+        let grant = match auth.verify(token).await {
+            Ok(grant) => grant,
+            Err(refusal) => {
+                metrics.auth_failed(refusal.label());
+                return self.refuse(id, Code::Forbidden, refusal.message(), metrics);
+            }
+        };
+        if grant.subject != current.subject {
+            metrics.auth_failed("other_subject");
+            return self.refuse(
+                id,
+                Code::Forbidden,
+                "the new token is for another subject",
+                metrics,
+            );
+        }
+        if grant.expires < current.expires {
+            metrics.auth_failed("older");
+            return self.refuse(
+                id,
+                Code::Forbidden,
+                "the new token expires before the current one",
+                metrics,
+            );
+        }
+        let lost: Vec<ChannelName> = self
+            .subscriber
+            .channels()
+            .iter()
+            .filter(|channel| !grant.may_subscribe(channel.as_str()))
+            .cloned()
+            .collect();
+        self.grant = Some(grant);
+        for channel in lost {
+            let unsubscribed = notice("unsubscribed", &channel);
+            self.subscriber
+                .leave(channel.as_str(), Some(unsubscribed))?;
         }
         match id {
             Some(id) => self.subscriber.send(ack(id)),

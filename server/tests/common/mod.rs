@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod in_process;
+pub mod jwt;
 mod redis_server;
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use in_process::{PATIENCE, TestServer, metric, refusing_address, wait_for_metric};

@@ -37,6 +37,7 @@ locals {
     METRICS_NAMESPACE  = var.metrics_namespace
     SERVICE_NAME       = var.name
   }
+  all_environment = merge(var.extra_environment, local.environment)
 }
 
 resource "aws_cloudwatch_log_group" "this" {
@@ -195,7 +196,7 @@ resource "aws_ecs_task_definition" "this" {
         { containerPort = var.container_port, protocol = "tcp" },
       ]
 
-      environment = [for key in sort(keys(local.environment)) : { name = key, value = local.environment[key] }]
+      environment = [for key in sort(keys(local.all_environment)) : { name = key, value = local.all_environment[key] }]
       secrets     = [for key in sort(keys(var.secret_environment)) : { name = key, valueFrom = var.secret_environment[key] }]
 
       # One descriptor per connection, plus room for the process itself.
@@ -286,6 +287,13 @@ resource "aws_ecs_service" "this" {
     precondition {
       condition     = var.max_capacity == 1 || contains(keys(var.secret_environment), "REDIS_URL")
       error_message = "max_capacity is ${var.max_capacity} but the tasks have no REDIS_URL: without the Redis backplane a client on one task never receives what clients on another task send. Turn the backplane on (enable_redis_backplane = true, the default) or run a single task (min_capacity = max_capacity = desired_count = 1)."
+    }
+
+    # The module's own settings follow from its other inputs (the file limit from the connection
+    # count, the idle timeout from the load balancer's); a second value would silently lose.
+    precondition {
+      condition     = length(setintersection(keys(var.extra_environment), setunion(keys(local.environment), keys(var.secret_environment)))) == 0
+      error_message = "extra_environment sets ${join(", ", setintersection(keys(var.extra_environment), setunion(keys(local.environment), keys(var.secret_environment))))}, which this module or secret_environment already sets: change the module's input for it instead."
     }
   }
 }

@@ -274,6 +274,17 @@ variable "secret_environment" {
   }
 }
 
+variable "extra_environment" {
+  description = "More plain environment variables of the server (e.g. the AUTH_* sign-in settings): name => value. Not for secrets (use secret_environment), and not the variables this module sets itself."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for name in keys(var.extra_environment) : can(regex("^[A-Z_][A-Z0-9_]*$", name))])
+    error_message = "extra_environment names must be UPPER_CASE environment variable names."
+  }
+}
+
 variable "enable_execute_command" {
   description = "Enable ECS Exec (a shell in a running task through SSM): adds a task role allowed to open SSM channels and the two writable volumes the SSM agent needs beside the read-only root file system."
   type        = bool

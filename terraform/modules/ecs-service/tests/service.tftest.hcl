@@ -212,3 +212,47 @@ run "exec_on_keeps_the_root_read_only_and_gives_the_agent_its_directories" {
     error_message = "Each writable directory is a task volume of its own."
   }
 }
+
+run "extra_environment_reaches_the_container" {
+  command = plan
+
+  variables {
+    extra_environment = {
+      AUTH_JWKS_URL = "https://idp.example.com/.well-known/jwks.json"
+      AUTH_ISSUER   = "https://idp.example.com/"
+    }
+  }
+
+  assert {
+    condition = contains([
+      for variable in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].environment : variable.value if variable.name == "AUTH_ISSUER"
+    ], "https://idp.example.com/")
+    error_message = "extra_environment is part of the container's environment."
+  }
+  assert {
+    condition = contains([
+      for variable in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].environment : variable.name
+    ], "PORT")
+    error_message = "The module's own settings stay."
+  }
+}
+
+run "extra_environment_cannot_override_the_module" {
+  command = plan
+
+  variables {
+    extra_environment = { MAX_CONNECTIONS = "5" }
+  }
+
+  expect_failures = [aws_ecs_service.this]
+}
+
+run "extra_environment_cannot_shadow_a_secret" {
+  command = plan
+
+  variables {
+    extra_environment = { REDIS_URL = "redis://plain" }
+  }
+
+  expect_failures = [aws_ecs_service.this]
+}
