@@ -2,6 +2,7 @@
 //! limits, then handed to its route's protocol.
 
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::SystemTime;
 
 use futures_util::future::Either;
@@ -57,15 +58,20 @@ impl<'a> Reader<'a> {
     pub(super) async fn run(mut self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
         let mut limiter = RateLimiter::new(&self.context.rate_limits);
         // With sign-in, the connection ends when its token does. Boxed: only then is there one.
-        let mut expires = self.expires();
-        let mut deadline = expires.map(|at| Box::pin(sleep_until(until(at))));
+        let mut deadline = self.expires().map(|at| Box::pin(sleep_until(until(at))));
         loop {
-            let frame = match deadline.as_mut() {
-                None => stream.next().await,
-                Some(deadline) => tokio::select! {
-                    frame = stream.next() => frame,
-                    () = deadline.as_mut() => return CloseReason::TokenExpired,
-                },
+            // One future for both, polled by hand: a `select!` here would cost every connection's
+            // task its state, sign-in or not.
+            let next = std::future::poll_fn(|cx| {
+                if let Some(deadline) = deadline.as_mut()
+                    && deadline.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(None);
+                }
+                stream.poll_next_unpin(cx).map(Some)
+            });
+            let Some(frame) = next.await else {
+                return CloseReason::TokenExpired;
             };
             let Some(frame) = frame else {
                 return CloseReason::Abnormal;
@@ -95,12 +101,10 @@ impl<'a> Reader<'a> {
                 return CloseReason::SlowConsumer;
             }
             // A refresh moves the end of the connection.
-            let now_expires = self.expires();
-            if now_expires != expires {
-                expires = now_expires;
-                if let (Some(deadline), Some(at)) = (deadline.as_mut(), expires) {
-                    deadline.as_mut().reset(until(at));
-                }
+            if let Handler::Channels(session) = &mut self.handler
+                && let (Some(deadline), Some(at)) = (deadline.as_mut(), session.take_refreshed())
+            {
+                deadline.as_mut().reset(until(at));
             }
         }
     }

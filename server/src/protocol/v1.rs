@@ -86,6 +86,8 @@ pub struct Session {
     max_channels: usize,
     /// What the connection's token allows, with sign-in.
     grant: Option<Grant>,
+    /// A refresh replaced the grant since the reader last asked.
+    refreshed: bool,
 }
 
 /// A reply's `id` as the client wrote it.
@@ -99,7 +101,15 @@ impl Session {
             subscriber,
             max_channels,
             grant,
+            refreshed: false,
         }
+    }
+
+    /// When the connection's token now ends, if a refresh changed it since the last call.
+    pub fn take_refreshed(&mut self) -> Option<SystemTime> {
+        std::mem::take(&mut self.refreshed)
+            .then(|| self.expires())
+            .flatten()
     }
 
     /// When the connection's token ends, with sign-in.
@@ -248,6 +258,7 @@ impl Session {
             .cloned()
             .collect();
         self.grant = Some(grant);
+        self.refreshed = true;
         for channel in lost {
             let unsubscribed = notice("unsubscribed", &channel);
             self.subscriber
