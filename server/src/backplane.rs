@@ -16,13 +16,15 @@
 //! tasks), subscribes answer at once, `/health` stays 200, and two background loops reconnect
 //! with capped backoff and subscribe again to every channel held.
 //!
-//! Exactly once, sender included: a task's own messages normally reach its clients only through
-//! Redis. When they cannot (the publish failed, or this task's subscription to that channel was
-//! not live on both sides of the publish), the publisher delivers them locally and remembers, per
-//! channel, up to which sequence number it did, and the subscriber skips its own messages at or
-//! below that number, so a subscription that comes back does not deliver them twice. Each message
-//! on Redis carries the publishing process's random origin id and a sequence number ahead of its
-//! body for that purpose.
+//! Exactly once, sender included: a task's own messages normally reach its clients through Redis
+//! like everyone's, so every task's clients see one channel's messages in the order Redis ran the
+//! publishes. When Redis cannot carry them back (the publish failed, or this task's subscription
+//! to the channel was not live on both sides of the publish), the publisher delivers them locally.
+//! Each message on Redis carries the publishing process's random origin id and a sequence number
+//! ahead of its body, and per channel one lock decides, for each own message, which of the two
+//! ways delivers it, whichever comes first: neither can deliver it after the other did. A foreign
+//! message is delivered once per origin and sequence number too, so a batch sent again after a
+//! Redis timeout (Redis may have run the first copy) is not delivered twice on other tasks.
 //!
 //! Sharded pub/sub (`SSUBSCRIBE`) is not used: the deployment's Valkey is one shard (cluster mode
 //! off), where it spreads nothing, and redis-rs offers it only through its cluster client.
@@ -100,11 +102,31 @@ struct Shared {
     published: AtomicBool,
     /// Channels Redis has confirmed on the current subscription.
     live: Mutex<HashSet<ChannelName>>,
-    /// Per channel, the highest own sequence number already delivered to local clients by the
-    /// publisher.
-    delivered_locally_through: Mutex<HashMap<ChannelName, u64>>,
+    /// Per channel local clients hold, how far own messages went each way.
+    own: Mutex<HashMap<ChannelName, OwnMarks>>,
     metrics: BackplaneMetrics,
 }
+
+/// The highest own sequence numbers of one channel delivered to local clients by the publisher,
+/// and from Redis. Sequence numbers grow, and one channel's own messages reach Redis, and come
+/// back from it, in that order, so a number at or below either mark has been delivered.
+#[derive(Debug, Default, Clone, Copy)]
+struct OwnMarks {
+    local_through: u64,
+    echoed_through: u64,
+}
+
+/// Foreign origins whose last sequence number is remembered; past it the memory starts afresh
+/// (tasks are replaced over days, each with a new origin), at the cost of at most one duplicate
+/// per origin if a retried batch arrives in that instant.
+const MAX_ORIGINS: usize = 4096;
+
+/// Channels per SUBSCRIBE or UNSUBSCRIBE command, so that each command fits in `REDIS_TIMEOUT`
+/// however many channels a task holds.
+const CHANNELS_PER_COMMAND: usize = 1000;
+
+/// Interest changes followed in one go: one SUBSCRIBE and one UNSUBSCRIBE for all of them.
+const INTEREST_BATCH: usize = 4096;
 
 #[derive(Debug, Clone)]
 struct BackplaneMetrics {
@@ -134,7 +156,7 @@ pub fn start(
         subscribed: AtomicBool::new(false),
         published: AtomicBool::new(false),
         live: Mutex::default(),
-        delivered_locally_through: Mutex::default(),
+        own: Mutex::default(),
         metrics: BackplaneMetrics {
             up: metrics.backplane_up.clone(),
             connection_failures: metrics.backplane_connection_failures.clone(),
@@ -184,17 +206,49 @@ impl Shared {
         lock(&self.live).contains(channel)
     }
 
-    /// Hands messages whose trip through Redis failed, or would not come back, to local clients.
-    fn deliver_locally<'a>(&self, batch: impl Iterator<Item = &'a (u64, Publication)>) {
-        let mut marks = lock(&self.delivered_locally_through);
+    /// Delivers own messages whose trip through Redis failed, or may not come back, to local
+    /// clients, each unless Redis already brought it back. `failed`: Redis did not carry them
+    /// (what `websocket_backplane_local_only_total` counts).
+    fn deliver_locally<'a>(
+        &self,
+        batch: impl Iterator<Item = &'a (u64, Publication)>,
+        failed: bool,
+    ) {
+        let mut own = lock(&self.own);
         let mut count = 0;
         for (sequence, publication) in batch {
+            // No local subscriber, nothing to deliver: a subscriber joining now is subscribed in
+            // Redis after this publish ran, so its echo will not come either.
+            if !self.hub.holds(publication.channel.as_str()) {
+                continue;
+            }
+            let marks = own.entry(publication.channel.clone()).or_default();
+            if *sequence <= marks.echoed_through {
+                continue;
+            }
+            marks.local_through = *sequence;
             self.hub.publish(&publication.channel, &publication.data);
-            let mark = marks.entry(publication.channel.clone()).or_default();
-            *mark = (*mark).max(*sequence);
             count += 1;
         }
-        self.metrics.local_only.inc_by(count);
+        if failed {
+            self.metrics.local_only.inc_by(count);
+        }
+    }
+
+    /// Whether an own message Redis brought back is still to be delivered (the publisher has not
+    /// delivered it locally); marks it as delivered if so. The caller delivers it while `own` is
+    /// held, so that the publisher cannot deliver it in between.
+    fn take_echo(
+        own: &mut HashMap<ChannelName, OwnMarks>,
+        channel: &ChannelName,
+        sequence: u64,
+    ) -> bool {
+        let marks = own.entry(channel.clone()).or_default();
+        if sequence <= marks.local_through {
+            return false;
+        }
+        marks.echoed_through = sequence;
+        true
     }
 
     fn connection_config() -> AsyncConnectionConfig {
@@ -259,7 +313,7 @@ async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Publication
                     next = if batch.len() < PUBLISH_BATCH { inbox.try_recv().ok() } else { None };
                 }
                 let Some(redis) = connection.as_mut() else {
-                    shared.deliver_locally(batch.iter());
+                    shared.deliver_locally(batch.iter(), true);
                     continue;
                 };
                 // A channel's messages come back from Redis only if its subscription was live
@@ -276,17 +330,19 @@ async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Publication
                     }
                 }
                 if published {
+                    let subscriber_down = !shared.subscribed.load(Ordering::SeqCst);
                     shared.deliver_locally(
                         batch
                             .iter()
                             .zip(live_before)
                             .filter(|((_, p), before)| !(*before && shared.is_live(&p.channel)))
                             .map(|(message, _)| message),
+                        subscriber_down,
                     );
                 } else {
                     connection = None;
                     shared.set_state(&shared.published, false, "publisher");
-                    shared.deliver_locally(batch.iter());
+                    shared.deliver_locally(batch.iter(), true);
                     connecting = Some(connect(&shared, backoff));
                 }
             }
@@ -330,22 +386,27 @@ async fn subscribe_loop(
     let mut backoff = RECONNECT_FIRST;
     loop {
         let attempt = async {
-            let (mut sink, stream) = shared.client.get_async_pubsub().await?.split();
+            let (mut sink, stream) = timeout(REDIS_TIMEOUT, shared.client.get_async_pubsub())
+                .await
+                .map_err(|_| None)?
+                .map_err(Some)?
+                .split();
             // `broadcast` for as long as the task runs; every other channel while it is held.
             let mut channels = shared.hub.channel_names();
             channels.push(ChannelName::broadcast());
             channels.sort();
             channels.dedup();
-            let redis: Vec<String> = channels.iter().map(|c| shared.names.redis(c)).collect();
-            sink.subscribe(&redis).await?;
-            redis::RedisResult::Ok((sink, stream, channels))
+            subscribe(shared.as_ref(), &mut sink, &channels)
+                .await
+                .map_err(|()| None)?;
+            Ok::<_, Option<redis::RedisError>>((sink, stream, channels))
         };
         let attempt = tokio::select! {
-            attempt = timeout(REDIS_TIMEOUT, attempt) => attempt,
+            attempt = attempt => attempt,
             _ = shutdown.terminating() => return,
         };
         match attempt {
-            Ok(Ok((sink, stream, channels))) => {
+            Ok((sink, stream, channels)) => {
                 backoff = RECONNECT_FIRST;
                 lock(&shared.live).extend(channels);
                 shared.set_state(&shared.subscribed, true, "subscriber");
@@ -360,11 +421,11 @@ async fn subscribe_loop(
                 shared.set_state(&shared.subscribed, false, "subscriber");
                 continue;
             }
-            Ok(Err(err)) => {
+            Err(Some(err)) => {
                 shared.metrics.connection_failures.inc();
                 warn!(side = "subscriber", error = ?err.kind(), retry_in = ?backoff, "cannot subscribe");
             }
-            Err(_) => {
+            Err(None) => {
                 shared.metrics.connection_failures.inc();
                 warn!(side = "subscriber", retry_in = ?backoff, "Redis did not answer");
             }
@@ -393,6 +454,39 @@ async fn subscribe_loop(
     }
 }
 
+/// Subscribes to `channels` in Redis, `CHANNELS_PER_COMMAND` at a time, each command within
+/// `REDIS_TIMEOUT`.
+async fn subscribe(
+    shared: &Shared,
+    sink: &mut PubSubSink,
+    channels: &[ChannelName],
+) -> Result<(), ()> {
+    for chunk in channels.chunks(CHANNELS_PER_COMMAND) {
+        let redis: Vec<String> = chunk.iter().map(|c| shared.names.redis(c)).collect();
+        match timeout(REDIS_TIMEOUT, sink.subscribe(&redis)).await {
+            Ok(Ok(())) => {}
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+/// Unsubscribes from `channels` in Redis, as [`subscribe`] subscribes.
+async fn unsubscribe(
+    shared: &Shared,
+    sink: &mut PubSubSink,
+    channels: &[ChannelName],
+) -> Result<(), ()> {
+    for chunk in channels.chunks(CHANNELS_PER_COMMAND) {
+        let redis: Vec<String> = chunk.iter().map(|c| shared.names.redis(c)).collect();
+        match timeout(REDIS_TIMEOUT, sink.unsubscribe(&redis)).await {
+            Ok(Ok(())) => {}
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
 /// Serves one subscription connection until it fails: delivers what it brings, subscribes and
 /// unsubscribes as the hub's interest changes, and pings it every `KEEPALIVE`.
 async fn follow(
@@ -403,10 +497,11 @@ async fn follow(
 ) {
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    let mut foreign = ForeignSequences::default();
     loop {
         tokio::select! {
             message = stream.next() => match message {
-                Some(message) => fan_out(shared, message.get_channel_name(), message.get_payload_bytes()),
+                Some(message) => fan_out(shared, &mut foreign, message.get_channel_name(), message.get_payload_bytes()),
                 None => return,
             },
             _ = keepalive.tick() => {
@@ -419,10 +514,19 @@ async fn follow(
                 if !matches!(timeout(REDIS_TIMEOUT, sink.ping::<()>()).await, Ok(Ok(()))) {
                     return;
                 }
+                // Marks of channels no local client holds any more are not needed.
+                lock(&shared.own).retain(|channel, _| shared.hub.holds(channel.as_str()));
             }
             interest = interests.recv() => {
-                let Some(interest) = interest else { return };
-                if change(shared, &mut sink, interest).await.is_err() {
+                let Some(first) = interest else { return };
+                let mut batch = vec![first];
+                while batch.len() < INTEREST_BATCH {
+                    match interests.try_recv() {
+                        Ok(interest) => batch.push(interest),
+                        Err(_) => break,
+                    }
+                }
+                if follow_interest(shared, &mut sink, batch).await.is_err() {
                     return;
                 }
             }
@@ -430,66 +534,87 @@ async fn follow(
     }
 }
 
-/// Follows one interest change. `Err` when Redis did not confirm in time: the connection is
-/// replaced, and the new one subscribes to every channel held.
-async fn change(shared: &Shared, sink: &mut PubSubSink, interest: Interest) -> Result<(), ()> {
-    match interest {
-        Interest::Wanted(channel, confirm) => {
-            let result = if shared.is_live(&channel) {
-                Ok(())
-            } else {
-                let redis = shared.names.redis(&channel);
-                match timeout(REDIS_TIMEOUT, sink.subscribe(&redis)).await {
-                    Ok(Ok(())) => {
-                        lock(&shared.live).insert(channel);
-                        Ok(())
-                    }
-                    _ => Err(()),
-                }
-            };
-            // Answered either way: on failure the subscriber goes live with local delivery, and
-            // the channel is subscribed again with the rest on reconnecting.
-            let _ = confirm.send(());
-            result
-        }
-        Interest::Released(channel) => {
-            // Someone may have asked for it again since (it is then held again), and `broadcast`
-            // stays subscribed for as long as the task runs.
-            if channel.is_broadcast() || shared.hub.holds(channel.as_str()) {
-                return Ok(());
-            }
-            if !lock(&shared.live).remove(&channel) {
-                return Ok(());
-            }
-            lock(&shared.delivered_locally_through).remove(&channel);
-            let redis = shared.names.redis(&channel);
-            match timeout(REDIS_TIMEOUT, sink.unsubscribe(&redis)).await {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(()),
+/// Brings the Redis subscriptions of the channels a batch of interest changes names to what the
+/// hub holds now (the hub is the truth; the order of the changes no longer matters), then answers
+/// every waiting subscriber. `Err` when Redis did not confirm in time: the connection is replaced,
+/// and the new one subscribes to every channel held.
+async fn follow_interest(
+    shared: &Shared,
+    sink: &mut PubSubSink,
+    batch: Vec<Interest>,
+) -> Result<(), ()> {
+    let mut named: Vec<&ChannelName> = batch
+        .iter()
+        .map(|interest| match interest {
+            Interest::Wanted(channel, _) | Interest::Released(channel) => channel,
+        })
+        .collect();
+    named.sort();
+    named.dedup();
+    let (mut wanted, mut released) = (Vec::new(), Vec::new());
+    {
+        let live = lock(&shared.live);
+        for channel in named {
+            let held = channel.is_broadcast() || shared.hub.holds(channel.as_str());
+            match (held, live.contains(channel)) {
+                (true, false) => wanted.push(channel.clone()),
+                (false, true) => released.push(channel.clone()),
+                _ => {}
             }
         }
     }
+    let mut result = subscribe(shared, sink, &wanted).await;
+    if result.is_ok() {
+        lock(&shared.live).extend(wanted);
+        {
+            let mut live = lock(&shared.live);
+            for channel in &released {
+                live.remove(channel);
+            }
+        }
+        result = unsubscribe(shared, sink, &released).await;
+    }
+    // Answered either way: on failure the subscribers go live with local delivery, and the
+    // channels are subscribed again with the rest on reconnecting.
+    for interest in batch {
+        if let Interest::Wanted(_, confirm) = interest {
+            let _ = confirm.send(());
+        }
+    }
+    result
 }
 
-/// Delivers one Redis message to local clients, unless it is this task's own and the publisher
-/// already delivered it. Messages that are not ours in a form we understand are ignored.
-fn fan_out(shared: &Shared, redis_channel: &str, payload: &[u8]) {
+/// The last sequence number delivered per foreign origin.
+#[derive(Default)]
+struct ForeignSequences(HashMap<[u8; 16], u64>);
+
+impl ForeignSequences {
+    /// Whether a foreign message is new (and remembers it): a publisher's sequence numbers only
+    /// grow, and Redis delivers one publisher's messages in order, so one at or below the last is
+    /// a copy sent again after a timeout.
+    fn is_new(&mut self, origin: [u8; 16], sequence: u64) -> bool {
+        if self.0.len() >= MAX_ORIGINS && !self.0.contains_key(&origin) {
+            self.0.clear();
+        }
+        let last = self.0.entry(origin).or_default();
+        if sequence <= *last {
+            return false;
+        }
+        *last = sequence;
+        true
+    }
+}
+
+/// Delivers one Redis message to local clients, once: an own message unless the publisher
+/// already delivered it, a foreign one unless it is a copy. Messages that are not ours in a form
+/// we understand are ignored.
+fn fan_out(shared: &Shared, foreign: &mut ForeignSequences, redis_channel: &str, payload: &[u8]) {
     let Some(channel) = shared.names.channel(redis_channel) else {
         return;
     };
     let Some((header, body)) = payload.split_at_checked(HEADER) else {
         return;
     };
-    let (origin, sequence) = header.split_at(16);
-    if origin == shared.origin {
-        let sequence = u64::from_be_bytes(sequence.try_into().expect("8 bytes"));
-        let delivered = lock(&shared.delivered_locally_through)
-            .get(&channel)
-            .copied();
-        if delivered.is_some_and(|through| sequence <= through) {
-            return;
-        }
-    }
     let Ok(body) = std::str::from_utf8(body) else {
         return;
     };
@@ -498,14 +623,142 @@ fn fan_out(shared: &Shared, redis_channel: &str, payload: &[u8]) {
     } else {
         Some(body)
     };
-    if let Some(data) = data {
+    let Some(data) = data else {
+        return;
+    };
+    let (origin, sequence) = header.split_at(16);
+    let origin: [u8; 16] = origin.try_into().expect("16 bytes");
+    let sequence = u64::from_be_bytes(sequence.try_into().expect("8 bytes"));
+    if origin == shared.origin {
+        let mut own = lock(&shared.own);
+        if Shared::take_echo(&mut own, &channel, sequence) {
+            shared.hub.publish(&channel, data);
+        }
+    } else if foreign.is_new(origin, sequence) {
         shared.hub.publish(&channel, data);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
+    use tokio_tungstenite::tungstenite::Message;
+
     use super::*;
+    use crate::hub::Form;
+    use crate::outbox::QueueLimits;
+
+    /// A backplane's shared state around a hub with one `/v1/ws` subscriber of channel `c`; no
+    /// Redis is contacted.
+    fn shared_with_subscriber() -> (Arc<Shared>, crate::hub::Subscriber) {
+        let metrics = Metrics::new();
+        let limits = QueueLimits {
+            frames: 64,
+            bytes: 1 << 20,
+        };
+        let hub = Hub::new(limits, Arc::new(Metrics::new()));
+        let mut subscriber = hub.subscriber(Form::V1);
+        subscriber.join_now(ChannelName::parse("c").unwrap());
+        let shared = Arc::new(Shared {
+            client: Client::open("redis://127.0.0.1:1").unwrap(),
+            names: ChannelNames {
+                broadcast: "websocket:broadcast".into(),
+                prefix: "websocket".into(),
+            },
+            origin: [7; 16],
+            hub,
+            subscribed: AtomicBool::new(true),
+            published: AtomicBool::new(true),
+            live: Mutex::default(),
+            own: Mutex::default(),
+            metrics: BackplaneMetrics {
+                up: metrics.backplane_up.clone(),
+                connection_failures: metrics.backplane_connection_failures.clone(),
+                local_only: metrics.backplane_local_only.clone(),
+            },
+        });
+        (shared, subscriber)
+    }
+
+    /// A message as it travels on Redis from `origin`.
+    fn on_redis(origin: [u8; 16], sequence: u64, data: &str) -> Vec<u8> {
+        let mut payload = origin.to_vec();
+        payload.extend_from_slice(&sequence.to_be_bytes());
+        payload.extend_from_slice(data.as_bytes());
+        payload
+    }
+
+    async fn received(subscriber: &crate::hub::Subscriber) -> Vec<Message> {
+        let mut batch = VecDeque::new();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(50),
+            subscriber.outbox.take_all(&mut batch),
+        )
+        .await;
+        if waited.is_ok() {
+            batch.into()
+        } else {
+            Vec::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_own_message_is_delivered_once_whichever_way_comes_first() {
+        let channel = ChannelName::parse("c").unwrap();
+        let publication = |data: &str| Publication {
+            channel: channel.clone(),
+            data: data.into(),
+        };
+        // The publisher first, then Redis hands the same message back.
+        let (shared, subscriber) = shared_with_subscriber();
+        let mut foreign = ForeignSequences::default();
+        shared.deliver_locally([(1, publication("1"))].iter(), false);
+        fan_out(
+            &shared,
+            &mut foreign,
+            "websocket:c",
+            &on_redis([7; 16], 1, "1"),
+        );
+        assert_eq!(received(&subscriber).await.len(), 1);
+        // Redis first, then the publisher decides to deliver locally.
+        fan_out(
+            &shared,
+            &mut foreign,
+            "websocket:c",
+            &on_redis([7; 16], 2, "2"),
+        );
+        shared.deliver_locally([(2, publication("2"))].iter(), false);
+        assert_eq!(received(&subscriber).await.len(), 1);
+        // Healthy Redis: nothing counts as local only.
+        assert_eq!(shared.metrics.local_only.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_foreign_message_sent_again_is_delivered_once() {
+        let (shared, subscriber) = shared_with_subscriber();
+        let mut foreign = ForeignSequences::default();
+        for sequence in [1, 2, 1, 2, 3] {
+            let payload = on_redis([9; 16], sequence, &sequence.to_string());
+            fan_out(&shared, &mut foreign, "websocket:c", &payload);
+        }
+        assert_eq!(received(&subscriber).await.len(), 3);
+    }
+
+    #[test]
+    fn own_marks_are_kept_only_for_channels_held_here() {
+        let (shared, _subscriber) = shared_with_subscriber();
+        let elsewhere = Publication {
+            channel: ChannelName::parse("nobody-here").unwrap(),
+            data: "1".into(),
+        };
+        shared.deliver_locally([(1, elsewhere)].iter(), true);
+        assert!(
+            lock(&shared.own).is_empty(),
+            "no mark for a channel no client holds"
+        );
+        assert_eq!(shared.metrics.local_only.get(), 0, "nothing was delivered");
+    }
 
     #[test]
     fn channels_map_to_redis_and_back() {

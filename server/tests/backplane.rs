@@ -597,3 +597,125 @@ async fn broadcast_keeps_the_previous_versions_redis_channel_and_format() {
     assert_eq!(&payload[24..], br#"{"message":{"new":1}}"#);
     assert_eq!(next_text(&mut wss).await, r#"{"message":{"new":1}}"#);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+/// The whole path under a subscribe racing a publish, round after round, with the release of the
+/// channel racing the next round; the decision between local and Redis delivery it relies on is
+/// pinned deterministically by the backplane's unit tests.
+async fn a_first_subscribe_racing_a_publish_on_the_same_task_never_delivers_twice() {
+    const ROUNDS: usize = 200;
+    let redis = Redis::start();
+    let url = redis.url();
+    // Two frames a round from the publisher: no rate limit, so none is dropped.
+    let task = Process::start(&[
+        ("REDIS_URL", url.as_str()),
+        ("EMF_INTERVAL", "0"),
+        ("MAX_MESSAGES_PER_SECOND", "0"),
+    ])
+    .await;
+    wait_for_backplane(task.admin(), true).await;
+    let mut publisher = connect(&task.url("/v1/ws")).await;
+    let mut subscriber = connect(&task.url("/v1/ws")).await;
+    let mut twice = 0;
+    for round in 0..ROUNDS {
+        // The publish reaches Redis while the channel's first subscription is on its way: Redis
+        // may or may not hand it back, and the publisher may or may not deliver it locally.
+        let channel = format!("race:{round}");
+        send_text(
+            &mut subscriber,
+            format!(r#"{{"type":"subscribe","channel":"{channel}"}}"#),
+        )
+        .await;
+        send_text(
+            &mut publisher,
+            format!(r#"{{"type":"publish","channel":"{channel}","data":"racing"}}"#),
+        )
+        .await;
+        loop {
+            if next_text(&mut subscriber).await.contains("subscribed") {
+                break;
+            }
+        }
+        // A fence after `subscribed`: everything of this round has arrived once it has.
+        send_text(
+            &mut publisher,
+            format!(r#"{{"type":"publish","channel":"{channel}","data":"fence"}}"#),
+        )
+        .await;
+        let mut racing = 0;
+        loop {
+            let frame = next_text(&mut subscriber).await;
+            if frame.contains("fence") {
+                break;
+            }
+            racing += usize::from(frame.contains("racing"));
+        }
+        twice += usize::from(racing > 1);
+        // Leaving releases the channel in Redis too, which the next round races against.
+        send_text(
+            &mut subscriber,
+            format!(r#"{{"type":"unsubscribe","channel":"{channel}"}}"#),
+        )
+        .await;
+        assert!(next_text(&mut subscriber).await.contains("unsubscribed"));
+    }
+    assert_eq!(twice, 0, "rounds with a message delivered twice");
+    // Redis carried everything: nothing counts as delivered only locally.
+    assert_eq!(
+        metric(task.admin(), "websocket_backplane_local_only_total").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn a_batch_sent_again_after_a_redis_timeout_is_delivered_once_on_other_tasks() {
+    // DEBUG SLEEP blocks Redis past the publisher's 3 s response timeout; the publisher sends the
+    // batch again on a fresh connection, and Redis runs both copies once it wakes.
+    let redis =
+        Redis::start_with(&["--enable-debug-command", "local"]).expect("redis-server starts");
+    let url = redis.url();
+    let env = [("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")];
+    let (task_a, task_b) = (Process::start(&env).await, Process::start(&env).await);
+    wait_for_backplane(task_a.admin(), true).await;
+    wait_for_backplane(task_b.admin(), true).await;
+    let mut publisher = connect(&task_a.url("/v1/ws")).await;
+    let mut subscriber = connect(&task_b.url("/v1/ws")).await;
+    v1_subscribe(&mut subscriber, "slow").await;
+
+    let sleeper = tokio::spawn(async move {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let _: redis::RedisResult<()> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("3.6")
+            .query_async(&mut connection)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_text(
+        &mut publisher,
+        r#"{"type":"publish","channel":"slow","data":"once"}"#,
+    )
+    .await;
+    sleeper.await.unwrap();
+    send_text(
+        &mut publisher,
+        r#"{"type":"publish","channel":"slow","data":"fence"}"#,
+    )
+    .await;
+    let mut received = Vec::new();
+    loop {
+        let frame = next_text(&mut subscriber).await;
+        if frame.contains("fence") {
+            break;
+        }
+        received.push(frame);
+    }
+    assert_eq!(
+        received,
+        [r#"{"type":"message","channel":"slow","data":"once"}"#],
+        "the message exactly once"
+    );
+}

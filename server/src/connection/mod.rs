@@ -115,7 +115,13 @@ enum Place {
     /// `/v1/ws`: the channels the client asks for.
     Channels(Box<Session>),
     /// `/echo`: an outbox of its own, with backpressure.
-    Echo(Arc<Outbox>),
+    Echo(Box<EchoPlace>),
+}
+
+/// An `/echo` connection's outbox, and its token (with sign-in), which ends it when it expires.
+struct EchoPlace {
+    outbox: Arc<Outbox>,
+    grant: Option<Box<Grant>>,
 }
 
 /// A `/wss` connection's subscription, and what its token allows (with sign-in).
@@ -177,12 +183,15 @@ impl Context {
                     self.max_channels,
                     grant.map(|grant| *grant),
                 ))),
-                Route::Echo => Place::Echo(Arc::new(Outbox::with_backpressure())),
+                Route::Echo => Place::Echo(Box::new(EchoPlace {
+                    outbox: Arc::new(Outbox::with_backpressure()),
+                    grant,
+                })),
             };
             let outbox = match &place {
                 Place::Broadcast(wss) => Arc::clone(&wss.subscriber.outbox),
                 Place::Channels(session) => Arc::clone(&session.subscriber().outbox),
-                Place::Echo(outbox) => Arc::clone(outbox),
+                Place::Echo(echo) => Arc::clone(&echo.outbox),
             };
             let mut writer = Writer {
                 sink,
@@ -207,7 +216,7 @@ impl Context {
                 let handler = match &mut place {
                     Place::Broadcast(wss) => Handler::Broadcast(wss.grant.as_deref()),
                     Place::Channels(session) => Handler::Channels(session),
-                    Place::Echo(outbox) => Handler::Echo(outbox),
+                    Place::Echo(echo) => Handler::Echo(&echo.outbox, echo.grant.as_deref()),
                 };
                 let reason = tokio::select! {
                     reason = Reader {

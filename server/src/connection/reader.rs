@@ -41,8 +41,9 @@ enum Next<'a> {
 pub(super) enum Handler<'a> {
     /// `/wss`: publishes them on `broadcast` (if the token, with sign-in, allows it).
     Broadcast(Option<&'a Grant>),
-    /// `/echo`: sends them back through the connection's own outbox.
-    Echo(&'a Outbox),
+    /// `/echo`: sends them back through the connection's own outbox (until the token, with
+    /// sign-in, expires).
+    Echo(&'a Outbox, Option<&'a Grant>),
     /// `/v1/ws`: the channels session.
     Channels(&'a mut Session),
 }
@@ -114,7 +115,7 @@ impl<'a> Reader<'a> {
         match &self.handler {
             Handler::Broadcast(grant) => grant.map(|grant| grant.expires),
             Handler::Channels(session) => session.expires(),
-            Handler::Echo(_) => None,
+            Handler::Echo(_, grant) => grant.map(|grant| grant.expires),
         }
     }
 
@@ -161,7 +162,7 @@ impl<'a> Reader<'a> {
         }
         let inbound = match &self.handler {
             Handler::Channels(_) => return Next::Channels(message),
-            Handler::Echo(outbox) => Inbound::Echo(outbox, &self.context.queue_limits),
+            Handler::Echo(outbox, _) => Inbound::Echo(outbox, &self.context.queue_limits),
             Handler::Broadcast(Some(grant)) if !grant.may_publish(BROADCAST) => {
                 metrics.messages_dropped("forbidden", 1);
                 return Next::Read;

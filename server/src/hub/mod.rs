@@ -226,11 +226,13 @@ impl Subscriber {
 
     fn reserve(&mut self, channel: ChannelName) {
         let mut state = self.hub.lock();
-        let entry = match state.channels.entry(channel.clone()) {
-            Entry::Occupied(entry) => entry.into_mut(),
+        // The subscriber keeps the hub's copy of the name: one allocation per channel, however
+        // many subscribers it has.
+        let (name, entry) = match state.channels.entry(channel) {
+            Entry::Occupied(entry) => (entry.key().clone(), entry.into_mut()),
             Entry::Vacant(entry) => {
                 self.hub.metrics.channels.inc();
-                entry.insert(Channel::default())
+                (entry.key().clone(), entry.insert(Channel::default()))
             }
         };
         entry.members.insert(
@@ -243,7 +245,7 @@ impl Subscriber {
         );
         drop(state);
         self.hub.metrics.subscriptions.inc();
-        self.channels.push(channel);
+        self.channels.push(name);
     }
 
     fn go_live(&self, channel: &ChannelName, first: Option<Message>) -> Result<(), Evicted> {
