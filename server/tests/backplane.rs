@@ -719,3 +719,32 @@ async fn a_batch_sent_again_after_a_redis_timeout_is_delivered_once_on_other_tas
         "the message exactly once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn subscribed_waits_until_redis_has_confirmed() {
+    const PAUSE: Duration = Duration::from_millis(1500);
+    let redis = Redis::start();
+    let url = redis.url();
+    let task = Process::start(&[("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")]).await;
+    wait_for_backplane(task.admin(), true).await;
+    let mut client = connect(&task.url("/v1/ws")).await;
+    // Redis answers no command for a while: the subscription to a new channel waits for it.
+    let admin = redis::Client::open(url.as_str()).unwrap();
+    let mut connection = admin.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(PAUSE.as_millis() as u64)
+        .arg("ALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let asked = Instant::now();
+    v1_subscribe(&mut client, "paused").await;
+    let waited = asked.elapsed();
+    assert!(
+        waited >= PAUSE - Duration::from_millis(200),
+        "subscribed after {waited:?}, before Redis could confirm"
+    );
+    assert_eq!(subscribers_in_redis(&redis, "websocket:paused").await, 1);
+}
