@@ -8,7 +8,8 @@ server's CPU time and memory are read from /proc), and stops the server. The ser
 - lean: `lean-reference`, a hand-written tokio-tungstenite server (bench/lean-reference);
 - node: the replaced design's stack, express + ws (bench/node-reference).
 
-The backplane case runs ours alone, alone with Redis, and as two processes sharing one Redis.
+The backplane case runs ours alone, alone with Redis, and as two processes sharing one Redis. The
+channels case (`/v1/ws`) runs ours only: the references have no channels.
 Results go to .artifacts/bench/results.json and between the markers in BENCHMARKS.md, with the
 machine, the commands and the performance targets. `make bench` builds everything first; this
 script only checks that the binaries are there.
@@ -40,11 +41,12 @@ LABELS = {"ours": "ours (websocket-server)", "lean": "lean Rust reference", "nod
 class Case:
     """One row of the matrix: a loadgen scenario and its arguments."""
 
-    def __init__(self, key, title, args, primary, higher_is_better=True, limits=None):
+    def __init__(self, key, title, args, primary, higher_is_better=True, limits=None, path="/wss"):
         self.key, self.title, self.args = key, title, args
         self.primary, self.higher_is_better = primary, higher_is_better
         # Settings of our server for this case; None keeps the defaults.
         self.limits = limits or {}
+        self.path = path
 
 
 # A sender at full speed is, by design, over the default inbound rate limit (100 messages/s): the
@@ -69,6 +71,13 @@ CASES = [
 ]
 BACKPLANE = Case("backplane", "Backplane: the full-speed broadcast (C=100, S=10, M=5,000, B=128), clients spread over the processes",
                  ["broadcast", "-c", "100", "-s", "10", "-m", "5000", "-b", "128"], "deliveries_per_s", limits=UNLIMITED)
+# Every message reaches 10 of the 10,000 clients, so each delivery is a frame of its own (broadcast
+# writes many per wake-up): deliveries/s is far below broadcast's. M=5,000 keeps the sending near
+# 4 s on two cores, after about 2 s of connecting and subscribing.
+CHANNELS = Case("channels", "Channels: C=10,000 clients over 1,000 channels (10 subscribers each), S=10 senders, "
+                "M=5,000 messages each round robin over the channels, B=128 (500,000 deliveries)",
+                ["channels", "-c", "10000", "--channels", "1000", "-s", "10", "-m", "5000", "-b", "128"],
+                "deliveries_per_s", limits=UNLIMITED, path="/v1/ws")
 
 
 def free_port():
@@ -112,7 +121,7 @@ class Process:
         self.log.close()
 
 
-def start_server(kind, redis_url=None, limits=None):
+def start_server(kind, redis_url=None, limits=None, path="/wss"):
     port = free_port()
     env = {"HOST": "127.0.0.1", "PORT": str(port)}
     if kind == "ours":
@@ -125,7 +134,7 @@ def start_server(kind, redis_url=None, limits=None):
         argv = [str(RELEASE / "lean-reference")]
     else:
         argv = ["node", str(ROOT / "bench" / "node-reference" / "server.js")]
-    return Process(kind, argv, env, port), f"ws://127.0.0.1:{port}/wss"
+    return Process(kind, argv, env, port), f"ws://127.0.0.1:{port}{path}"
 
 
 def loadgen(args, urls, pids):
@@ -160,7 +169,7 @@ def run_case(case, kinds, repeat):
     runs = {kind: [] for kind in kinds}
     for _ in range(repeat):
         for kind in kinds:
-            server, url = start_server(kind, limits=case.limits)
+            server, url = start_server(kind, limits=case.limits, path=case.path)
             try:
                 runs[kind].append(loadgen(case.args, [url], [server.pid]))
             finally:
@@ -199,7 +208,7 @@ def run_backplane(repeat):
 
 def summary(case, result):
     clean = "clean" if result["exit_code"] == 0 else f"NOT CLEAN (exit {result['exit_code']}: {result.get('first_error')})"
-    if result["scenario"] == "broadcast":
+    if result["scenario"] in ("broadcast", "channels"):
         return (f"{result['deliveries_per_s']:,.0f} deliveries/s, p99 {result['latency']['p99_ms']:.2f} ms, "
                 f"server CPU {result['usage']['server_cpu_s']:.2f} s, lost {result['lost']}, dup {result['duplicated']}, {clean}")
     if result["scenario"] == "idle":
@@ -242,14 +251,18 @@ def ratio(a, b):
 def rows_for(result):
     """The figures of one result, as (label, value, unit)."""
     usage = result["usage"]
-    if result["scenario"] == "broadcast":
+    if result["scenario"] in ("broadcast", "channels"):
         lat = result["latency"]
-        return [("deliveries/s", result["deliveries_per_s"], ""), ("latency p50", lat["p50_ms"], " ms"),
+        rows = [("deliveries/s", result["deliveries_per_s"], ""), ("latency p50", lat["p50_ms"], " ms"),
                 ("latency p90", lat["p90_ms"], " ms"), ("latency p99", lat["p99_ms"], " ms"),
                 ("latency max", lat["max_ms"], " ms"), ("server CPU", usage["server_cpu_s"], " s"),
                 ("load generator CPU", usage["loadgen_cpu_s"], " s"),
                 ("delivered / expected", f"{result['delivered']:,} / {result['expected_deliveries']:,}", ""),
                 ("lost / duplicated / errors", f"{result['lost']} / {result['duplicated']} / {result['errors']}", "")]
+        if result["scenario"] == "channels":
+            rows += [("clients subscribed / clients", f"{result['connected']:,} / {result['clients']:,}", ""),
+                     ("connecting and subscribing them", result["subscribe_seconds"], " s")]
+        return rows
     if result["scenario"] == "idle":
         return [("server bytes per idle connection", result["server_bytes_per_connection"], " B"),
                 ("handshakes/s (opening 10,000)", result["handshakes_per_s"], ""),
@@ -265,14 +278,14 @@ def rows_for(result):
 def table(columns, results):
     """A markdown table: one row per figure, one column per server, then ours/other ratios."""
     others = [c for c in columns if c != columns[0]]
-    head = "| | " + " | ".join(columns) + " | " + " | ".join(f"{columns[0]} ÷ {o}" for o in others) + " |"
+    head = "| | " + " | ".join(columns + [f"{columns[0]} ÷ {o}" for o in others]) + " |"
     lines = [head, "|---" * (1 + len(columns) + len(others)) + "|"]
     per_column = [rows_for(results[c]) for c in columns]
     for i, (label, _, unit) in enumerate(per_column[0]):
         values = [rows[i][1] for rows in per_column]
         cells = [v if isinstance(v, str) else fmt(v, unit) for v in values]
         ratios = ["" if isinstance(values[0], str) else fmt(ratio(values[0], v), "×") for v in values[1:]]
-        lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines)
 
 
@@ -330,6 +343,11 @@ def render(results, backplane, info, repeat):
     if backplane:
         command = "loadgen " + " ".join(BACKPLANE.args) + " --url ws://127.0.0.1:PORT1/wss --url ws://127.0.0.1:PORT2/wss --server-pid PID1 --server-pid PID2 --json"
         out += [f"### {BACKPLANE.title}", "", settings(BACKPLANE) + f"`{command}`", "", table(list(backplane), backplane), ""]
+    if CHANNELS.key in results:
+        command = "loadgen " + " ".join(CHANNELS.args) + " --url ws://127.0.0.1:PORT/v1/ws --server-pid PID --json"
+        out += [f"### {CHANNELS.title}", "", settings(CHANNELS) + f"`{command}`", "",
+                "Our server only: the lean and Node references have no channels.", "",
+                table(["ours"], results[CHANNELS.key]), ""]
     out.append(END)
     return "\n".join(out)
 
@@ -347,7 +365,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", "1")),
                         help="runs per figure, the median is kept (default: BENCH_REPEAT or 1)")
-    parser.add_argument("--only", choices=[c.key for c in CASES] + ["backplane"], action="append",
+    parser.add_argument("--only", choices=[c.key for c in CASES] + ["backplane", CHANNELS.key], action="append",
                         help="run only these cases and print them (BENCHMARKS.md is written only by a full run)")
     parser.add_argument("--server", choices=SERVERS, action="append",
                         help="run only against these servers (a partial run: BENCHMARKS.md unchanged)")
@@ -360,7 +378,7 @@ def main():
     if not (ROOT / "bench" / "node-reference" / "node_modules").exists():
         sys.exit("bench: bench/node-reference/node_modules is missing: run `make bench`, which installs it")
 
-    wanted = set(options.only or [c.key for c in CASES] + ["backplane"])
+    wanted = set(options.only or [c.key for c in CASES] + ["backplane", CHANNELS.key])
     results, backplane = {}, None
     for case in CASES:
         if case.key in wanted:
@@ -369,6 +387,9 @@ def main():
     if "backplane" in wanted and (not options.server or "ours" in options.server):
         print(BACKPLANE.title, flush=True)
         backplane = run_backplane(options.repeat)
+    if CHANNELS.key in wanted and (not options.server or "ours" in options.server):
+        print(CHANNELS.title, flush=True)
+        results[CHANNELS.key] = run_case(CHANNELS, ["ours"], options.repeat)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "results.json").write_text(json.dumps({"machine": machine(), "cases": results, "backplane": backplane}, indent=2))

@@ -20,6 +20,10 @@ pub enum Scenario {
     /// C clients connect; S of them send M JSON messages of about B bytes (or for a duration);
     /// every client counts what it receives: deliveries/s, one-way latency, lost and duplicated.
     Broadcast(BroadcastArgs),
+    /// C clients on /v1/ws, each subscribed to one of N channels; S of them publish M messages
+    /// of about B bytes round robin over the channels; every subscriber counts what its channel
+    /// got: deliveries/s, one-way latency, lost and duplicated.
+    Channels(ChannelsArgs),
     /// N connections opened and held: handshakes/s and, with --server-pid, server memory per
     /// connection.
     Idle(IdleArgs),
@@ -65,7 +69,34 @@ pub struct BroadcastArgs {
     #[arg(long, short = 'c', default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=200_000))]
     pub clients: u32,
 
-    /// How many of the clients also send.
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+/// `loadgen channels`. The same flags as broadcast, on `/v1/ws` and with channels.
+#[derive(Debug, Args)]
+#[command(mut_arg("urls", |url| url.default_value("ws://127.0.0.1:8080/v1/ws")))]
+pub struct ChannelsArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// Clients connected, every one subscribed to one channel: client i to bench:{i % channels}.
+    #[arg(long, short = 'c', default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=200_000))]
+    pub clients: u32,
+
+    /// Channels the clients are spread over, bench:0 to bench:{channels - 1}; at most --clients,
+    /// so that every channel has a subscriber.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=200_000))]
+    pub channels: u32,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+/// What the senders of broadcast and channels send, and when the run ends.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// How many of the clients also send (the first ones).
     #[arg(long, short = 's', default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=200_000))]
     pub senders: u32,
 
@@ -77,7 +108,8 @@ pub struct BroadcastArgs {
     #[arg(long, value_parser = positive_duration)]
     pub duration: Option<Duration>,
 
-    /// Approximate size of each message, bytes (the fields need about 60; the rest is padding).
+    /// Approximate size of each message's data, bytes (the fields need about 60; the rest is
+    /// padding).
     #[arg(long, short = 'b', default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub bytes: u32,
 
@@ -85,8 +117,9 @@ pub struct BroadcastArgs {
     #[arg(long, short = 'r', default_value_t = 0.0, value_parser = rate)]
     pub rate: f64,
 
-    /// At full speed, how many of its messages a sender may have ahead of the slowest receiver.
-    /// It keeps the server's per-client queues short (senders times window, well under the
+    /// At full speed, how many of its messages a sender may have on their way: sent, and not yet
+    /// received by every client they are for (all of them on /wss, the channel's subscribers on
+    /// /v1/ws). It keeps the server's per-client queues short (senders times window, well under the
     /// server's CLIENT_QUEUE_SIZE), so full speed measures throughput rather than which client the
     /// server gives up on first.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -243,10 +276,13 @@ impl Cli {
     /// The rules that span flags.
     pub fn check(&self) -> Result<(), String> {
         match &self.scenario {
-            Scenario::Broadcast(args) if args.senders > args.clients => Err(format!(
-                "--senders ({}) must not exceed --clients ({})",
-                args.senders, args.clients
+            Scenario::Broadcast(args) => senders_among_clients(&args.send, args.clients),
+            Scenario::Channels(args) if args.channels > args.clients => Err(format!(
+                "--channels ({}) must not exceed --clients ({}): a channel without a subscriber \
+                 would measure nothing",
+                args.channels, args.clients
             )),
+            Scenario::Channels(args) => senders_among_clients(&args.send, args.clients),
             Scenario::Abuse(args)
                 if args.server_pid.is_none() && args.checks.contains(&AbuseCheck::EchoHoarders) =>
             {
@@ -257,6 +293,16 @@ impl Cli {
             _ => Ok(()),
         }
     }
+}
+
+fn senders_among_clients(send: &SendArgs, clients: u32) -> Result<(), String> {
+    if send.senders > clients {
+        return Err(format!(
+            "--senders ({}) must not exceed --clients ({}): the senders are clients",
+            send.senders, clients
+        ));
+    }
+    Ok(())
 }
 
 fn websocket_url(value: &str) -> Result<String, String> {
@@ -315,7 +361,7 @@ mod tests {
 
     #[test]
     fn defaults_parse() {
-        for scenario in ["broadcast", "idle", "churn"] {
+        for scenario in ["broadcast", "channels", "idle", "churn"] {
             parse(&[scenario]).unwrap();
         }
         parse(&["abuse", "--server-pid", "1"]).unwrap();
@@ -333,6 +379,24 @@ mod tests {
                 &["broadcast", "--clients", "2", "--senders", "3"],
                 "--senders",
             ),
+            (
+                &[
+                    "channels",
+                    "--clients",
+                    "2",
+                    "--senders",
+                    "3",
+                    "--channels",
+                    "1",
+                ],
+                "--senders",
+            ),
+            (&["channels", "--channels", "0"], "--channels"),
+            (
+                &["channels", "--clients", "5", "--channels", "6"],
+                "--channels",
+            ),
+            (&["channels", "--url", "http://x/v1/ws"], "--url"),
             (&["abuse", "--url", "ws://10.0.0.1:8080"], "--url"),
             (&["abuse", "--url", "wss://127.0.0.1:8080"], "--url"),
             (&["abuse", "--admin", "localhost:9090"], "--admin"),
@@ -342,6 +406,18 @@ mod tests {
             let err = parse(args).unwrap_err();
             assert!(err.contains(flag), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn channels_default_to_the_channels_endpoint() {
+        let Scenario::Channels(args) = parse(&["channels"]).unwrap().scenario else {
+            panic!("not channels");
+        };
+        assert_eq!(args.common.urls, ["ws://127.0.0.1:8080/v1/ws"]);
+        let Scenario::Broadcast(args) = parse(&["broadcast"]).unwrap().scenario else {
+            panic!("not broadcast");
+        };
+        assert_eq!(args.common.urls, ["ws://127.0.0.1:8080/wss"]);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Opening client connections the same way in every scenario: ws:// or wss://, small buffers (the
-//! load generator holds as many sockets as the server), Nagle off, and the greeting read before a
-//! connection counts as open.
+//! load generator holds as many sockets as the server), Nagle off, and the greeting read (on
+//! `/wss`) or the subscription confirmed (on `/v1/ws`) before a connection counts as open.
 
+use std::future::Future;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -26,6 +27,8 @@ pub enum ConnectError {
     Handshake(tungstenite::Error),
     /// The connection opened, but the first frame was not a text frame (or never came).
     NoGreeting(String),
+    /// The connection opened, but its subscribe was not answered with `subscribed`.
+    NotSubscribed(String),
     /// Nothing within the time limit.
     TimedOut,
 }
@@ -35,6 +38,7 @@ impl std::fmt::Display for ConnectError {
         match self {
             ConnectError::Handshake(err) => write!(f, "connecting failed: {err}"),
             ConnectError::NoGreeting(what) => write!(f, "connected, but no greeting: {what}"),
+            ConnectError::NotSubscribed(what) => write!(f, "connected, but not subscribed: {what}"),
             ConnectError::TimedOut => write!(f, "connecting timed out"),
         }
     }
@@ -62,6 +66,45 @@ pub async fn open(url: &str, timeout: Duration) -> Result<Socket, ConnectError> 
         .unwrap_or(Err(ConnectError::TimedOut))
 }
 
+/// Connects to a `/v1/ws` `url`, subscribes to `channel` and waits for `subscribed`, the moment
+/// from which the server delivers everything published there.
+pub async fn subscribe(
+    url: &str,
+    channel: &str,
+    timeout: Duration,
+) -> Result<Socket, ConnectError> {
+    tokio::time::timeout(timeout, async {
+        let mut socket = handshake(url).await?;
+        let not_subscribed = ConnectError::NotSubscribed;
+        let request = format!(r#"{{"type":"subscribe","channel":"{channel}"}}"#);
+        socket
+            .send(Message::text(request))
+            .await
+            .map_err(|err| not_subscribed(err.to_string()))?;
+        let expected = format!(r#"{{"type":"subscribed","channel":"{channel}"}}"#);
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) if text.as_str() == expected => return Ok(socket),
+                // Nothing else comes before `subscribed` from a /v1/ws endpoint: an error reply, or
+                // /wss's greeting (the wrong URL), says why.
+                Some(Ok(Message::Text(text))) => {
+                    return Err(not_subscribed(format!(
+                        "got {text} (is this a /v1/ws URL?)"
+                    )));
+                }
+                Some(Ok(Message::Close(close))) => {
+                    return Err(not_subscribed(format!("closed by the server: {close:?}")));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return Err(not_subscribed(err.to_string())),
+                None => return Err(not_subscribed("connection closed".into())),
+            }
+        }
+    })
+    .await
+    .unwrap_or(Err(ConnectError::TimedOut))
+}
+
 async fn handshake(url: &str) -> Result<Socket, ConnectError> {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let (socket, _) =
@@ -79,8 +122,24 @@ pub async fn connect_many(
     concurrency: u32,
     timeout: Duration,
 ) -> Vec<Result<Socket, ConnectError>> {
+    open_many(count, concurrency, |i| {
+        connect(&urls[i % urls.len()], timeout)
+    })
+    .await
+}
+
+/// Runs `open(i)` for every `i` below `count`, `concurrency` at a time; the results in order.
+pub async fn open_many<T, F, Fut>(
+    count: u32,
+    concurrency: u32,
+    open: F,
+) -> Vec<Result<T, ConnectError>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<T, ConnectError>>,
+{
     futures_util::stream::iter(0..count as usize)
-        .map(|i| connect(&urls[i % urls.len()], timeout))
+        .map(open)
         .buffered(concurrency as usize)
         .collect()
         .await

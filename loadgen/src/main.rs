@@ -1,13 +1,15 @@
-//! `loadgen`: drives the WebSocket service with one of its scenarios (broadcast, idle, churn, and
-//! abuse against a local server) and prints what it measured. Exit code 0: a clean run; 1: the run
-//! saw losses, duplicates or errors, or an abuse check missed its target (the summary says which);
-//! 2: bad arguments or nothing could be measured.
+//! `loadgen`: drives the WebSocket service with one of its scenarios (broadcast, channels, idle,
+//! churn, and abuse against a local server) and prints what it measured. Exit code 0: a clean run;
+//! 1: the run saw losses, duplicates or errors, or an abuse check missed its target (the summary
+//! says which); 2: bad arguments or nothing could be measured.
 
 mod abuse;
 mod broadcast;
+mod channels;
 mod churn;
 mod cli;
 mod client;
+mod fanout;
 mod idle;
 mod message;
 mod report;
@@ -36,6 +38,9 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match &cli.scenario {
             Scenario::Broadcast(args) => broadcast::run(args)
+                .await
+                .map(|result| finish(&result, args.common.json, result.clean())),
+            Scenario::Channels(args) => channels::run(args)
                 .await
                 .map(|result| finish(&result, args.common.json, result.clean())),
             Scenario::Idle(args) => idle::run(args)

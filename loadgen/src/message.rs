@@ -1,4 +1,6 @@
-//! The load generator's messages: built by senders, recognised by receivers.
+//! The load generator's messages: built by senders, recognised by receivers, on `/wss` (sent as
+//! they are, received in `{"message":…}`) and on `/v1/ws` (published and received in the channel
+//! protocol's envelopes, as their `data`).
 //!
 //! A message carries its run, sender, sequence number and send time, so that every receiver can
 //! tell lost, duplicated and foreign messages apart and measure one-way latency without a clock
@@ -34,14 +36,31 @@ pub fn encode(stamp: Stamp, size: usize) -> String {
     json
 }
 
-/// The prefix every broadcast of a load generator message starts with.
-const BROADCAST_PREFIX: &[u8] = br#"{"message":{"r":"#;
+/// The `/v1/ws` frame that publishes an [`encode`]d message of about `size` bytes on `channel`.
+pub fn publish(channel: &str, stamp: Stamp, size: usize) -> String {
+    let data = encode(stamp, size);
+    format!(r#"{{"type":"publish","channel":"{channel}","data":{data}}}"#)
+}
 
 /// Reads the stamp from a broadcast `{"message":{…}}` of an [`encode`]d message; `None` for
 /// anything else (the greeting, other clients' messages).
 pub fn decode_broadcast(frame: &[u8]) -> Option<Stamp> {
-    let rest = frame.strip_prefix(BROADCAST_PREFIX)?;
-    let (run, rest) = number(rest)?;
+    fields(frame.strip_prefix(br#"{"message":"#)?)
+}
+
+/// Reads the channel and the stamp from a `/v1/ws` `{"type":"message","channel":…,"data":{…}}` of
+/// an [`encode`]d message; `None` for anything else (replies, other clients' messages).
+pub fn decode_channel_message(frame: &[u8]) -> Option<(&[u8], Stamp)> {
+    let rest = frame.strip_prefix(br#"{"type":"message","channel":""#)?;
+    // Channel names have no quotes or escapes (the server allows `A-Z a-z 0-9 _ - . : @`).
+    let end = rest.iter().position(|&byte| byte == b'"')?;
+    let (channel, rest) = rest.split_at(end);
+    Some((channel, fields(rest.strip_prefix(br#"","data":"#)?)?))
+}
+
+/// The stamp of an [`encode`]d message at the start of `json`.
+fn fields(json: &[u8]) -> Option<Stamp> {
+    let (run, rest) = number(json.strip_prefix(br#"{"r":"#)?)?;
     let (sender, rest) = number(rest.strip_prefix(br#","s":"#)?)?;
     let (seq, rest) = number(rest.strip_prefix(br#","n":"#)?)?;
     let (sent_us, _) = number(rest.strip_prefix(br#","t":"#)?)?;
@@ -86,6 +105,23 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_message_of_a_publish_decodes_to_its_channel_and_stamp() {
+        let publish = publish("bench:42", STAMP, 128);
+        let frame: serde_json::Value = serde_json::from_str(&publish).expect("valid JSON");
+        assert_eq!(frame["type"], "publish");
+        assert_eq!(frame["channel"], "bench:42");
+        assert_eq!(frame["data"]["n"], STAMP.seq);
+        let data = encode(STAMP, 128);
+        // As the server writes it: the data exactly as published.
+        let message = format!(r#"{{"type":"message","channel":"bench:42","data":{data}}}"#);
+        assert_eq!(
+            decode_channel_message(message.as_bytes()),
+            Some((&b"bench:42"[..], STAMP))
+        );
+        assert_eq!(decode_broadcast(message.as_bytes()), None);
+    }
+
+    #[test]
     fn a_size_smaller_than_the_fields_only_drops_the_padding() {
         let message = encode(STAMP, 1);
         assert!(message.ends_with(r#""p":""}"#), "{message}");
@@ -98,9 +134,13 @@ mod tests {
             br#"{"message":{"hello":1}}"#,
             br#"{"message":{"r":1,"s":2}}"#,
             br#"{"message":{"r":99999999999,"s":2,"n":3,"t":4}}"#,
+            br#"{"type":"subscribed","channel":"bench:1"}"#,
+            br#"{"type":"message","channel":"bench:1","data":{"hello":1}}"#,
+            br#"{"type":"message","channel":"bench:1"#,
             b"",
         ] {
             assert_eq!(decode_broadcast(frame), None, "{frame:?}");
+            assert_eq!(decode_channel_message(frame), None, "{frame:?}");
         }
     }
 }

@@ -6,13 +6,31 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// Runs loadgen with `--json` against `server`, expecting `exit_code`; returns its JSON line.
+/// Runs loadgen with `--json` against `server`'s `/wss`, expecting `exit_code`; returns its JSON
+/// line.
 async fn measure(server: &TestServer, args: &[&str], exit_code: i32) -> Value {
+    measure_at(server, "/wss", args, exit_code).await
+}
+
+/// Like [`measure`], at `path`.
+async fn measure_at(server: &TestServer, path: &str, args: &[&str], exit_code: i32) -> Value {
     let pid = std::process::id().to_string();
     let mut argv = args.to_vec();
-    let url = server.url("/wss");
+    let url = server.url(path);
     argv.extend(["--url", &url, "--server-pid", &pid, "--json"]);
     json_run(&argv, exit_code).await
+}
+
+/// A clean run's figures: `expected` deliveries expected and made, nothing lost, duplicated or
+/// failed, latency measured and the server's CPU time read.
+fn every_delivery_counted_and_timed(result: &Value, expected: u64) {
+    assert_eq!(result["expected_deliveries"], expected, "{result}");
+    assert_eq!(result["delivered"], expected, "{result}");
+    assert_eq!(result["lost"], 0, "{result}");
+    assert_eq!(result["duplicated"], 0, "{result}");
+    assert_eq!(result["errors"], 0, "{result}");
+    assert!(result["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(result["usage"]["server_cpu_s"].as_f64().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,12 +51,7 @@ async fn broadcast_counts_every_delivery_and_times_it() {
     )
     .await;
     assert_eq!(result["sent"], 4 * 300);
-    assert_eq!(result["expected_deliveries"], 20 * 4 * 300);
-    assert_eq!(result["delivered"], 20 * 4 * 300);
-    assert_eq!(result["lost"], 0);
-    assert_eq!(result["duplicated"], 0);
-    assert!(result["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
-    assert!(result["usage"]["server_cpu_s"].as_f64().is_some());
+    every_delivery_counted_and_timed(&result, 20 * 4 * 300);
     server.stop().await;
 }
 
@@ -110,6 +123,138 @@ async fn messages_the_server_drops_count_as_lost() {
     server.stop().await;
 }
 
+/// Full speed is over the server's default rate limit per client, as for broadcast.
+const NO_RATE_LIMITS: [&str; 4] = [
+    "--max-messages-per-second",
+    "0",
+    "--max-bytes-per-second",
+    "0",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_deliver_each_message_to_its_channels_subscribers_only() {
+    let server = TestServer::start(&NO_RATE_LIMITS).await;
+    // 53 clients over 10 channels: bench:0 to bench:2 have 6 subscribers, the others 5. Each of
+    // the 2 senders sends 105 messages round robin, sender 0 from bench:0 and sender 1 from
+    // bench:1: ten rounds over all channels (10 × 53 deliveries each), then 5 more messages,
+    // sender 0's to bench:0-4 (6+6+6+5+5) and sender 1's to bench:1-5 (6+6+5+5+5).
+    let result = measure_at(
+        &server,
+        "/v1/ws",
+        &[
+            "channels",
+            "-c",
+            "53",
+            "--channels",
+            "10",
+            "-s",
+            "2",
+            "-m",
+            "105",
+            "-b",
+            "200",
+        ],
+        0,
+    )
+    .await;
+    let expected = 2 * 10 * 53 + (6 + 6 + 6 + 5 + 5) + (6 + 6 + 5 + 5 + 5);
+    assert_eq!(result["scenario"], "channels");
+    assert_eq!(result["connected"], 53);
+    assert_eq!(result["subscribers_min"], 5);
+    assert_eq!(result["subscribers_max"], 6);
+    assert_eq!(result["sent"], 2 * 105);
+    every_delivery_counted_and_timed(&result, expected);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_at_a_rate_for_a_duration_send_that_many() {
+    let server = TestServer::start(&[]).await;
+    let result = measure_at(
+        &server,
+        "/v1/ws",
+        &[
+            "channels",
+            "-c",
+            "12",
+            "--channels",
+            "4",
+            "-s",
+            "2",
+            "-r",
+            "40",
+            "--duration",
+            "1s",
+        ],
+        0,
+    )
+    .await;
+    // 40 a second for one second from each of two senders, 3 subscribers per channel.
+    assert_eq!(result["sent"], 80);
+    assert_eq!(result["delivered"], 80 * 3);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_server_drops_on_channels_count_as_lost() {
+    // As for broadcast: queues of two frames and senders far ahead, so the server evicts
+    // subscribers, whose channels' later messages never reach them.
+    let mut flags = vec!["--client-queue-size", "2"];
+    flags.extend(NO_RATE_LIMITS);
+    let server = TestServer::start(&flags).await;
+    let result = measure_at(
+        &server,
+        "/v1/ws",
+        &[
+            "channels",
+            "-c",
+            "20",
+            "--channels",
+            "2",
+            "-s",
+            "10",
+            "-m",
+            "2000",
+            "--window",
+            "1000",
+            "--settle",
+            "1s",
+        ],
+        1,
+    )
+    .await;
+    assert!(result["lost"].as_u64().unwrap() > 0, "{result}");
+    assert!(
+        result["delivered"].as_u64().unwrap() < result["expected_deliveries"].as_u64().unwrap(),
+        "{result}"
+    );
+    assert!(result["errors"].as_u64().unwrap() > 0, "{result}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn channels_against_wss_say_the_url_is_wrong() {
+    let server = TestServer::start(&[]).await;
+    let url = server.url("/wss");
+    let output = loadgen(&[
+        "channels",
+        "-c",
+        "2",
+        "--channels",
+        "1",
+        "-s",
+        "1",
+        "--url",
+        &url,
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not subscribed"), "{stderr}");
+    assert!(stderr.contains("/v1/ws"), "{stderr}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_holds_every_connection_and_reads_server_memory() {
     let server = TestServer::start(&[]).await;
@@ -159,6 +304,9 @@ async fn bad_arguments_name_the_flag() {
     let output = loadgen(&["broadcast", "--clients", "2", "--senders", "3"]).await;
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--senders"));
+    let output = loadgen(&["channels", "--clients", "5", "--channels", "6"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--channels"));
     let output = loadgen(&["idle", "--url", "http://127.0.0.1:1/wss"]).await;
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--url"));
