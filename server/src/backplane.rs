@@ -396,7 +396,7 @@ async fn subscribe_loop(
             channels.push(ChannelName::broadcast());
             channels.sort();
             channels.dedup();
-            subscribe(shared.as_ref(), &mut sink, &channels)
+            subscribe(shared.as_ref(), &mut sink, &channels, Change::Subscribe)
                 .await
                 .map_err(|()| None)?;
             Ok::<_, Option<redis::RedisError>>((sink, stream, channels))
@@ -454,37 +454,32 @@ async fn subscribe_loop(
     }
 }
 
-/// Subscribes to `channels` in Redis, `CHANNELS_PER_COMMAND` at a time, each command within
-/// `REDIS_TIMEOUT`.
+/// Subscribes to `channels` in Redis (or unsubscribes, with `Change::Unsubscribe`),
+/// `CHANNELS_PER_COMMAND` at a time, each command within `REDIS_TIMEOUT`.
 async fn subscribe(
     shared: &Shared,
     sink: &mut PubSubSink,
     channels: &[ChannelName],
+    change: Change,
 ) -> Result<(), ()> {
     for chunk in channels.chunks(CHANNELS_PER_COMMAND) {
         let redis: Vec<String> = chunk.iter().map(|c| shared.names.redis(c)).collect();
-        match timeout(REDIS_TIMEOUT, sink.subscribe(&redis)).await {
-            Ok(Ok(())) => {}
-            _ => return Err(()),
+        let done = match change {
+            Change::Subscribe => timeout(REDIS_TIMEOUT, sink.subscribe(&redis)).await,
+            Change::Unsubscribe => timeout(REDIS_TIMEOUT, sink.unsubscribe(&redis)).await,
+        };
+        if !matches!(done, Ok(Ok(()))) {
+            return Err(());
         }
     }
     Ok(())
 }
 
-/// Unsubscribes from `channels` in Redis, as [`subscribe`] subscribes.
-async fn unsubscribe(
-    shared: &Shared,
-    sink: &mut PubSubSink,
-    channels: &[ChannelName],
-) -> Result<(), ()> {
-    for chunk in channels.chunks(CHANNELS_PER_COMMAND) {
-        let redis: Vec<String> = chunk.iter().map(|c| shared.names.redis(c)).collect();
-        match timeout(REDIS_TIMEOUT, sink.unsubscribe(&redis)).await {
-            Ok(Ok(())) => {}
-            _ => return Err(()),
-        }
-    }
-    Ok(())
+/// Which way [`subscribe`] changes the subscriptions.
+#[derive(Clone, Copy)]
+enum Change {
+    Subscribe,
+    Unsubscribe,
 }
 
 /// Serves one subscription connection until it fails: delivers what it brings, subscribes and
@@ -563,7 +558,7 @@ async fn follow_interest(
             }
         }
     }
-    let mut result = subscribe(shared, sink, &wanted).await;
+    let mut result = subscribe(shared, sink, &wanted, Change::Subscribe).await;
     if result.is_ok() {
         lock(&shared.live).extend(wanted);
         {
@@ -572,7 +567,7 @@ async fn follow_interest(
                 live.remove(channel);
             }
         }
-        result = unsubscribe(shared, sink, &released).await;
+        result = subscribe(shared, sink, &released, Change::Unsubscribe).await;
     }
     // Answered either way: on failure the subscribers go live with local delivery, and the
     // channels are subscribed again with the rest on reconnecting.
