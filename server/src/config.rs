@@ -202,11 +202,13 @@ pub struct Config {
     pub publish_messages_per_second: u32,
 
     /// Sign-in: the identity provider's JWKS URL (https://, or http:// to a loopback address).
-    /// With it (or AUTH_JWKS_FILE) every WebSocket upgrade needs a valid JWT.
+    /// With it (or AUTH_JWKS_FILE) every WebSocket upgrade needs a valid JWT. Fetched at start-up,
+    /// every 10 minutes, and on an unknown key id at most every 30 s.
     #[arg(long, env = "AUTH_JWKS_URL")]
     pub auth_jwks_url: Option<String>,
 
-    /// Sign-in with the keys of a local JWKS file instead of a URL (re-read on an unknown key id).
+    /// Sign-in with the keys of a local JWKS file instead of a URL: read at start-up (the server
+    /// does not start unless it holds a usable key), then again within a second of each change.
     #[arg(long, env = "AUTH_JWKS_FILE")]
     pub auth_jwks_file: Option<std::path::PathBuf>,
 
@@ -273,7 +275,16 @@ impl Config {
         if let Some(keys) = &self.publish_api_keys {
             keys.keys()?;
         }
-        self.auth_settings()?;
+        if let Some(AuthSettings {
+            source: KeySource::File(path),
+            ..
+        }) = self.auth_settings()?
+        {
+            // Read now, so that a file the server could not use fails the start rather than
+            // starting a server that refuses every token.
+            crate::auth::check_jwks_file(&path)
+                .map_err(|why| format!("AUTH_JWKS_FILE (--auth-jwks-file): {why}"))?;
+        }
         if let Some(channel) = self
             .redis_channel
             .strip_prefix(&self.redis_channel_prefix)
@@ -299,15 +310,8 @@ impl Config {
                 );
             }
             (Some(url), None) => KeySource::Url(jwks_url(url)?),
-            (None, Some(path)) => {
-                if !path.is_file() {
-                    return Err(format!(
-                        "AUTH_JWKS_FILE (--auth-jwks-file) {} is not a readable file",
-                        path.display()
-                    ));
-                }
-                KeySource::File(path.clone())
-            }
+            // Its content is checked by `validate`, once: this runs again when the server starts.
+            (None, Some(path)) => KeySource::File(path.clone()),
             (None, None) => {
                 if self.auth_issuer.is_some() || self.auth_audience.is_some() {
                     return Err("AUTH_ISSUER and AUTH_AUDIENCE need AUTH_JWKS_URL or AUTH_JWKS_FILE, the keys to check tokens with".to_owned());
@@ -581,6 +585,52 @@ mod tests {
         let err = with(&["--auth-jwks-url", "https://idp/j", "--auth-leeway", "10m"]).unwrap_err();
         assert!(err.contains("AUTH_LEEWAY"), "{err}");
         assert!(parse(&[]).unwrap().auth_settings().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_jwks_file_must_hold_a_usable_key_at_start_up() {
+        let dir = std::env::temp_dir().join(format!("config-jwks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let with_file = |path: &std::path::Path| {
+            parse(&[
+                "--auth-issuer",
+                "https://idp",
+                "--auth-audience",
+                "app",
+                "--auth-jwks-file",
+                path.to_str().unwrap(),
+            ])
+        };
+        let file = dir.join("jwks.json");
+        let write = |content: &str| {
+            std::fs::write(&file, content).unwrap();
+            with_file(&file)
+        };
+        assert!(
+            write(r#"{"keys":[{"kid":"ed","kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#)
+                .is_ok()
+        );
+        let unsupported = r#"{"keys":[{"kid":"hmac","kty":"oct","k":"c2VjcmV0"}]}"#;
+        for (content, why) in [
+            ("not json", "not a JWKS document"),
+            (r#"{"keys":[]}"#, "no usable key"),
+            (unsupported, "no usable key"),
+        ] {
+            let err = write(content).unwrap_err();
+            assert!(
+                err.starts_with("AUTH_JWKS_FILE (--auth-jwks-file): ") && err.contains(why),
+                "{content}: {err}"
+            );
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        for unreadable in [dir.join("missing.json"), dir.clone()] {
+            let err = with_file(&unreadable).unwrap_err();
+            assert!(
+                err.starts_with("AUTH_JWKS_FILE") && err.contains("cannot read"),
+                "{err}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

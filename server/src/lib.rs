@@ -154,7 +154,8 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         .map(|settings| Arc::new(auth::Authenticator::new(settings)));
     if let Some(auth) = &auth {
         let auth = Arc::clone(auth);
-        tokio::spawn(async move { auth.preload().await });
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { auth.keep_keys_fresh(shutdown).await });
     }
     let publish = Arc::new(publish::PublishApi::new(
         config

@@ -1,6 +1,7 @@
 //! Sign-in with JWTs over real sockets: tokens in each place a client can put them, every way a
-//! token can be wrong, key rotation through a JWKS URL and a file, what the claims allow, expiry
-//! and refresh.
+//! token can be wrong (another algorithm than its key's among them), key rotation and removal
+//! through a JWKS URL and a file, how often a file is read whatever clients send, a file the server
+//! cannot use at start-up, what the claims allow, expiry and refresh.
 
 mod common;
 
@@ -202,6 +203,8 @@ async fn a_rotated_key_is_fetched_on_first_sight_but_at_most_every_30_seconds() 
     let new = SigningKey::ed25519("new");
     let jwks_server = JwksServer::start(jwks(&[&old])).await;
     let server = start(&jwks_server.url, &[]).await;
+    // The start-up load first: a handshake before it would fetch by itself.
+    jwks_server.wait_for_fetches(1).await;
     assert!(
         with_token(&server, "/v1/ws", &old.sign(&claims("a")))
             .await
@@ -222,34 +225,200 @@ async fn a_rotated_key_is_fetched_on_first_sight_but_at_most_every_30_seconds() 
     assert_eq!(jwks_server.fetches(), fetched + 1);
 }
 
-#[tokio::test]
-async fn a_jwks_file_is_read_again_on_an_unknown_key() {
-    let old = SigningKey::ed25519("old");
-    let new = SigningKey::rsa("new");
-    let file = std::env::temp_dir().join(format!("jwks-{}.json", std::process::id()));
-    std::fs::write(&file, jwks(&[&old])).unwrap();
-    let path = file.to_string_lossy().into_owned();
-    let server = TestServer::start(&[
+fn file_flags(file: &JwksFile) -> Vec<String> {
+    [
         "--auth-jwks-file",
-        &path,
+        file.path(),
         "--auth-issuer",
         ISSUER,
         "--auth-audience",
         AUDIENCE,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Polls until `token` opens `/v1/ws` (true) or `limit` has passed (false).
+async fn accepted_within(server: &TestServer, token: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if with_token(server, "/v1/ws", token).await.is_ok() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_jwks_file_is_followed_keys_come_and_go_but_an_empty_set_changes_nothing() {
+    let old = SigningKey::ed25519("old");
+    let new = SigningKey::rsa("new");
+    let file = JwksFile::new(&jwks(&[&old]));
+    let args = file_flags(&file);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = TestServer::start(&args).await;
+    let (old_token, new_token) = (old.sign(&claims("a")), new.sign(&claims("a")));
+    assert!(with_token(&server, "/v1/ws", &old_token).await.is_ok());
+
+    // A key added to the file is taken within a look or two.
+    file.write(&jwks(&[&old, &new]));
+    let patience = server::auth::FILE_INTERVAL * 2 + Duration::from_secs(1);
+    assert!(accepted_within(&server, &new_token, patience).await);
+
+    // A file without a usable key (an empty set, or keys of no kind taken) is read and ignored,
+    // even when a made-up key id asks for it: the keys held stay.
+    let made_up = SigningKey::ed25519("made-up").sign(&claims("a"));
+    for useless in [
+        r#"{"keys":[]}"#.to_owned(),
+        json!({"keys":[{"kid":"hmac","kty":"oct","k":"c2VjcmV0"}]}).to_string(),
+    ] {
+        file.write(&useless);
+        tokio::time::sleep(patience).await;
+        assert_eq!(
+            with_token(&server, "/v1/ws", &made_up).await.err(),
+            Some(401)
+        );
+        assert!(
+            with_token(&server, "/v1/ws", &old_token).await.is_ok(),
+            "{useless}"
+        );
+        assert!(
+            with_token(&server, "/v1/ws", &new_token).await.is_ok(),
+            "{useless}"
+        );
+    }
+
+    // A key removed from the file (revoked) is refused once the file has been looked at again,
+    // though no token named a key id the server did not hold.
+    file.write(&jwks(&[&new]));
+    tokio::time::sleep(patience).await;
+    let unknown = "websocket_auth_failures_total{reason=\"unknown_key\"}";
+    let before = server.metric(unknown).await;
+    assert_eq!(
+        with_token(&server, "/v1/ws", &old_token).await.err(),
+        Some(401)
+    );
+    assert_eq!(server.metric(unknown).await, before + 1.0);
+    assert!(with_token(&server, "/v1/ws", &new_token).await.is_ok());
+}
+
+/// Lines of `log` that contain `message`.
+fn count_lines(log: &str, message: &str) -> usize {
+    log.lines().filter(|line| line.contains(message)).count()
+}
+
+#[tokio::test]
+async fn a_flood_of_made_up_key_ids_reads_a_jwks_file_at_most_once_a_second() {
+    let key = SigningKey::ed25519("k");
+    let file = JwksFile::new(&jwks(&[&key]));
+    let started = std::time::Instant::now();
+    let process = Process::start(&[
+        ("AUTH_JWKS_FILE", file.path()),
+        ("AUTH_ISSUER", ISSUER),
+        ("AUTH_AUDIENCE", AUDIENCE),
+        ("METRICS_PORT", "0"),
     ])
     .await;
-    assert!(
-        with_token(&server, "/v1/ws", &old.sign(&claims("a")))
-            .await
-            .is_ok()
+    let made_up = format!(
+        "Bearer {}",
+        SigningKey::ed25519("made-up").sign(&claims("a"))
     );
-    std::fs::write(&file, jwks(&[&new])).unwrap();
+    // The file changes all the time, first with a new key id each time, then broken a new way
+    // each time, so every read of it logs: "JWKS loaded" or "JWKS not loaded".
+    let mut round = 0;
+    for (phase, seconds) in [("valid", 2), ("broken", 2)] {
+        let until = std::time::Instant::now() + Duration::from_secs(seconds);
+        while std::time::Instant::now() < until {
+            round += 1;
+            let document = match phase {
+                "valid" => jwks(&[&key, &SigningKey::ed25519(&format!("k{round}"))]),
+                _ => format!("{{\"keys\": [{round}"),
+            };
+            file.write(&document);
+            let refused = try_connect(&process.url("/v1/ws"), &[("authorization", &made_up)]).await;
+            assert_eq!(refused.err(), Some(401));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(round > 40, "{round} rounds");
+    process.signal("TERM");
+    let exit = process.wait(PATIENCE).await;
+    let elapsed = started.elapsed().as_secs();
+    let loaded = count_lines(&exit.stdout, "JWKS loaded");
+    let failed = count_lines(&exit.stdout, "JWKS not loaded");
     assert!(
-        with_token(&server, "/v1/ws", &new.sign(&claims("a")))
-            .await
-            .is_ok()
+        loaded >= 2 && failed >= 1,
+        "the changes were read: {loaded} loaded, {failed} failed\n{}",
+        exit.stdout
     );
-    std::fs::remove_file(&file).unwrap();
+    // One read at start-up, then at most one a second.
+    assert!(
+        (loaded + failed) as u64 <= 2 + elapsed,
+        "{loaded} loaded and {failed} failed in {elapsed} s\n{}",
+        exit.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_jwks_file_the_server_cannot_use_stops_it_at_start_up_with_status_2() {
+    let hmac_only = json!({"keys":[{"kid":"hmac","kty":"oct","k":"c2VjcmV0"}]}).to_string();
+    let unusable = JwksFile::new("");
+    let dir = unusable.path.parent().unwrap().to_owned();
+    let missing = dir.join("missing.json");
+    let cases: Vec<(String, &str)> = [
+        ("not json", "not a JWKS document"),
+        (r#"{"keys":[]}"#, "no usable key"),
+        (hmac_only.as_str(), "no usable key"),
+    ]
+    .into_iter()
+    .map(|(content, why)| {
+        let path = dir.join(format!("{}.json", content.len()));
+        std::fs::write(&path, content).unwrap();
+        (path.to_str().unwrap().to_owned(), why)
+    })
+    .chain([
+        (missing.to_str().unwrap().to_owned(), "cannot read"),
+        (dir.to_str().unwrap().to_owned(), "cannot read"),
+    ])
+    .collect();
+    for (path, why) in &cases {
+        let mut child = std::process::Command::new(BINARY)
+            .env_clear()
+            .envs([
+                ("HOST", "127.0.0.1"),
+                ("PORT", "0"),
+                ("METRICS_PORT", "0"),
+                ("AUTH_JWKS_FILE", path),
+                ("AUTH_ISSUER", ISSUER),
+                ("AUTH_AUDIENCE", AUDIENCE),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("{path}: the server started");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(2), "{path}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{path}: {stderr}");
+        assert!(
+            stderr.contains("AUTH_JWKS_FILE") && stderr.contains(why),
+            "{path}: {stderr}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -321,6 +490,15 @@ async fn claims_limit_channels_and_publishing() {
         r#"{"message":{"from":"loud"}}"#
     );
     assert_eq!(next_text(&mut loud).await, r#"{"message":{"from":"loud"}}"#);
+    // The quiet client's message went nowhere: neither client gets anything more.
+    for client in [&mut quiet, &mut loud] {
+        let more = tokio::time::timeout(
+            Duration::from_millis(300),
+            futures_util::StreamExt::next(client),
+        )
+        .await;
+        assert!(more.is_err(), "{more:?}");
+    }
 }
 
 #[tokio::test]
@@ -452,4 +630,158 @@ async fn a_token_publishes_over_http_where_its_claims_allow_all_or_nothing() {
     )
     .await;
     assert!(quiet.is_err(), "{quiet:?}");
+}
+
+#[tokio::test]
+async fn tokens_that_pick_another_algorithm_than_their_key_are_refused() {
+    let rsa = SigningKey::rsa("rsa-1");
+    let ed = SigningKey::ed25519("ed-1");
+    let jwks_server = JwksServer::start(jwks(&[&rsa, &ed])).await;
+    let server = start(&jwks_server.url, &[]).await;
+    let good = claims("a");
+    // HMAC with what is public: the RSA key's modulus, or the whole JWKS document, as the
+    // secret, naming a real key id. A server that took the algorithm from the token would check
+    // these with the public key as the secret, and accept them.
+    let document = jwks(&[&rsa, &ed]);
+    let malformed = [
+        hs256("rsa-1", &rsa_modulus(), &good),
+        hs256("rsa-1", document.as_bytes(), &good),
+        hs256("ed-1", rsa.jwk["n"].as_str().unwrap().as_bytes(), &good),
+    ];
+    for token in &malformed {
+        assert_eq!(with_token(&server, "/v1/ws", token).await.err(), Some(401));
+    }
+    // An algorithm the server takes, but not the named key's.
+    let impostor = SigningKey::ed25519("rsa-1").sign(&good);
+    assert_eq!(
+        with_token(&server, "/v1/ws", &impostor).await.err(),
+        Some(401)
+    );
+    assert_eq!(
+        server
+            .metric("websocket_auth_failures_total{reason=\"malformed\"}")
+            .await,
+        3.0
+    );
+    assert_eq!(
+        server
+            .metric("websocket_auth_failures_total{reason=\"bad_signature\"}")
+            .await,
+        1.0
+    );
+    // The real keys still work.
+    assert!(
+        with_token(&server, "/v1/ws", &rsa.sign(&good))
+            .await
+            .is_ok()
+    );
+    assert!(with_token(&server, "/v1/ws", &ed.sign(&good)).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_exp_past_the_end_of_time_is_malformed_and_a_far_one_works() {
+    let key = SigningKey::ed25519("k");
+    let jwks_server = JwksServer::start(jwks(&[&key])).await;
+    let server = start(&jwks_server.url, &[]).await;
+    let with_exp = |exp: u64| {
+        let mut c = claims("a");
+        c["exp"] = json!(exp);
+        key.sign(&c)
+    };
+    // Seconds no clock holds, and one that only the leeway takes past the end.
+    for exp in [u64::MAX, i64::MAX as u64] {
+        assert_eq!(
+            with_token(&server, "/v1/ws", &with_exp(exp)).await.err(),
+            Some(401),
+            "{exp}"
+        );
+    }
+    assert_eq!(
+        server
+            .metric("websocket_auth_failures_total{reason=\"malformed\"}")
+            .await,
+        2.0
+    );
+    // Year 33658: far, but a time; the connection works until then.
+    let mut far = with_token(&server, "/v1/ws", &with_exp(1_000_000_000_000))
+        .await
+        .unwrap();
+    send_json(&mut far, json!({"type":"subscribe","channel":"a","id":1})).await;
+    assert_eq!(next_json(&mut far).await["type"], "subscribed");
+    assert_eq!(next_json(&mut far).await, json!({"type":"ack","id":1}));
+}
+
+/// Sends a refresh with `token` and `id`; the reply.
+async fn refresh(client: &mut Client, token: String, id: &str) -> Value {
+    send_json(client, json!({"type":"refresh","token":token,"id":id})).await;
+    next_json(client).await
+}
+
+#[tokio::test]
+async fn a_refresh_needs_the_same_sub_in_both_tokens_and_no_earlier_exp() {
+    let key = SigningKey::ed25519("k");
+    let jwks_server = JwksServer::start(jwks(&[&key])).await;
+    let server = start(&jwks_server.url, &["--auth-leeway", "0s"]).await;
+    let token = |sub: Option<&str>, exp: i64| {
+        let mut c = claims(sub.unwrap_or("unused"));
+        c["exp"] = json!(exp);
+        if sub.is_none() {
+            c.as_object_mut().unwrap().remove("sub");
+        }
+        key.sign(&c)
+    };
+    let (now, later, latest) = (at(600), at(1200), at(1800));
+
+    let mut named = with_token(&server, "/v1/ws", &token(Some("d"), now))
+        .await
+        .unwrap();
+    let mut anonymous = with_token(&server, "/v1/ws", &token(None, now))
+        .await
+        .unwrap();
+    for (from_named, new, id) in [
+        (true, token(None, later), "named to none"),
+        (true, token(Some("e"), later), "another"),
+        (false, token(None, later), "none to none"),
+        (false, token(Some("d"), later), "none to named"),
+    ] {
+        let client = if from_named {
+            &mut named
+        } else {
+            &mut anonymous
+        };
+        let reply = refresh(client, new, id).await;
+        assert_eq!(
+            (reply["code"].as_str(), reply["id"].as_str()),
+            (Some("forbidden"), Some(id)),
+            "{reply}"
+        );
+    }
+    assert_eq!(
+        server
+            .metric("websocket_auth_failures_total{reason=\"other_subject\"}")
+            .await,
+        4.0
+    );
+
+    // Older: the new token ends before the current one.
+    let mut current = with_token(&server, "/v1/ws", &token(Some("f"), later))
+        .await
+        .unwrap();
+    let reply = refresh(&mut current, token(Some("f"), now), "older").await;
+    assert_eq!(
+        (reply["code"].as_str(), reply["id"].as_str()),
+        (Some("forbidden"), Some("older")),
+        "{reply}"
+    );
+    assert_eq!(
+        server
+            .metric("websocket_auth_failures_total{reason=\"older\"}")
+            .await,
+        1.0
+    );
+    // The same subject with a later end is taken, on both connections that have a sub.
+    for (client, sub) in [(&mut current, "f"), (&mut named, "d")] {
+        let reply = refresh(client, token(Some(sub), latest), "ok").await;
+        assert_eq!(reply, json!({"type":"ack","id":"ok"}));
+    }
 }

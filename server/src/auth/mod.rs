@@ -6,7 +6,8 @@
 //! as `?token=` (visible in access logs). A token is valid when it names a key id (`kid`) of the
 //! provider's JWKS ([`keys`]), is signed with that key's algorithm (RS256, ES256 or EdDSA; no
 //! other, and never `none` or HMAC), carries `exp`, and names `AUTH_ISSUER` and `AUTH_AUDIENCE`;
-//! `exp` and `nbf` are checked with `AUTH_LEEWAY` of clock skew.
+//! `exp` and `nbf` are checked with `AUTH_LEEWAY` of clock skew. An `exp` so far off that the
+//! grant's end cannot be represented is refused as malformed.
 //!
 //! What a token allows is its [`Grant`]: the optional `channels` claim limits the channels the
 //! connection may subscribe to and publish on, the optional `publish` claim narrows publishing
@@ -14,8 +15,9 @@
 
 mod keys;
 
-pub use keys::{KeySource, REFETCH_INTERVAL};
+pub use keys::{FILE_INTERVAL, KeySource, REFETCH_INTERVAL, REFRESH_INTERVAL};
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -25,6 +27,7 @@ use warp::http::HeaderMap;
 use warp::http::header;
 
 use crate::hub::ChannelName;
+use crate::shutdown::Shutdown;
 use keys::KeyStore;
 
 /// The settings of sign-in.
@@ -54,7 +57,7 @@ pub enum Refusal {
     Missing,
     /// Not a JWT, no `kid`, a claim of the wrong shape, or an algorithm this server does not take.
     Malformed,
-    /// A `kid` the provider does not publish (also after fetching its keys again).
+    /// A `kid` the provider does not publish (also after fetching its keys again), or not any more.
     UnknownKey,
     /// The signature does not verify, or was made with another algorithm than the key's.
     BadSignature,
@@ -123,7 +126,7 @@ impl Patterns {
 /// What a valid token allows, until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    /// The token's `sub`, for logs (and a refresh must keep it).
+    /// The token's `sub`, for logs; a refresh needs one, the same in both tokens.
     pub subject: Option<String>,
     /// When the grant ends: the token's `exp` plus the leeway.
     pub expires: SystemTime,
@@ -203,8 +206,8 @@ pub fn token_of<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<(&
 }
 
 impl Authenticator {
-    /// An authenticator that loads its keys on first need; call [`Authenticator::preload`] to
-    /// load them at start-up.
+    /// An authenticator that loads its keys on first need; spawn
+    /// [`Authenticator::keep_keys_fresh`] to load them at start-up and keep them fresh.
     pub fn new(settings: AuthSettings) -> Authenticator {
         Authenticator {
             keys: KeyStore::new(settings.source.clone()),
@@ -212,9 +215,10 @@ impl Authenticator {
         }
     }
 
-    /// Loads the keys now.
-    pub async fn preload(&self) {
-        self.keys.refresh().await;
+    /// Loads the keys now, then again periodically (so that a key the identity provider
+    /// withdrew stops being accepted), until the server terminates.
+    pub async fn keep_keys_fresh(&self, shutdown: Shutdown) {
+        self.keys.keep_fresh(shutdown).await;
     }
 
     /// Checks `token`; what it allows, or why it is refused.
@@ -250,13 +254,23 @@ impl Authenticator {
             None => Ok(None),
             Some(list) => Patterns::parse(list).map(Some).ok_or(Refusal::Malformed),
         };
+        let expires = UNIX_EPOCH
+            .checked_add(Duration::from_secs(claims.exp))
+            .and_then(|exp| exp.checked_add(self.settings.leeway))
+            .ok_or(Refusal::Malformed)?;
         Ok(Grant {
             subject: claims.sub,
-            expires: UNIX_EPOCH + Duration::from_secs(claims.exp) + self.settings.leeway,
+            expires,
             channels: patterns(claims.channels)?,
             publish: patterns(claims.publish)?,
         })
     }
+}
+
+/// Checks the JWKS file at `path` as the server would load it: readable, a JWKS document, and
+/// with at least one usable key; the number of usable keys, or what is wrong, in one line.
+pub fn check_jwks_file(path: &Path) -> Result<usize, String> {
+    keys::read_file(path).map(|set| set.len())
 }
 
 #[cfg(test)]

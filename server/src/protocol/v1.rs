@@ -211,6 +211,8 @@ impl Session {
 
     /// `{"type":"refresh","token":…}`: a newer token for the same subject replaces the grant;
     /// channels it no longer allows end with `unsubscribed`. A refused refresh changes nothing.
+    /// Both tokens must name their subject: without a `sub`, nothing shows that the new token
+    /// was issued to whoever holds the connection.
     async fn refresh(&mut self, frame: &ClientFrame<'_>, context: &Context) -> Result<(), Evicted> {
         let metrics = &*context.metrics;
         let id = frame.id;
@@ -232,14 +234,17 @@ impl Session {
                 return self.refuse(id, Code::Forbidden, refusal.message(), metrics);
             }
         };
-        if grant.subject != current.subject {
+        let same_subject = matches!(
+            (&grant.subject, &current.subject),
+            (Some(new), Some(current)) if new == current
+        );
+        if !same_subject {
             metrics.auth_failed("other_subject");
-            return self.refuse(
-                id,
-                Code::Forbidden,
-                "the new token is for another subject",
-                metrics,
-            );
+            let message = match (&grant.subject, &current.subject) {
+                (Some(_), Some(_)) => "the new token is for another subject",
+                _ => "a refresh needs a sub in both the current and the new token",
+            };
+            return self.refuse(id, Code::Forbidden, message, metrics);
         }
         if grant.expires < current.expires {
             metrics.auth_failed("older");

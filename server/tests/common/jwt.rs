@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,6 +41,19 @@ const RSA_PKCS1_DER: &[&str] = &[
 
 /// Its modulus, base64url (the JWK's `n`).
 const RSA_MODULUS: &str = "qYHKfbet6vh--mTzMuQ2cDX1_EDgE3QLbZEYSEEtecJyZ-WPKbgkHgAytwCbtE_r14qMBqA5pc4-rTeo-76aPQIPW8Ql21nGfha7EyvNphCkTqLKQ1iNHuRXD0jNtSP7wC5c3bVtKDm1sGe_9Op6CEnDfTDAK_9nU5q4nmde08T6PKgr9-dHp6Wj4Tvt7JOcf7LCovBWevbDQYJKN8OGoKvB_l22CIlI40DLMgtzKIU4vOIA6vXKSdm-xavcjTouJvrk36uZd8KRSRjJsHLYp2xUmYi5sSSlXlShAb-mnQONI99wXy2H3Q57pwYajvQ6lyvTXLdwNkRc__kLGShcLQ";
+
+/// The RSA key's modulus as bytes: public, so what an attacker would try as an HMAC secret.
+pub fn rsa_modulus() -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(RSA_MODULUS).unwrap()
+}
+
+/// A token with `claims`, HS256 with `secret`, naming `kid`: what a server that let the token
+/// pick its algorithm would check with a public key as the secret.
+pub fn hs256(kid: &str, secret: &[u8], claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap()
+}
 
 /// A signing key with its key id and JWK.
 pub struct SigningKey {
@@ -164,5 +178,59 @@ impl JwksServer {
 
     pub fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the document has been asked for `count` times; panics after 10 s.
+    pub async fn wait_for_fetches(&self, count: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.fetches() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} fetches, expected {count}",
+                self.fetches()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A JWKS file in a directory of its own, removed when dropped. Each `write` replaces it whole
+/// (written beside it, then renamed over it), so the server never reads half of one.
+pub struct JwksFile {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl JwksFile {
+    pub fn new(document: &str) -> JwksFile {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "jwks-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = JwksFile {
+            path: dir.join("jwks.json"),
+            dir,
+        };
+        file.write(document);
+        file
+    }
+
+    pub fn write(&self, document: &str) {
+        let next = self.dir.join("next.json");
+        std::fs::write(&next, document).unwrap();
+        std::fs::rename(&next, &self.path).unwrap();
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for JwksFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
