@@ -1,29 +1,125 @@
-// The demo page's client: connects to /wss on the page's own host (wss:// when the page came over
-// https), shows the connection state, reconnects with capped, jittered backoff, sends JSON and
-// lists the broadcasts as they arrive.
+// The demo page's client: connects to /v1/ws on the page's own host (wss:// when the page came over
+// https), shows the connection state, reconnects with capped, jittered backoff, holds one channel,
+// publishes JSON on it and lists the messages as they arrive. A new connection holds no channel,
+// so the page subscribes again after every reconnect. The default channel, broadcast, is the one
+// /wss clients share, so the page and /wss clients see each other's messages.
 "use strict";
 
-const KEEP = 200;               // broadcasts kept on screen
+const KEEP = 200;               // messages kept on screen
 const RETRY_FIRST_MS = 500;
 const RETRY_CAP_MS = 15000;
+const NAME_CHARACTERS = /^[A-Za-z0-9_\-.:@]*$/; // the server's rule, with 1 to 128 of them
+const NAME_MAX = 128;
 
 const state = document.getElementById("state");
-const form = document.getElementById("send");
+const joinForm = document.getElementById("join");
+const channelInput = document.getElementById("channel");
+const channelError = document.getElementById("channel-error");
+const subscription = document.getElementById("subscription");
+const sendForm = document.getElementById("send");
 const input = document.getElementById("message");
 const submit = document.getElementById("submit");
 const error = document.getElementById("error");
+const serverError = document.getElementById("server-error");
 const list = document.getElementById("messages");
 const count = document.getElementById("count");
 
-const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/wss`;
+const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/ws`;
 let socket = null;
 let retryMs = RETRY_FIRST_MS;
 let received = 0;
+let channel = channelInput.value; // the channel the page holds, or takes once connected
+let nextId = 1;
+// What each frame sent with an id asked for, until its ack or error, so that an error can say
+// what it refuses. Ids are per connection: the map is emptied when the socket closes.
+const pending = new Map();
 
 function show(kind, text) {
   state.className = `state ${kind}`;
   state.textContent = text;
   submit.disabled = kind !== "connected";
+}
+
+function showSubscription(subscribed, text) {
+  subscription.className = `subscription ${subscribed ? "on" : "off"}`;
+  subscription.textContent = text;
+}
+
+function showServerError(text) {
+  serverError.textContent = text;
+  serverError.hidden = !text;
+}
+
+function isOpen() {
+  return socket !== null && socket.readyState === WebSocket.OPEN;
+}
+
+// Sends one frame with a fresh id, so that the server answers it with exactly one ack or error.
+function request(frame) {
+  const id = nextId++;
+  pending.set(id, frame);
+  socket.send(JSON.stringify({ ...frame, id }));
+}
+
+function subscribe(name) {
+  showSubscription(false, `subscribing to ${name}…`);
+  request({ type: "subscribe", channel: name });
+}
+
+// Why `name` is not a channel name the server accepts, or "" when it is one.
+function channelProblem(name) {
+  if (name === "") return "Type a channel name.";
+  if (!NAME_CHARACTERS.test(name)) {
+    const bad = [...name].find((c) => !NAME_CHARACTERS.test(c));
+    return `A channel name holds only A-Z a-z 0-9 _ - . : @, not ${JSON.stringify(bad)}.`;
+  }
+  if (name.length > NAME_MAX) {
+    return `A channel name is at most ${NAME_MAX} characters, not ${name.length}.`;
+  }
+  return "";
+}
+
+function switchTo(name) {
+  const problem = channelProblem(name);
+  channelError.textContent = problem && `${problem} Staying on ${channel}.`;
+  if (problem || name === channel) return;
+  const old = channel;
+  channel = name;
+  showServerError("");
+  if (!isOpen()) return; // the open handler subscribes to it
+  request({ type: "unsubscribe", channel: old });
+  subscribe(name);
+}
+
+function listMessage(name, data) {
+  const item = document.createElement("li");
+  const tag = document.createElement("span");
+  tag.className = "channel";
+  tag.textContent = name;
+  const body = document.createElement("span");
+  body.className = "data";
+  body.textContent = JSON.stringify(data);
+  item.append(tag, " ", body);
+  list.prepend(item);
+  while (list.children.length > KEEP) list.lastElementChild.remove();
+  count.textContent = String(++received);
+}
+
+// An ack or error ends the frame with that id. Errors without an id (a frame the server could not
+// read far enough to find one) are shown all the same.
+function answered(frame) {
+  const asked = pending.get(frame.id);
+  pending.delete(frame.id);
+  const subscribing = asked && asked.type === "subscribe" && asked.channel === channel;
+  if (frame.type === "ack") {
+    // An ack of a subscribe means the channel is held: `subscribed` came first, or it was held
+    // already.
+    if (subscribing) showSubscription(true, `subscribed to ${channel}`);
+    return;
+  }
+  const about = asked ? ` ${asked.type} on ${asked.channel}` : "";
+  showServerError(`Server refused${about}: ${frame.code}: ${frame.message}`);
+  if (subscribing) showSubscription(false, `not subscribed to ${channel}`);
 }
 
 function connect() {
@@ -32,18 +128,30 @@ function connect() {
   socket.addEventListener("open", () => {
     retryMs = RETRY_FIRST_MS;
     show("connected", "connected");
+    subscribe(channel);
   });
   socket.addEventListener("message", (event) => {
-    let data;
-    try { data = JSON.parse(event.data); } catch { return; }
-    if (!("message" in data)) return; // the greeting, {"connection":"ok"}
-    const item = document.createElement("li");
-    item.textContent = JSON.stringify(data.message);
-    list.prepend(item);
-    while (list.children.length > KEEP) list.lastElementChild.remove();
-    count.textContent = String(++received);
+    let frame;
+    try { frame = JSON.parse(event.data); } catch { return; }
+    switch (frame.type) {
+      case "message":
+        listMessage(frame.channel, frame.data);
+        break;
+      case "subscribed":
+        if (frame.channel === channel) showSubscription(true, `subscribed to ${channel}`);
+        break;
+      case "unsubscribed":
+        if (frame.channel === channel) showSubscription(false, `not subscribed to ${channel}`);
+        break;
+      case "ack":
+      case "error":
+        answered(frame);
+        break;
+    }
   });
   socket.addEventListener("close", (event) => {
+    pending.clear();
+    showSubscription(false, "not subscribed");
     const delay = Math.round(retryMs * (0.5 + Math.random() / 2));
     retryMs = Math.min(retryMs * 2, RETRY_CAP_MS);
     const why = event.code === 1001 ? "server restarting" : `closed (${event.code})`;
@@ -52,17 +160,26 @@ function connect() {
   });
 }
 
-form.addEventListener("submit", (event) => {
+// Enter or the button switches; so does leaving the field, so that a name typed and then left
+// for the Send button is where that message goes.
+joinForm.addEventListener("submit", (event) => {
   event.preventDefault();
-  let value;
+  switchTo(channelInput.value);
+});
+channelInput.addEventListener("change", () => switchTo(channelInput.value));
+
+sendForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  let data;
   try {
-    value = JSON.parse(input.value);
+    data = JSON.parse(input.value);
   } catch (err) {
     error.textContent = `Not JSON: ${err.message}`;
     return;
   }
   error.textContent = "";
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(value));
+  showServerError("");
+  if (isOpen()) request({ type: "publish", channel, data });
 });
 
 connect();
