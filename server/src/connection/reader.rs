@@ -61,41 +61,42 @@ impl<'a> Reader<'a> {
         // With sign-in, the connection ends when its token does. Boxed: only then is there one.
         let mut deadline = self.expires().map(|at| Box::pin(sleep_until(until(at))));
         loop {
-            // One future for both, polled by hand: a `select!` here would cost every connection's
-            // task its state, sign-in or not.
-            let next = std::future::poll_fn(|cx| {
-                if let Some(deadline) = deadline.as_mut()
-                    && deadline.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(None);
-                }
-                stream.poll_next_unpin(cx).map(Some)
-            });
-            let Some(frame) = next.await else {
-                return CloseReason::TokenExpired;
-            };
-            let Some(frame) = frame else {
-                return CloseReason::Abnormal;
-            };
-            self.activity.heard();
-            // Decided by a plain function, and only the future to wait on kept past the match
-            // (a match's scrutinee lives to the end of the match), so that a reader waiting holds
-            // only what it waits with: every connection's task is allocated at its largest
-            // state's size.
-            let pending = match self.receive(frame, &mut limiter) {
-                Next::Read => continue,
-                Next::Stop(reason) => return reason,
-                Next::Deliver(handover) => Either::Left(handover.deliver().map(Ok)),
-                Next::Channels(message) => {
-                    let Handler::Channels(session) = &mut self.handler else {
-                        unreachable!("only a /v1/ws reader hands frames to a session")
-                    };
-                    let context = self.context;
-                    // Boxed with the frame it reads: a subscribe may wait for Redis, a refresh
-                    // for the identity provider's keys.
-                    Either::Right(Box::pin(async move {
-                        session.receive(payload(&message), context).await
-                    }))
+            // Decided by a plain function, and only the future to wait on kept past this block
+            // (a local, and a match's scrutinee, keep their room in the task to the end of their
+            // scope), so that a reader waiting holds only what it waits with: every connection's
+            // task is allocated at its largest state's size.
+            let pending = {
+                // One future for both, polled by hand: a `select!` here would cost every
+                // connection's task its state, sign-in or not.
+                let next = std::future::poll_fn(|cx| {
+                    if let Some(deadline) = deadline.as_mut()
+                        && deadline.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(None);
+                    }
+                    stream.poll_next_unpin(cx).map(Some)
+                });
+                let frame = match next.await {
+                    None => return CloseReason::TokenExpired,
+                    Some(None) => return CloseReason::Abnormal,
+                    Some(Some(frame)) => frame,
+                };
+                self.activity.heard();
+                match self.receive(frame, &mut limiter) {
+                    Next::Read => continue,
+                    Next::Stop(reason) => return reason,
+                    Next::Deliver(handover) => Either::Left(handover.deliver().map(Ok)),
+                    Next::Channels(message) => {
+                        let Handler::Channels(session) = &mut self.handler else {
+                            unreachable!("only a /v1/ws reader hands frames to a session")
+                        };
+                        let context = self.context;
+                        // Boxed with the frame it reads: a subscribe may wait for Redis, a
+                        // refresh for the identity provider's keys.
+                        Either::Right(Box::pin(async move {
+                            session.receive(payload(&message), context).await
+                        }))
+                    }
                 }
             };
             if pending.await.is_err() {
