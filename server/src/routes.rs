@@ -331,7 +331,7 @@ fn admit(
         Some(SignedIn { grant, carrier }) => (Some(grant), Some(carrier)),
         None => (None, None),
     };
-    tokio::spawn(context.serve(handshake.upgrade, route, client, permit, grant));
+    tokio::spawn(context.serve(handshake.upgrade, route, client.into(), permit, grant));
     let mut response =
         warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS).into_response();
     let headers = response.headers_mut();

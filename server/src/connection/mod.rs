@@ -119,7 +119,7 @@ enum Place {
 }
 
 /// An `/echo` connection's outbox, and its token (with sign-in), which ends it when it expires.
-struct EchoPlace {
+pub(crate) struct EchoPlace {
     outbox: Arc<Outbox>,
     grant: Option<Box<Grant>>,
 }
@@ -147,7 +147,7 @@ impl Context {
         self: Arc<Self>,
         upgrade: OnUpgrade,
         route: Route,
-        client: String,
+        client: Box<str>,
         permit: OwnedSemaphorePermit,
         grant: Option<Box<Grant>>,
     ) -> impl Future<Output = ()> + Send + 'static {
@@ -216,7 +216,7 @@ impl Context {
                 let handler = match &mut place {
                     Place::Broadcast(wss) => Handler::Broadcast(wss.grant.as_deref()),
                     Place::Channels(session) => Handler::Channels(session),
-                    Place::Echo(echo) => Handler::Echo(&echo.outbox, echo.grant.as_deref()),
+                    Place::Echo(echo) => Handler::Echo(echo),
                 };
                 let reason = tokio::select! {
                     reason = Reader {

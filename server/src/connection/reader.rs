@@ -12,11 +12,10 @@ use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::debug;
 
-use super::{Activity, CloseReason, Context, WebSocket};
+use super::{Activity, CloseReason, Context, EchoPlace, WebSocket};
 use crate::auth::Grant;
 use crate::hub::channel::BROADCAST;
 use crate::limits::{RateLimiter, Verdict};
-use crate::outbox::Outbox;
 use crate::protocol::v1::Session;
 use crate::protocol::{Handover, Inbound, payload};
 
@@ -43,7 +42,7 @@ pub(super) enum Handler<'a> {
     Broadcast(Option<&'a Grant>),
     /// `/echo`: sends them back through the connection's own outbox (until the token, with
     /// sign-in, expires).
-    Echo(&'a Outbox, Option<&'a Grant>),
+    Echo(&'a EchoPlace),
     /// `/v1/ws`: the channels session.
     Channels(&'a mut Session),
 }
@@ -116,7 +115,7 @@ impl<'a> Reader<'a> {
         match &self.handler {
             Handler::Broadcast(grant) => grant.map(|grant| grant.expires),
             Handler::Channels(session) => session.expires(),
-            Handler::Echo(_, grant) => grant.map(|grant| grant.expires),
+            Handler::Echo(echo) => echo.grant.as_ref().map(|grant| grant.expires),
         }
     }
 
@@ -163,7 +162,7 @@ impl<'a> Reader<'a> {
         }
         let inbound = match &self.handler {
             Handler::Channels(_) => return Next::Channels(message),
-            Handler::Echo(outbox, _) => Inbound::Echo(outbox, &self.context.queue_limits),
+            Handler::Echo(echo) => Inbound::Echo(&echo.outbox, &self.context.queue_limits),
             Handler::Broadcast(Some(grant)) if !grant.may_publish(BROADCAST) => {
                 metrics.messages_dropped("forbidden", 1);
                 return Next::Read;
