@@ -148,21 +148,7 @@ pub fn start(
 ) -> Fanout {
     let (interest, interests) = mpsc::unbounded_channel();
     hub.relay_interest_to(interest);
-    let shared = Arc::new(Shared {
-        client,
-        names,
-        origin: rand::random(),
-        hub,
-        subscribed: AtomicBool::new(false),
-        published: AtomicBool::new(false),
-        live: Mutex::default(),
-        own: Mutex::default(),
-        metrics: BackplaneMetrics {
-            up: metrics.backplane_up.clone(),
-            connection_failures: metrics.backplane_connection_failures.clone(),
-            local_only: metrics.backplane_local_only.clone(),
-        },
-    });
+    let shared = Arc::new(Shared::new(client, names, hub, metrics));
     let (queue, inbox) = mpsc::channel(PUBLISH_QUEUE);
     tokio::spawn(publish_loop(Arc::clone(&shared), inbox));
     tokio::spawn(subscribe_loop(shared, interests, shutdown));
@@ -186,6 +172,25 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// The state of a backplane not connected yet, with a fresh random origin.
+    fn new(client: Client, names: ChannelNames, hub: Arc<Hub>, metrics: &Metrics) -> Shared {
+        Shared {
+            client,
+            names,
+            origin: rand::random(),
+            hub,
+            subscribed: AtomicBool::new(false),
+            published: AtomicBool::new(false),
+            live: Mutex::default(),
+            own: Mutex::default(),
+            metrics: BackplaneMetrics {
+                up: metrics.backplane_up.clone(),
+                connection_failures: metrics.backplane_connection_failures.clone(),
+                local_only: metrics.backplane_local_only.clone(),
+            },
+        }
+    }
+
     fn set_state(&self, flag: &AtomicBool, up: bool, side: &'static str) {
         if flag.swap(up, Ordering::SeqCst) != up {
             if up {
@@ -655,24 +660,16 @@ mod tests {
         let hub = Hub::new(limits, Arc::new(Metrics::new()));
         let mut subscriber = hub.subscriber(Form::V1);
         subscriber.join_now(ChannelName::parse("c").unwrap());
-        let shared = Arc::new(Shared {
-            client: Client::open("redis://127.0.0.1:1").unwrap(),
-            names: ChannelNames {
-                broadcast: "websocket:broadcast".into(),
-                prefix: "websocket".into(),
-            },
-            origin: [7; 16],
-            hub,
-            subscribed: AtomicBool::new(true),
-            published: AtomicBool::new(true),
-            live: Mutex::default(),
-            own: Mutex::default(),
-            metrics: BackplaneMetrics {
-                up: metrics.backplane_up.clone(),
-                connection_failures: metrics.backplane_connection_failures.clone(),
-                local_only: metrics.backplane_local_only.clone(),
-            },
-        });
+        let names = ChannelNames {
+            broadcast: "websocket:broadcast".into(),
+            prefix: "websocket".into(),
+        };
+        let client = Client::open("redis://127.0.0.1:1").unwrap();
+        let mut shared = Shared::new(client, names, hub, &metrics);
+        shared.origin = [7; 16];
+        shared.subscribed = AtomicBool::new(true);
+        shared.published = AtomicBool::new(true);
+        let shared = Arc::new(shared);
         (shared, subscriber)
     }
 

@@ -78,12 +78,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Item<'a> {
     #[serde(borrow)]
     channel: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "present")]
+    #[serde(default, borrow, deserialize_with = "crate::protocol::v1::present")]
     data: Option<&'a RawValue>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(field).map(Some)
 }
 
 /// Checks `PUBLISH_API_KEYS`: comma-separated keys of at least [`MIN_KEY_LENGTH`] printable

@@ -67,8 +67,10 @@ struct ClientFrame<'a> {
 }
 
 /// A field that is present, `null` included: `Option<&RawValue>` alone reads `null` as absent,
-/// and `null` is data a client may publish.
-fn present<'de, D: Deserializer<'de>>(field: D) -> Result<Option<&'de RawValue>, D::Error> {
+/// and `null` is data a client may publish (over `/v1/ws` or `POST /v1/publish`).
+pub(crate) fn present<'de, D: Deserializer<'de>>(
+    field: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(field).map(Some)
 }
 
