@@ -54,7 +54,9 @@ lint: tools ## Formatting, clippy (warnings as errors), cargo-deny (bans, licens
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	@# deny.toml; offline, from Cargo.lock. No `advisories`: that check needs the RustSec
-	@# advisory database fetched over the network.
+	@# advisory database fetched over the network. cargo-deny reads every platform's crates
+	@# (windows-sys too), and a build downloads only this platform's: fetch them all first.
+	cargo fetch --locked
 	cargo deny --offline --locked check bans licenses sources
 
 conformance: tools ## Autobahn TestSuite sections 1-10 against /echo (kosoku)
