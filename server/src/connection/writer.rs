@@ -10,8 +10,7 @@ use futures_util::stream::SplitSink;
 use tokio::time::{Sleep, sleep};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::{Activity, CloseReason, Heartbeat, WebSocket};
-use crate::metrics::Metrics;
+use super::{Activity, CloseReason, Context, Heartbeat, WebSocket};
 use crate::outbox::Outbox;
 use crate::protocol::payload;
 use crate::shutdown::Shutdown;
@@ -24,13 +23,15 @@ pub(super) struct Writer<'a> {
     pub(super) sink: SplitSink<WebSocket, Message>,
     pub(super) shutdown: Shutdown,
     pub(super) outbox: &'a Outbox,
-    pub(super) heartbeat: HeartbeatTimer<'a>,
+    pub(super) heartbeat: HeartbeatTimer,
     /// A ping fell due while a batch was stuck: it goes out first thing after, its pong deadline
     /// already running, so that a client that was slow for a moment is not judged on a ping it
     /// never got.
     pub(super) ping_owed: bool,
     pub(super) activity: &'a Activity,
-    pub(super) metrics: &'a Metrics,
+    /// The heartbeat's settings and the metrics (one reference for both: every connection's task
+    /// holds it for life).
+    pub(super) context: &'a Context,
 }
 
 impl Writer<'_> {
@@ -43,7 +44,7 @@ impl Writer<'_> {
                 tokio::select! {
                 biased;
                 _ = self.shutdown.draining() => return CloseReason::ServerShutdown,
-                _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(self.activity) {
+                _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(&self.context.heartbeat, self.activity) {
                     Beat::Dead => return CloseReason::PongTimeout,
                     Beat::Alive => continue,
                     Beat::Ping => batch.push_back(Message::Ping(bytes::Bytes::new())),
@@ -78,15 +79,15 @@ impl Writer<'_> {
                 written = &mut written => {
                     let (frames, bytes) = written.map_err(|_| CloseReason::Abnormal)?;
                     self.activity.sent.fetch_add(frames, Ordering::Relaxed);
-                    self.metrics.messages_delivered.inc_by(frames);
-                    self.metrics.bytes_sent.inc_by(bytes);
+                    self.context.metrics.messages_delivered.inc_by(frames);
+                    self.context.metrics.bytes_sent.inc_by(bytes);
                     return Ok(());
                 }
                 _ = self.shutdown.draining() => return Err(CloseReason::ServerShutdown),
                 _ = self.outbox.evicted() => return Err(CloseReason::SlowConsumer),
                 // No ping can go out while the socket is stuck; the timer still runs, so a client that
                 // neither reads nor says anything for the pong timeout is let go.
-                _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(self.activity) {
+                _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(&self.context.heartbeat, self.activity) {
                     Beat::Dead => return Err(CloseReason::SlowConsumer),
                     Beat::Ping => self.ping_owed = true,
                     Beat::Alive => {}
@@ -126,35 +127,33 @@ enum Beat {
 }
 
 /// One timer for both the next ping and the pong deadline, so an idle connection holds one timer.
-pub(super) struct HeartbeatTimer<'a> {
-    settings: &'a Heartbeat,
+pub(super) struct HeartbeatTimer {
     timer: std::pin::Pin<Box<Sleep>>,
     ping_sent: Option<Instant>,
 }
 
-impl<'a> HeartbeatTimer<'a> {
-    pub(super) fn new(settings: &'a Heartbeat) -> Self {
+impl HeartbeatTimer {
+    pub(super) fn new(settings: &Heartbeat) -> Self {
         HeartbeatTimer {
-            settings,
             timer: Box::pin(sleep(settings.ping_interval)),
             ping_sent: None,
         }
     }
 
     /// Called when the timer fires; re-arms it.
-    fn beat(&mut self, activity: &Activity) -> Beat {
+    fn beat(&mut self, settings: &Heartbeat, activity: &Activity) -> Beat {
         let now = tokio::time::Instant::now();
         match self.ping_sent {
             Some(sent) if !activity.heard_since(sent) => Beat::Dead,
             Some(sent) => {
                 self.ping_sent = None;
-                let next_ping = tokio::time::Instant::from_std(sent) + self.settings.ping_interval;
+                let next_ping = tokio::time::Instant::from_std(sent) + settings.ping_interval;
                 self.timer.as_mut().reset(next_ping.max(now));
                 Beat::Alive
             }
             None => {
                 self.ping_sent = Some(now.into_std());
-                self.timer.as_mut().reset(now + self.settings.pong_timeout);
+                self.timer.as_mut().reset(now + settings.pong_timeout);
                 Beat::Ping
             }
         }
