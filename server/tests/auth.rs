@@ -362,9 +362,43 @@ async fn a_flood_of_made_up_key_ids_reads_a_jwks_file_at_most_once_a_second() {
     );
 }
 
+/// `document` with whitespace after it, one byte past the largest JWKS document taken (1 MiB):
+/// still valid JSON, so only its size can be why it is refused.
+fn padded_past_the_size_limit(document: &str) -> String {
+    format!("{document}{}", " ".repeat((1 << 20) + 1 - document.len()))
+}
+
+#[tokio::test]
+async fn a_jwks_url_serving_more_than_a_mebibyte_is_refused_and_the_server_carries_on() {
+    let key = SigningKey::ed25519("k");
+    let jwks_server = JwksServer::start(padded_past_the_size_limit(&jwks(&[&key]))).await;
+    let process = Process::start(&[
+        ("AUTH_JWKS_URL", jwks_server.url.as_str()),
+        ("AUTH_ISSUER", ISSUER),
+        ("AUTH_AUDIENCE", AUDIENCE),
+        ("METRICS_PORT", "0"),
+    ])
+    .await;
+    jwks_server.wait_for_fetches(1).await;
+    let bearer = format!("Bearer {}", key.sign(&claims("a")));
+    let refused = try_connect(&process.url("/v1/ws"), &[("authorization", &bearer)]).await;
+    assert_eq!(refused.err(), Some(401), "no key was taken from it");
+    // Still serving: the health check passes.
+    let health = process.healthcheck();
+    assert!(health.status.success(), "{health:?}");
+    process.signal("TERM");
+    let exit = process.wait(PATIENCE).await;
+    assert!(
+        exit.stdout.contains("JWKS not loaded") && exit.stdout.contains("over 1048576 bytes"),
+        "{}",
+        exit.stdout
+    );
+}
+
 #[tokio::test]
 async fn a_jwks_file_the_server_cannot_use_stops_it_at_start_up_with_status_2() {
     let hmac_only = json!({"keys":[{"kid":"hmac","kty":"oct","k":"c2VjcmV0"}]}).to_string();
+    let oversized = padded_past_the_size_limit(&jwks(&[&SigningKey::ed25519("k")]));
     let unusable = JwksFile::new("");
     let dir = unusable.path.parent().unwrap().to_owned();
     let missing = dir.join("missing.json");
@@ -372,6 +406,7 @@ async fn a_jwks_file_the_server_cannot_use_stops_it_at_start_up_with_status_2() 
         ("not json", "not a JWKS document"),
         (r#"{"keys":[]}"#, "no usable key"),
         (hmac_only.as_str(), "no usable key"),
+        (oversized.as_str(), "over 1048576 bytes"),
     ]
     .into_iter()
     .map(|(content, why)| {

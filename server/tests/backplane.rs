@@ -748,3 +748,182 @@ async fn subscribed_waits_until_redis_has_confirmed() {
     );
     assert_eq!(subscribers_in_redis(&redis, "websocket:paused").await, 1);
 }
+
+/// How many of the task's Redis subscriptions start with `prefix`.
+async fn redis_channels_like(redis: &Redis, prefix: &str) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    channels.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn a_client_holding_more_channels_than_one_redis_command_carries_gets_every_one() {
+    // 4,500 channels asked for at once: more than one SUBSCRIBE command carries (1,000 channels)
+    // and more than the backplane takes in one go (4,096 interest changes).
+    const CHANNELS: usize = 4_500;
+    let redis = Redis::start();
+    let url = redis.url();
+    let key = "many-channels-publish-key-0123456789abcdef";
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("EMF_INTERVAL", "0"),
+        ("PUBLISH_API_KEYS", key),
+        ("MAX_CHANNELS_PER_CONNECTION", "5000"),
+        ("MAX_MESSAGES_PER_SECOND", "0"),
+        ("MAX_BYTES_PER_SECOND", "0"),
+        ("CLIENT_QUEUE_SIZE", "20000"),
+        ("PUBLISH_MESSAGES_PER_SECOND", "0"),
+    ];
+    let holder = Process::start(&env).await;
+    let publisher = Process::start(&env).await;
+    for task in [&holder, &publisher] {
+        wait_for_backplane(task.admin(), true).await;
+    }
+    let mut client = connect(&holder.url("/v1/ws")).await;
+    let mut frames = Vec::with_capacity(CHANNELS);
+    for n in 0..CHANNELS {
+        frames.push(Ok(Message::text(format!(
+            r#"{{"type":"subscribe","channel":"many-{n}","id":{n}}}"#
+        ))));
+    }
+    client
+        .send_all(&mut futures_util::stream::iter(frames))
+        .await
+        .unwrap();
+    // Each subscribe: `subscribed`, then its ack, once Redis confirmed its chunk.
+    let mut subscribed = std::collections::HashSet::new();
+    let mut acked = std::collections::HashSet::new();
+    while acked.len() < CHANNELS {
+        let reply: serde_json::Value = serde_json::from_str(&next_text(&mut client).await).unwrap();
+        match reply["type"].as_str() {
+            Some("subscribed") => {
+                let channel = reply["channel"].as_str().unwrap().to_owned();
+                assert!(subscribed.insert(channel), "{reply}");
+            }
+            Some("ack") => {
+                let id = reply["id"].as_u64().unwrap();
+                assert!(
+                    subscribed.contains(&format!("many-{id}")),
+                    "ack before subscribed: {reply}"
+                );
+                assert!(acked.insert(id), "{reply}");
+            }
+            _ => panic!("unexpected {reply}"),
+        }
+    }
+    assert_eq!(
+        redis_channels_like(&redis, "websocket:many-").await,
+        CHANNELS
+    );
+
+    // Published on the other task over HTTP, 100 a request: every channel delivers, once.
+    for first in (0..CHANNELS).step_by(100) {
+        let items: Vec<String> = (first..first + 100)
+            .map(|n| format!(r#"{{"channel":"many-{n}","data":{n}}}"#))
+            .collect();
+        let (status, body) =
+            http_publish(publisher.addr, key, &format!("[{}]", items.join(","))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut delivered = vec![0u32; CHANNELS];
+    for _ in 0..CHANNELS {
+        let message: serde_json::Value =
+            serde_json::from_str(&next_text(&mut client).await).unwrap();
+        let n = message["data"].as_u64().unwrap() as usize;
+        assert_eq!(message["channel"], format!("many-{n}"), "{message}");
+        delivered[n] += 1;
+    }
+    assert!(delivered.iter().all(|&count| count == 1), "{delivered:?}");
+    let quiet = tokio::time::timeout(Duration::from_millis(300), client.next()).await;
+    assert!(quiet.is_err(), "more than one each: {quiet:?}");
+
+    // The client leaves: the task lets go of every channel in Redis, chunk by chunk.
+    drop(client);
+    let deadline = Instant::now() + RECOVERY;
+    while redis_channels_like(&redis, "websocket:many-").await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the task still holds channels in Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A message as a task with origin id `origin` puts it on a channel's Redis channel: 16 bytes of
+/// origin, an 8-byte sequence number, then the channel's data.
+fn message_from(origin: u32, sequence: u64, data: &str) -> Vec<u8> {
+    let mut message = [[0u8; 12].as_slice(), &origin.to_be_bytes()].concat();
+    message.extend_from_slice(&sequence.to_be_bytes());
+    message.extend_from_slice(data.as_bytes());
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn past_4096_publishing_tasks_the_copies_memory_starts_afresh_and_every_message_arrives() {
+    // Each foreign origin's last sequence number is remembered, to drop a batch sent again after
+    // a Redis timeout; 4,096 origins at most. A made-up task per message, one more than that.
+    const ORIGINS: u32 = 4_100;
+    let redis = Redis::start();
+    let url = redis.url();
+    // Room for all of them in the client's queue while the test is still publishing.
+    let task = Process::start(&[
+        ("REDIS_URL", url.as_str()),
+        ("EMF_INTERVAL", "0"),
+        ("CLIENT_QUEUE_SIZE", "10000"),
+    ])
+    .await;
+    wait_for_backplane(task.admin(), true).await;
+    let mut client = connect(&task.url("/v1/ws")).await;
+    v1_subscribe(&mut client, "origins").await;
+
+    let redis_client = redis::Client::open(url.as_str()).unwrap();
+    let mut connection = redis_client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for origin in 0..ORIGINS {
+        pipe.cmd("PUBLISH")
+            .arg("websocket:origins")
+            .arg(message_from(origin, 1, &origin.to_string()))
+            .ignore();
+    }
+    let () = pipe.query_async(&mut connection).await.unwrap();
+    for origin in 0..ORIGINS {
+        assert_eq!(
+            next_text(&mut client).await,
+            format!(r#"{{"type":"message","channel":"origins","data":{origin}}}"#)
+        );
+    }
+    // The memory started afresh at the 4,097th origin: the last origins are still known, so a
+    // copy from one of them is dropped; the first ones were forgotten, so a copy from one is
+    // delivered again (the price of the bound, for a copy arriving in that instant).
+    let mut pipe = redis::pipe();
+    for message in [
+        message_from(ORIGINS - 1, 1, "\"copy from a known origin\""),
+        message_from(0, 1, "\"copy from a forgotten origin\""),
+        message_from(ORIGINS, 1, "\"a new origin\""),
+    ] {
+        pipe.cmd("PUBLISH")
+            .arg("websocket:origins")
+            .arg(message)
+            .ignore();
+    }
+    let () = pipe.query_async(&mut connection).await.unwrap();
+    assert_eq!(
+        next_text(&mut client).await,
+        r#"{"type":"message","channel":"origins","data":"copy from a forgotten origin"}"#
+    );
+    assert_eq!(
+        next_text(&mut client).await,
+        r#"{"type":"message","channel":"origins","data":"a new origin"}"#
+    );
+}
