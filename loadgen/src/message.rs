@@ -48,13 +48,19 @@ pub fn decode_broadcast(frame: &[u8]) -> Option<Stamp> {
     fields(frame.strip_prefix(br#"{"message":"#)?)
 }
 
-/// Reads the channel and the stamp from a `/v1/ws` `{"type":"message","channel":…,"data":{…}}` of
+/// Reads the channel and the stamp from a `/v1/ws` `{"type":"message","channel":…,"data":{…}}`
+/// (with an `"offset"` before `"data"` or without) of
 /// an [`encode`]d message; `None` for anything else (replies, other clients' messages).
 pub fn decode_channel_message(frame: &[u8]) -> Option<(&[u8], Stamp)> {
     let rest = frame.strip_prefix(br#"{"type":"message","channel":""#)?;
     // Channel names have no quotes or escapes (the server allows `A-Z a-z 0-9 _ - . : @`).
     let end = rest.iter().position(|&byte| byte == b'"')?;
     let (channel, rest) = rest.split_at(end);
+    // The offset, when the server keeps history: hex digits and a dash and digits, no quotes.
+    let rest = match rest.strip_prefix(br#"","offset":""#) {
+        Some(offset) => &offset[offset.iter().position(|&byte| byte == b'"')?..],
+        None => rest,
+    };
     Some((channel, fields(rest.strip_prefix(br#"","data":"#)?)?))
 }
 
@@ -119,6 +125,14 @@ mod tests {
             Some((&b"bench:42"[..], STAMP))
         );
         assert_eq!(decode_broadcast(message.as_bytes()), None);
+        // With history, an offset comes before the data.
+        let message = format!(
+            r#"{{"type":"message","channel":"bench:42","offset":"00000000000000ff-7","data":{data}}}"#
+        );
+        assert_eq!(
+            decode_channel_message(message.as_bytes()),
+            Some((&b"bench:42"[..], STAMP))
+        );
     }
 
     #[test]
@@ -137,6 +151,7 @@ mod tests {
             br#"{"type":"subscribed","channel":"bench:1"}"#,
             br#"{"type":"message","channel":"bench:1","data":{"hello":1}}"#,
             br#"{"type":"message","channel":"bench:1"#,
+            br#"{"type":"message","channel":"bench:1","offset":"00000000000000ff-7"#,
             b"",
         ] {
             assert_eq!(decode_broadcast(frame), None, "{frame:?}");

@@ -646,7 +646,7 @@ mod tests {
     use tokio_tungstenite::tungstenite::Message;
 
     use super::*;
-    use crate::hub::Form;
+    use crate::hub::{Form, HistoryLimits};
     use crate::outbox::QueueLimits;
 
     /// A backplane's shared state around a hub with one `/v1/ws` subscriber of channel `c`; no
@@ -657,7 +657,7 @@ mod tests {
             frames: 64,
             bytes: 1 << 20,
         };
-        let hub = Hub::new(limits, Arc::new(Metrics::new()));
+        let hub = Hub::new(limits, HistoryLimits::OFF, Arc::new(Metrics::new()));
         let mut subscriber = hub.subscriber(Form::V1);
         subscriber.join_now(ChannelName::parse("c").unwrap());
         let names = ChannelNames {

@@ -21,7 +21,7 @@ use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::reply::Response;
 
 use crate::auth::{Authenticator, Grant};
-use crate::hub::{ChannelName, Fanout, Publication};
+use crate::hub::{ChannelName, Fanout, Offset, Publication};
 use crate::limits::{self, RateLimiter, RateLimits, Verdict};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -167,9 +167,17 @@ impl PublishApi {
         B: Stream<Item = Result<Bytes, warp::Error>> + Unpin,
     {
         match self.publish(headers, body).await {
-            Ok(count) => {
-                self.metrics.messages_broadcast.inc_by(count as u64);
-                json(StatusCode::OK, "{}".to_owned())
+            Ok(offsets) => {
+                self.metrics.messages_broadcast.inc_by(offsets.len() as u64);
+                // Offsets in request order, when this server's history gives them.
+                let body = if offsets.iter().all(Option::is_some) && !offsets.is_empty() {
+                    let offsets: Vec<String> =
+                        offsets.iter().flatten().map(Offset::to_string).collect();
+                    serde_json::json!({ "offsets": offsets }).to_string()
+                } else {
+                    "{}".to_owned()
+                };
+                json(StatusCode::OK, body)
             }
             Err(refusal) => {
                 self.metrics.publish_refused(refusal.code);
@@ -190,7 +198,7 @@ impl PublishApi {
         }
     }
 
-    async fn publish<B>(&self, headers: &HeaderMap, body: B) -> Result<usize, Refusal>
+    async fn publish<B>(&self, headers: &HeaderMap, body: B) -> Result<Vec<Option<Offset>>, Refusal>
     where
         B: Stream<Item = Result<Bytes, warp::Error>> + Unpin,
     {
@@ -249,10 +257,11 @@ impl PublishApi {
                 "over this key's PUBLISH_MESSAGES_PER_SECOND; nothing was published",
             ));
         }
+        let mut offsets = Vec::with_capacity(count);
         for publication in publications {
-            self.fanout.publish(publication).await;
+            offsets.push(self.fanout.publish_for_offset(publication).await);
         }
-        Ok(count)
+        Ok(offsets)
     }
 
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Publisher<'_>, Refusal> {

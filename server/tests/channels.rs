@@ -61,9 +61,9 @@ async fn a_message_reaches_the_subscribers_of_its_channel_exactly_as_written() {
     )
     .await;
     let expected = format!(r#"{{"type":"message","channel":"room:1","data":{data}}}"#);
-    assert_eq!(next_text(&mut alice).await, expected);
+    assert_eq!(next_message(&mut alice).await, expected);
     assert_eq!(
-        next_text(&mut bob).await,
+        next_message(&mut bob).await,
         expected,
         "the sender is subscribed"
     );
@@ -77,7 +77,7 @@ async fn a_message_reaches_the_subscribers_of_its_channel_exactly_as_written() {
     )
     .await;
     assert_eq!(
-        next_text(&mut alice).await,
+        next_message(&mut alice).await,
         r#"{"type":"message","channel":"room:1","data":null}"#
     );
     assert_quiet(&mut carol).await;
@@ -208,7 +208,7 @@ async fn channels_are_limited_per_connection_and_unsubscribing_frees_a_slot() {
     send(&mut watcher, r#"{"type":"publish","channel":"a","data":1}"#).await;
     send(&mut watcher, r#"{"type":"publish","channel":"c","data":2}"#).await;
     assert_eq!(
-        next_json(&mut client).await,
+        serde_json::from_str::<Value>(&next_message(&mut client).await).unwrap(),
         json!({"type":"message","channel":"c","data":2})
     );
     assert_eq!(server.metric("websocket_subscriptions").await, 2.0);
@@ -228,7 +228,7 @@ async fn broadcast_is_the_channel_wss_clients_share() {
     send_text(&mut old, r#"{"from":"wss"}"#).await;
     assert_eq!(next_text(&mut old).await, r#"{"message":{"from":"wss"}}"#);
     assert_eq!(
-        next_text(&mut new).await,
+        next_message(&mut new).await,
         r#"{"type":"message","channel":"broadcast","data":{"from":"wss"}}"#
     );
 
@@ -239,7 +239,7 @@ async fn broadcast_is_the_channel_wss_clients_share() {
     .await;
     assert_eq!(next_text(&mut old).await, r#"{"message":{"from":"v1"}}"#);
     assert_eq!(
-        next_text(&mut new).await,
+        next_message(&mut new).await,
         r#"{"type":"message","channel":"broadcast","data":{"from":"v1"}}"#
     );
 
@@ -285,7 +285,7 @@ async fn a_frame_over_the_rate_limit_is_answered_rate_limited_and_others_are_una
     // The bystander got exactly the acknowledged messages, in order.
     for n in &acked {
         assert_eq!(
-            next_json(&mut bystander).await,
+            serde_json::from_str::<Value>(&next_message(&mut bystander).await).unwrap(),
             json!({"type":"message","channel":"calm","data":n})
         );
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::net::TcpStream;
@@ -53,21 +53,42 @@ async fn a_publish_reaches_websocket_subscribers_in_order_exactly_as_written() {
         r#"{"channel":"room","data":{"z":1.50,"a":"\u00e9"}}"#,
     )
     .await;
-    assert_eq!((status, body), (200, json!({})));
+    assert_eq!(status, 200);
+    let first = &body["offsets"][0];
     assert_eq!(
         next_text(&mut room).await,
-        r#"{"type":"message","channel":"room","data":{"z":1.50,"a":"\u00e9"}}"#
+        format!(
+            r#"{{"type":"message","channel":"room","offset":{first},"data":{{"z":1.50,"a":"\u00e9"}}}}"#
+        )
     );
 
+    // A batch answers each item's offset, in request order; a channel's offsets follow each other.
     let batch = r#"[{"channel":"room","data":1},{"channel":"broadcast","data":{"to":"wss"}},{"channel":"room","data":2}]"#;
-    assert_eq!(publish(server.addr, OTHER_KEY, batch).await.0, 200);
+    let (status, body) = publish(server.addr, OTHER_KEY, batch).await;
+    assert_eq!(status, 200);
+    let offsets: Vec<&str> = body["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|offset| offset.as_str().unwrap())
+        .collect();
+    assert_eq!(offsets.len(), 3, "{body}");
+    let epoch = first.as_str().unwrap().split_once('-').unwrap().0;
+    assert_eq!(offsets[0], format!("{epoch}-2"));
+    assert_eq!(offsets[2], format!("{epoch}-3"));
     assert_eq!(
         next_text(&mut room).await,
-        r#"{"type":"message","channel":"room","data":1}"#
+        format!(
+            r#"{{"type":"message","channel":"room","offset":"{}","data":1}}"#,
+            offsets[0]
+        )
     );
     assert_eq!(
         next_text(&mut room).await,
-        r#"{"type":"message","channel":"room","data":2}"#
+        format!(
+            r#"{{"type":"message","channel":"room","offset":"{}","data":2}}"#,
+            offsets[2]
+        )
     );
     assert_eq!(next_text(&mut old).await, r#"{"message":{"to":"wss"}}"#);
 }
@@ -184,12 +205,12 @@ async fn each_key_has_its_own_rate_limit() {
     );
     for n in 0..100 {
         assert_eq!(
-            next_text(&mut room).await,
+            next_message(&mut room).await,
             format!(r#"{{"type":"message","channel":"room","data":{n}}}"#)
         );
     }
     assert_eq!(
-        next_text(&mut room).await,
+        next_message(&mut room).await,
         r#"{"type":"message","channel":"room","data":"other"}"#
     );
 }

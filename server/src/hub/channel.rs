@@ -10,6 +10,8 @@ use std::sync::{Arc, OnceLock};
 
 use tokio_tungstenite::tungstenite::Message;
 
+use super::Offset;
+
 /// The channel `/wss` clients share: what they send goes to everyone on it, and a `/v1/ws` client
 /// subscribed to it sees the same messages.
 pub const BROADCAST: &str = "broadcast";
@@ -82,7 +84,7 @@ impl fmt::Display for ChannelName {
 pub enum Form {
     /// `/wss`: `{"message":<data>}`.
     Wss,
-    /// `/v1/ws`: `{"type":"message","channel":"<name>","data":<data>}`.
+    /// `/v1/ws`: `{"type":"message","channel":"<name>","offset":"<offset>","data":<data>}`.
     V1,
 }
 
@@ -100,15 +102,33 @@ pub fn wss_data(envelope: &str) -> Option<&str> {
     envelope.strip_prefix(r#"{"message":"#)?.strip_suffix('}')
 }
 
-/// The `/v1/ws` envelope of `data` published on `channel`.
-pub fn v1_envelope(channel: &ChannelName, data: &str) -> String {
-    let mut framed = String::with_capacity(data.len() + channel.as_str().len() + 40);
+/// The `/v1/ws` envelope of `data` published on `channel`, with its offset when history keeps it.
+pub fn v1_envelope(channel: &ChannelName, data: &str, offset: Option<Offset>) -> String {
+    let mut framed = String::with_capacity(data.len() + channel.as_str().len() + 80);
     framed.push_str(r#"{"type":"message","channel":""#);
     framed.push_str(channel.as_str());
+    if let Some(offset) = offset {
+        framed.push_str(r#"","offset":""#);
+        // An offset is hex digits, a dash and decimal digits: nothing to escape.
+        framed.push_str(&offset.to_string());
+    }
     framed.push_str(r#"","data":"#);
     framed.push_str(data);
     framed.push('}');
     framed
+}
+
+/// The frame of one message for a subscriber speaking `form`.
+pub(super) fn frame(
+    form: Form,
+    channel: &ChannelName,
+    data: &str,
+    offset: Option<Offset>,
+) -> Message {
+    Message::text(match form {
+        Form::Wss => wss_envelope(data),
+        Form::V1 => v1_envelope(channel, data, offset),
+    })
 }
 
 /// One message's frames, built on first need and then shared (the bytes are reference-counted).
@@ -119,18 +139,19 @@ pub(super) struct Frames {
 }
 
 impl Frames {
-    pub(super) fn get(&mut self, form: Form, channel: &ChannelName, data: &str) -> Message {
+    pub(super) fn get(
+        &mut self,
+        form: Form,
+        channel: &ChannelName,
+        data: &str,
+        offset: Option<Offset>,
+    ) -> Message {
         let slot = match form {
             Form::Wss => &mut self.wss,
             Form::V1 => &mut self.v1,
         };
-        slot.get_or_insert_with(|| {
-            Message::text(match form {
-                Form::Wss => wss_envelope(data),
-                Form::V1 => v1_envelope(channel, data),
-            })
-        })
-        .clone()
+        slot.get_or_insert_with(|| frame(form, channel, data, offset))
+            .clone()
     }
 }
 
@@ -162,8 +183,13 @@ mod tests {
             r#"{"message":{"b":1,"a":2}}"#
         );
         assert_eq!(
-            v1_envelope(&room, "1.50"),
+            v1_envelope(&room, "1.50", None),
             r#"{"type":"message","channel":"room:1","data":1.50}"#
+        );
+        let offset = Offset::parse("00000000000000ff-7").unwrap();
+        assert_eq!(
+            v1_envelope(&room, "1.50", Some(offset)),
+            r#"{"type":"message","channel":"room:1","offset":"00000000000000ff-7","data":1.50}"#
         );
         assert_eq!(wss_data(&wss_envelope("[1]")), Some("[1]"));
         assert_eq!(wss_data("[1]"), None);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ChannelName, Hub};
+use super::{ChannelName, Hub, Offset};
 
 /// A message on its way to a channel's subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,20 @@ impl Fanout {
             if let Some(relayed) = relayed {
                 // The relay outlives every connection; if it is gone the process is ending.
                 let _ = relayed.await;
+            }
+        }
+    }
+
+    /// Publishes one message and returns its offset when it is known here: from this process's
+    /// history, without a relay. (Not [`publish`](Self::publish), whose future every idle
+    /// connection's task has room for: an offset would make that room larger.)
+    pub async fn publish_for_offset(&self, publication: Publication) -> Option<Offset> {
+        match self {
+            Fanout::Local(hub) => hub.publish(&publication.channel, &publication.data),
+            Fanout::Relay(queue) => {
+                // As in `publish`.
+                let _ = queue.send(publication).await;
+                None
             }
         }
     }

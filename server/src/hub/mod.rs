@@ -14,16 +14,23 @@
 //! A subscriber enters a channel in two steps, so that a relay can be told first: reserved (it
 //! counts as interest in the channel but receives nothing yet), then live (its first frame, the
 //! protocol's "subscribed", is queued under the same lock as the messages, so it comes first).
+//!
+//! The hub also keeps each channel's recent messages ([`history`]) under that lock: a message is
+//! kept and delivered in one step, and a subscriber resuming from an offset gets what it missed
+//! and goes live in one step, so the replay and the live messages neither overlap nor leave a gap.
 
 pub mod channel;
 mod fanout;
+mod history;
 
 pub use channel::{ChannelName, Form};
 pub use fanout::{Fanout, Interest, Publication};
+pub use history::{HistoryLimits, InvalidOffset, Offset};
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -31,6 +38,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::metrics::Metrics;
 use crate::outbox::{Evicted, Outbox, QueueLimits};
 use channel::Frames;
+use history::{History, Replay};
 
 /// Every channel with a subscriber in this process. One per process, shared by `Arc`.
 #[derive(Debug)]
@@ -43,9 +51,10 @@ pub struct Hub {
     interest: OnceLock<mpsc::UnboundedSender<Interest>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     channels: HashMap<ChannelName, Channel>,
+    history: History,
 }
 
 /// A channel's subscribers, by [`Subscriber::id`].
@@ -75,10 +84,18 @@ pub struct Subscriber {
 }
 
 impl Hub {
-    /// A hub without channels whose subscribers may each have up to `queue_limits` waiting.
-    pub fn new(queue_limits: QueueLimits, metrics: Arc<Metrics>) -> Arc<Hub> {
+    /// A hub without channels whose subscribers may each have up to `queue_limits` waiting, and
+    /// which keeps each channel's recent messages within `history`.
+    pub fn new(
+        queue_limits: QueueLimits,
+        history: HistoryLimits,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                channels: HashMap::new(),
+                history: History::new(history),
+            }),
             queue_limits,
             metrics,
             interest: OnceLock::new(),
@@ -102,24 +119,23 @@ impl Hub {
         }
     }
 
-    /// Queues `data` (JSON as its publisher wrote it) for every live subscriber of `channel`; a
-    /// subscriber whose outbox is full is evicted and leaves the channel. Returns how many got it.
-    pub fn publish(&self, channel: &ChannelName, data: &str) -> usize {
+    /// Keeps `data` (JSON as its publisher wrote it) in the channel's history and queues it for
+    /// every live subscriber of `channel`; a subscriber whose outbox is full is evicted and leaves
+    /// the channel. Returns the message's offset, when history keeps it.
+    pub fn publish(&self, channel: &ChannelName, data: &str) -> Option<Offset> {
         let mut state = self.lock();
+        let offset = state.history.record(channel, data, Instant::now());
         let Some(subscribers) = state.channels.get_mut(channel) else {
-            return 0;
+            return offset;
         };
         let mut frames = Frames::default();
         let before = subscribers.members.len();
-        let mut delivered = 0;
         subscribers.members.retain(|_, member| {
             if !member.live {
                 return true;
             }
-            let frame = frames.get(member.form, channel, data);
-            let kept = member.outbox.push(frame, &self.queue_limits).is_ok();
-            delivered += usize::from(kept);
-            kept
+            let frame = frames.get(member.form, channel, data, offset);
+            member.outbox.push(frame, &self.queue_limits).is_ok()
         });
         let evicted = before - subscribers.members.len();
         if evicted > 0 {
@@ -130,7 +146,12 @@ impl Hub {
                 self.forget(&mut state, channel);
             }
         }
-        delivered
+        offset
+    }
+
+    /// Whether channels keep history, so that a subscriber can resume from an offset.
+    pub fn keeps_history(&self) -> bool {
+        self.lock().history.enabled()
     }
 
     /// The channels with at least one subscriber, live or reserved.
@@ -203,6 +224,63 @@ impl Subscriber {
         first: Option<Message>,
     ) -> Result<(), Evicted> {
         self.reserve(channel.clone());
+        self.wait_for_relay(&channel).await;
+        self.go_live(&channel, first)
+    }
+
+    /// Joins `channel` like [`join`](Self::join), resuming after `since`: what history holds after
+    /// it is queued right behind the first frame, in order, then live messages, none twice and none
+    /// missing at the seam. `first` is told whether the replay is whole (`true`, also when nothing
+    /// was missed); when it is not (history no longer holds everything after `since`, or `since`
+    /// is from an epoch that is gone, or the replay would not fit in the outbox), nothing is
+    /// replayed. Returns what `first` was told.
+    pub async fn resume(
+        &mut self,
+        channel: ChannelName,
+        since: Offset,
+        first: impl FnOnce(bool) -> Message,
+    ) -> Result<bool, Evicted> {
+        self.reserve(channel.clone());
+        self.wait_for_relay(&channel).await;
+        let mut state = self.hub.lock();
+        let state = &mut *state;
+        let member = state
+            .channels
+            .get_mut(&channel)
+            .and_then(|c| c.members.get_mut(&self.id()))
+            .ok_or(Evicted)?;
+        member.live = true;
+        let limits = &self.hub.queue_limits;
+        let replay = match state
+            .history
+            .replay(channel.as_str(), since, Instant::now())
+        {
+            Replay::Recovered(messages) => Some(messages),
+            Replay::Lost => None,
+        }
+        .map(|messages| {
+            messages
+                .into_iter()
+                .map(|(offset, data)| channel::frame(self.form, &channel, data, Some(offset)))
+                .collect::<Vec<_>>()
+        })
+        .filter(|frames| {
+            // All of it or none: a replay that overflows the outbox would evict the client, which
+            // would come back for the same replay. Told it lost messages, it reloads instead.
+            let bytes: usize = frames.iter().map(Message::len).sum();
+            frames.len() < limits.frames && bytes <= limits.bytes as usize
+        });
+        let recovered = replay.is_some();
+        self.outbox.push(first(recovered), limits)?;
+        for frame in replay.into_iter().flatten() {
+            self.outbox.push(frame, limits)?;
+        }
+        Ok(recovered)
+    }
+
+    /// With a relay, waits until it delivers `channel`'s messages from every task (at once if it
+    /// already does, or cannot now).
+    async fn wait_for_relay(&self, channel: &ChannelName) {
         if let Some(relay) = self.hub.interest.get() {
             let (confirmed, confirmation) = oneshot::channel();
             if relay
@@ -213,7 +291,6 @@ impl Subscriber {
                 let _ = confirmation.await;
             }
         }
-        self.go_live(&channel, first)
     }
 
     /// Joins `channel` at once, without waiting for a relay: for the `/wss` channel, which a relay
@@ -323,7 +400,7 @@ mod tests {
             frames,
             bytes: 1 << 20,
         };
-        Hub::new(limits, Arc::new(Metrics::new()))
+        Hub::new(limits, HistoryLimits::OFF, Arc::new(Metrics::new()))
     }
 
     fn name(name: &str) -> ChannelName {
@@ -343,8 +420,8 @@ mod tests {
         old.join_now(ChannelName::broadcast());
         let mut new = hub.subscriber(Form::V1);
         new.join(ChannelName::broadcast(), None).await.unwrap();
-        assert_eq!(hub.publish(&ChannelName::broadcast(), "1"), 2);
-        assert_eq!(hub.publish(&ChannelName::broadcast(), "[2]"), 2);
+        hub.publish(&ChannelName::broadcast(), "1");
+        hub.publish(&ChannelName::broadcast(), "[2]");
         assert_eq!(
             taken(&old).await,
             [
@@ -370,8 +447,8 @@ mod tests {
             .unwrap();
         let mut b = hub.subscriber(Form::V1);
         b.join(name("b"), None).await.unwrap();
-        assert_eq!(hub.publish(&name("a"), "1"), 1);
-        assert_eq!(hub.publish(&name("nobody"), "1"), 0);
+        hub.publish(&name("a"), "1");
+        hub.publish(&name("nobody"), "1");
         assert_eq!(
             taken(&a).await.len(),
             2,

@@ -5,7 +5,10 @@
 //! picks); such a frame gets exactly one `ack` or `error` with that `id`, after everything else it
 //! causes (`subscribed` comes before the `ack` of its subscribe). With sign-in, `refresh` carries
 //! a newer token before the current one expires (the connection closes with 1008 when it does). Server to client: `subscribed`,
-//! `unsubscribed`, `message` (the data exactly as published) and `error` with a `code`.
+//! `unsubscribed`, `message` (the data exactly as published, and its `offset` when the server
+//! keeps history) and `error` with a `code`. A subscribe with `since` (an offset) resumes: its
+//! `subscribed` says whether what followed that offset is `recovered`, and those messages follow
+//! it, before any live one.
 //!
 //! A frame that is not one JSON object with a known `type` is answered with `error` `bad_request`
 //! and the connection stays open. Replies queue in the connection's outbox like messages, so a
@@ -21,7 +24,7 @@ use std::time::SystemTime;
 
 use crate::auth::Grant;
 use crate::connection::Context;
-use crate::hub::{ChannelName, Publication, Subscriber};
+use crate::hub::{ChannelName, Offset, Publication, Subscriber};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::outbox::Evicted;
@@ -37,6 +40,8 @@ pub enum Code {
     TooManyChannels,
     /// Over the connection's message or byte rate; the frame was dropped.
     RateLimited,
+    /// A subscribe asked to resume (`since`) from a server that keeps no history.
+    HistoryDisabled,
 }
 
 impl Code {
@@ -47,6 +52,7 @@ impl Code {
             Code::Forbidden => "forbidden",
             Code::TooManyChannels => "too_many_channels",
             Code::RateLimited => "rate_limited",
+            Code::HistoryDisabled => "history_disabled",
         }
     }
 }
@@ -64,6 +70,8 @@ struct ClientFrame<'a> {
     id: Option<&'a RawValue>,
     #[serde(default, borrow)]
     token: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    since: Option<Cow<'a, str>>,
 }
 
 /// A field that is present, `null` included: `Option<&RawValue>` alone reads `null` as absent,
@@ -173,6 +181,26 @@ impl Session {
         }
         match frame.kind.as_ref() {
             "subscribe" => {
+                let since = match frame.since.as_deref().map(Offset::parse) {
+                    None => None,
+                    Some(Ok(since)) => Some(since),
+                    Some(Err(_)) => {
+                        return self.refuse(
+                            id,
+                            Code::BadRequest,
+                            "since must be an offset from a message of this channel",
+                            metrics,
+                        );
+                    }
+                };
+                if since.is_some() && !context.hub.keeps_history() {
+                    return self.refuse(
+                        id,
+                        Code::HistoryDisabled,
+                        "this server keeps no history to resume from; subscribe without since",
+                        metrics,
+                    );
+                }
                 if !self.subscriber.holds(channel.as_str()) {
                     if self.subscriber.channel_count() >= self.max_channels {
                         return self.refuse(
@@ -182,8 +210,17 @@ impl Session {
                             metrics,
                         );
                     }
-                    let subscribed = notice("subscribed", &channel);
-                    self.subscriber.join(channel, Some(subscribed)).await?;
+                    match since {
+                        None => {
+                            let subscribed = notice("subscribed", &channel);
+                            self.subscriber.join(channel, Some(subscribed)).await?;
+                        }
+                        Some(since) => {
+                            let name = channel.clone();
+                            let subscribed = move |recovered| resumed(&name, recovered);
+                            self.subscriber.resume(channel, since, subscribed).await?;
+                        }
+                    }
                 }
             }
             "unsubscribe" => {
@@ -333,6 +370,13 @@ fn is_string_or_number(id: &RawValue) -> bool {
 
 fn notice(kind: &str, channel: &ChannelName) -> Message {
     Message::text(format!(r#"{{"type":"{kind}","channel":"{channel}"}}"#))
+}
+
+/// The `subscribed` of a subscribe with `since`: whether every message after it follows.
+fn resumed(channel: &ChannelName, recovered: bool) -> Message {
+    Message::text(format!(
+        r#"{{"type":"subscribed","channel":"{channel}","recovered":{recovered}}}"#
+    ))
 }
 
 fn ack(id: &RawValue) -> Message {
