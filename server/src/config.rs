@@ -189,6 +189,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_channels_per_connection: u32,
 
+    /// Messages each channel keeps for clients that resume (`subscribe` with `since`); 0 keeps
+    /// none, and messages carry no offset. Kept in the process; with REDIS_URL, not kept yet.
+    #[arg(long, env = "HISTORY_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub history_size: u32,
+
+    /// How long a channel keeps each message for clients that resume (at most 24 h).
+    #[arg(long, env = "HISTORY_TTL", default_value = "300s", value_parser = history_ttl)]
+    pub history_ttl: Duration,
+
     /// Keys that may publish over HTTP (`POST /v1/publish`, `Authorization: Bearer <key>`),
     /// comma-separated, each at least 32 printable characters. Unset, and without sign-in, HTTP
     /// publishing answers 403.
@@ -267,6 +277,13 @@ impl Config {
             return Err(format!(
                 "CLIENT_QUEUE_BYTES (--client-queue-bytes) is {} but must be at least MAX_MESSAGE_SIZE ({}), or one message would overflow a queue",
                 self.client_queue_bytes, self.max_message_size
+            ));
+        }
+        // A resume queues its whole replay at once, behind its `subscribed`.
+        if self.history_size >= self.client_queue_size {
+            return Err(format!(
+                "HISTORY_SIZE (--history-size) is {} but must be below CLIENT_QUEUE_SIZE ({}), or a resume could not fit in a client's queue",
+                self.history_size, self.client_queue_size
             ));
         }
         if let Some(url) = &self.redis_url {
@@ -439,6 +456,15 @@ fn positive_duration(value: &str) -> Result<Duration, String> {
         Duration::ZERO => Err("must be greater than zero".to_owned()),
         positive => Ok(positive),
     }
+}
+
+/// A history time to live: more than zero, at most a day (history is for reconnects, not storage).
+fn history_ttl(value: &str) -> Result<Duration, String> {
+    let ttl = positive_duration(value)?;
+    if ttl > Duration::from_secs(24 * 60 * 60) {
+        return Err("at most 24h".to_owned());
+    }
+    Ok(ttl)
 }
 
 fn log_filter(value: &str) -> Result<String, String> {

@@ -54,7 +54,7 @@ use tracing::{info, warn};
 
 use config::Config;
 use connection::Heartbeat;
-use hub::{Fanout, Hub};
+use hub::{Fanout, HistoryLimits, Hub};
 use limits::RateLimits;
 use metrics::Metrics;
 use outbox::QueueLimits;
@@ -128,7 +128,16 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         bytes: u32::try_from(config.client_queue_bytes)
             .expect("CLIENT_QUEUE_BYTES is at most 1 GiB"),
     };
-    let hub = Hub::new(queue_limits, Arc::clone(&metrics));
+    // With the Redis backplane, messages reach each task's hub separately, so an offset drawn by
+    // one task's history would mean nothing on another: history is kept only without it.
+    let history = match config.redis_url {
+        Some(_) => HistoryLimits::OFF,
+        None => HistoryLimits {
+            size: config.history_size as usize,
+            ttl: config.history_ttl,
+        },
+    };
+    let hub = Hub::new(queue_limits, history, Arc::clone(&metrics));
     let (lifecycle, shutdown) = shutdown::channel();
     let permits = Arc::new(Semaphore::new(config.max_connections as usize));
     let fanout = match &config.redis_url {
