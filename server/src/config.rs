@@ -145,6 +145,13 @@ pub struct Config {
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
 
+    /// On SIGTERM/SIGINT, the time over which `/v1/ws` clients are closed with 1012, each at a
+    /// random moment, so that they reconnect to other servers a few at a time; until its moment a
+    /// client is served as before. `/wss` and `/echo` clients get 1001 at once. 0: all at once.
+    /// At most DRAIN_TIMEOUT minus 5 s. Unset: 20s, or DRAIN_TIMEOUT minus 5 s if that is less.
+    #[arg(long, env = "DRAIN_SPREAD", value_parser = duration)]
+    pub drain_spread: Option<Duration>,
+
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -243,6 +250,15 @@ pub struct Config {
 /// Most clock skew `AUTH_LEEWAY` may allow.
 pub const MAX_AUTH_LEEWAY: Duration = Duration::from_secs(300);
 
+/// DRAIN_SPREAD when unset (and DRAIN_TIMEOUT leaves room for it).
+pub const DEFAULT_DRAIN_SPREAD: Duration = Duration::from_secs(20);
+
+/// What DRAIN_TIMEOUT must keep beyond DRAIN_SPREAD. The last connection's moment comes at the end
+/// of the spread, and its client then gets as long for its close reply as any close handshake the
+/// server starts is given; without that room, the drain's end would drop the last connections
+/// with no close handshake, which is what the spread is there to avoid.
+pub const DRAIN_SPREAD_MARGIN: Duration = crate::connection::CLOSE_HANDSHAKE_TIMEOUT;
+
 /// File descriptors the process needs besides one per socket: standard streams, the listeners,
 /// Redis connections, the runtime's epoll and wakers, with room to spare.
 pub const FILE_DESCRIPTOR_MARGIN: u64 = 64;
@@ -286,6 +302,15 @@ impl Config {
                 self.history_size, self.client_queue_size
             ));
         }
+        if let Some(spread) = self.drain_spread
+            && !spread.is_zero()
+            && spread + DRAIN_SPREAD_MARGIN > self.drain_timeout
+        {
+            return Err(format!(
+                "DRAIN_SPREAD (--drain-spread) is {spread:?} but may be at most DRAIN_TIMEOUT ({:?}) minus {DRAIN_SPREAD_MARGIN:?}, the time the last clients get for their close replies (or 0: all at once)",
+                self.drain_timeout
+            ));
+        }
         if let Some(url) = &self.redis_url {
             crate::backplane::redis_client(url)?;
         }
@@ -315,6 +340,14 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The DRAIN_SPREAD in force: the one set, or the default made to fit DRAIN_TIMEOUT, so that a
+    /// short DRAIN_TIMEOUT set alone still starts (with less spread, or none).
+    pub fn drain_spread(&self) -> Duration {
+        self.drain_spread.unwrap_or_else(|| {
+            DEFAULT_DRAIN_SPREAD.min(self.drain_timeout.saturating_sub(DRAIN_SPREAD_MARGIN))
+        })
     }
 
     /// Sign-in's settings: `None` when it is off (no key source), an error naming the variable
@@ -576,6 +609,37 @@ mod tests {
             .is_ok()
         );
         assert!(parse(&["--redis-channel", "legacy", "--redis-channel-prefix", "app"]).is_ok());
+    }
+
+    #[test]
+    fn drain_spread_fits_inside_the_drain_timeout() {
+        let spread = |args: &[&str]| parse(args).map(|config| config.drain_spread());
+        assert_eq!(spread(&[]), Ok(Duration::from_secs(20)));
+        // Unset, it shrinks to fit a shorter drain, down to none at all.
+        assert_eq!(
+            spread(&["--drain-timeout", "10s"]),
+            Ok(Duration::from_secs(5))
+        );
+        assert_eq!(spread(&["--drain-timeout", "3s"]), Ok(Duration::ZERO));
+        assert_eq!(
+            spread(&["--drain-timeout", "30s", "--drain-spread", "25s"]),
+            Ok(Duration::from_secs(25))
+        );
+        assert_eq!(
+            spread(&["--drain-timeout", "1s", "--drain-spread", "0"]),
+            Ok(Duration::ZERO)
+        );
+        for args in [
+            &["--drain-spread", "26s"][..],
+            &["--drain-timeout", "10s", "--drain-spread", "6s"],
+            &["--drain-timeout", "3s", "--drain-spread", "1s"],
+        ] {
+            let err = spread(args).unwrap_err();
+            assert!(
+                err.contains("DRAIN_SPREAD") && err.contains("DRAIN_TIMEOUT"),
+                "{args:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -114,8 +114,9 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves until `stop` completes, then drains: `/health` turns 503, upgrades are refused, every
-/// client gets close 1001, and this waits up to `DRAIN_TIMEOUT` for them before returning.
+/// Serves until `stop` completes, then drains: `/health` turns 503, upgrades are refused, `/wss`
+/// and `/echo` clients get close 1001 at once and `/v1/ws` clients 1012 each at a random moment
+/// within `DRAIN_SPREAD`, and this waits up to `DRAIN_TIMEOUT` for them before returning.
 pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output = ()>) {
     // Ring as rustls' process-wide crypto provider, for rediss:// and the JWKS fetch alike: rustls
     // picks one by itself only when exactly one is compiled in. Ring is the workspace's only one
@@ -200,6 +201,7 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
             ),
             queue_limits,
             shutdown: shutdown.clone(),
+            drain_spread: config.drain_spread(),
             websocket: WebSocketConfig::default()
                 .read_buffer_size(READ_BUFFER)
                 .write_buffer_size(WRITE_BUFFER)
@@ -255,7 +257,7 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
     });
 
     stop.await;
-    info!(connections = metrics.connections.get(), drain_timeout = ?config.drain_timeout, "draining");
+    info!(connections = metrics.connections.get(), drain_timeout = ?config.drain_timeout, drain_spread = ?config.drain_spread(), "draining");
     lifecycle.drain();
     let every_connection_closed = || permits.acquire_many(config.max_connections);
     let drained = tokio::time::timeout(config.drain_timeout, every_connection_closed()).await;

@@ -2,7 +2,8 @@
 //! connections, listeners, the metrics loop) rather than kept in global state.
 //!
 //! Two one-way steps. Draining: `/health` answers 503, new upgrades are refused, and every
-//! connection closes with 1001 and waits for its client's close reply. Terminating (the drain
+//! connection closes (`/wss` and `/echo` with 1001 at once, `/v1/ws` with 1012 at its own moment
+//! within `DRAIN_SPREAD`) and waits for its client's close reply. Terminating (the drain
 //! finished, or `DRAIN_TIMEOUT` passed): connections still waiting give up and log their close
 //! line, and the listeners stop.
 

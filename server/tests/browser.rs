@@ -278,9 +278,10 @@ async fn two_pages_see_each_others_messages_and_reconnect_after_a_restart() {
     std::fs::create_dir_all(artifacts).unwrap();
     std::fs::write(format!("{artifacts}/demo-page.png"), screenshot).unwrap();
 
-    // The server drains (close 1001) and comes back on the same address: the pages reconnect.
-    // That address is a fixed port, since the pages reconnect to where they were loaded from. The
-    // new server knows no subscription: what arrives now, the pages asked for again.
+    // The server drains (close 1012, what /v1/ws clients get) and comes back on the same address:
+    // the pages reconnect. That address is a fixed port, since the pages reconnect to where they
+    // were loaded from. The new server knows no subscription: what arrives now, the pages asked
+    // for again.
     server.stop().await;
     wait_for_text(&first, "#state", |state| {
         state.starts_with("server restarting")

@@ -4,10 +4,12 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use server::healthcheck::http_request;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::test]
@@ -103,6 +105,218 @@ async fn sigterm_drains_clients_with_1001_then_exits_0() {
     assert!(!stdout.contains("hello"), "no message content in the logs");
 }
 
+/// What a `/v1/ws` subscriber saw of the drain.
+struct Subscriber {
+    /// The `data` of every message on the channel, as received.
+    received: Vec<u64>,
+    /// When the server's close frame arrived, and its code.
+    closed: Option<(Instant, u16)>,
+}
+
+/// Reads a `/v1/ws` client until its connection ends, answering the server's close frame (the
+/// WebSocket layer sends the reply as the stream is read on).
+async fn read_channel_until_closed(mut client: Client) -> Subscriber {
+    let mut seen = Subscriber {
+        received: Vec::new(),
+        closed: None,
+    };
+    while let Some(Ok(frame)) = client.next().await {
+        match frame {
+            Message::Text(text) => {
+                let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(message["type"], "message", "{text}");
+                seen.received.push(message["data"].as_u64().unwrap());
+            }
+            Message::Close(frame) => {
+                let code = frame.map_or(1005, |frame| frame.code.into());
+                seen.closed = Some((Instant::now(), code));
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_v1_clients_with_1012_spread_over_drain_spread() {
+    const SPREAD: Duration = Duration::from_secs(3);
+    const DRAIN: Duration = Duration::from_secs(8);
+    const SUBSCRIBERS: usize = 40;
+    const KEY: &str = "drain-spread-publish-key-0123456789abcdef";
+    let server = Process::start(&[
+        ("DRAIN_SPREAD", "3s"),
+        ("DRAIN_TIMEOUT", "8s"),
+        ("LOG_FORMAT", "json"),
+        ("EMF_INTERVAL", "0"),
+        ("PUBLISH_API_KEYS", KEY),
+    ])
+    .await;
+    let url = server.url("/v1/ws");
+    let mut subscribers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut client = connect(&url).await;
+        send_text(&mut client, r#"{"type":"subscribe","channel":"c"}"#).await;
+        assert_eq!(
+            next_text(&mut client).await,
+            r#"{"type":"subscribed","channel":"c"}"#
+        );
+        subscribers.push(tokio::spawn(read_channel_until_closed(client)));
+    }
+    let mut wss = connect(&server.url("/wss")).await;
+    assert_eq!(next_text(&mut wss).await, r#"{"connection":"ok"}"#);
+
+    // The publisher sends message n every 50 ms until the drain closes it too, noting when each
+    // went out; it reads on only to see (and answer) its own close frame.
+    let publisher = connect(&url).await;
+    let publishing = tokio::spawn(async move {
+        let (mut sink, mut stream) = publisher.split();
+        let mut sent = Vec::new();
+        let mut closed = None;
+        let mut pace = tokio::time::interval(Duration::from_millis(50));
+        while closed.is_none() {
+            tokio::select! {
+                _ = pace.tick() => {
+                    let text = format!(r#"{{"type":"publish","channel":"c","data":{}}}"#, sent.len());
+                    if sink.send(Message::text(text)).await.is_err() {
+                        break;
+                    }
+                    sent.push(Instant::now());
+                }
+                frame = stream.next() => match frame {
+                    Some(Ok(Message::Close(frame))) => {
+                        closed = Some((Instant::now(), frame.map_or(1005, |frame| frame.code.into())));
+                    }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+            }
+        }
+        while let Some(Ok(_)) = stream.next().await {}
+        (sent, closed)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    server.signal("TERM");
+    let drain_started = Instant::now();
+    assert_eq!(close_code(&mut wss).await, 1001, "/wss closes as before");
+    let wss_closed = drain_started.elapsed();
+    assert!(
+        wss_closed < Duration::from_secs(1),
+        "/wss closed {wss_closed:?} into the drain, not at once"
+    );
+    // Reading on sends the close reply, so the server need not wait for the drain's end.
+    let wss_answering = tokio::spawn(async move { while let Some(Ok(_)) = wss.next().await {} });
+    // Publishing over HTTP stops with the drain, even while /v1/ws clients are still served.
+    let (status, _) = http_publish(server.addr, KEY, r#"{"channel":"c","data":"late"}"#).await;
+    assert_eq!(status, 503, "POST /v1/publish while draining");
+
+    let (sent, publisher_closed) = tokio::time::timeout(DRAIN, publishing)
+        .await
+        .expect("the publisher is closed within the drain")
+        .unwrap();
+    let (publisher_closed, code) = publisher_closed.expect("the publisher got a close frame");
+    assert_eq!(code, 1012, "the publisher's close code");
+    let mut closes = vec![publisher_closed - drain_started];
+    // A message sent this long before a client's close (and before the publisher's) must have
+    // reached it: loopback delivery takes milliseconds.
+    let margin = Duration::from_millis(500);
+    let mut checked_while_publishing = 0;
+    for (index, subscriber) in subscribers.into_iter().enumerate() {
+        let seen = tokio::time::timeout(DRAIN, subscriber)
+            .await
+            .expect("every subscriber is closed within the drain")
+            .unwrap();
+        let (closed, code) = seen
+            .closed
+            .unwrap_or_else(|| panic!("subscriber {index} got no close frame"));
+        assert_eq!(code, 1012, "subscriber {index}'s close code");
+        closes.push(closed - drain_started);
+        let in_order: Vec<u64> = (0..seen.received.len() as u64).collect();
+        assert_eq!(
+            seen.received, in_order,
+            "subscriber {index} got every message in order, without a gap"
+        );
+        let until = closed.min(publisher_closed);
+        let due = sent.iter().filter(|at| **at + margin <= until).count();
+        assert!(
+            seen.received.len() >= due,
+            "subscriber {index}, closed {:?} into the drain, got {} messages, {due} were sent \
+             over {margin:?} before its close (publisher closed {:?} into the drain)",
+            closed - drain_started,
+            seen.received.len(),
+            publisher_closed - drain_started
+        );
+        if closed < publisher_closed && publisher_closed > drain_started + margin {
+            checked_while_publishing += 1;
+        }
+    }
+    eprintln!(
+        "{} /v1/ws closes from {:?} to {:?} into the drain; {checked_while_publishing} subscribers closed while the publisher was still sending",
+        closes.len(),
+        closes.iter().min().unwrap(),
+        closes.iter().max().unwrap()
+    );
+
+    // Turns are uniform over the spread: with 41 of them, fewer than half in its first tenth and
+    // at least one in its last third fail only if closes came all at once (or early); a chance of
+    // about (2/3)^41, 6e-8, otherwise.
+    let early = closes.iter().filter(|at| **at < SPREAD / 10).count();
+    assert!(
+        early < closes.len() / 2,
+        "{early} of {} closes in the first tenth of the spread: {closes:?}",
+        closes.len()
+    );
+    assert!(
+        closes.iter().any(|at| *at >= SPREAD * 2 / 3),
+        "no close in the last third of the spread: {closes:?}"
+    );
+    let last = *closes.iter().max().unwrap();
+    assert!(
+        last < SPREAD + Duration::from_millis(1500),
+        "a close {last:?} into the drain, after the spread: {closes:?}"
+    );
+
+    // Every client answered, so the process ends as the last one closes, not at DRAIN_TIMEOUT.
+    wss_answering.await.unwrap();
+    let exit = server.wait(DRAIN).await;
+    assert_eq!(exit.code, Some(0), "exit code");
+    let exited = drain_started.elapsed();
+    assert!(
+        exited < last + Duration::from_secs(2) && exited < DRAIN,
+        "exited {exited:?} into the drain, the last close at {last:?}"
+    );
+    let lines: Vec<serde_json::Value> = exit
+        .stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let draining = lines
+        .iter()
+        .find(|line| line["message"] == "draining")
+        .expect("a draining line");
+    assert_eq!(draining["drain_spread"], "3s", "{draining}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["message"] == "all connections closed")
+    );
+    let reasons: Vec<&str> = lines
+        .iter()
+        .filter(|line| line["message"] == "connection closed")
+        .map(|line| line["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "service_restart").count(),
+        SUBSCRIBERS + 1,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "server_shutdown").count(),
+        1,
+        "{reasons:?}"
+    );
+}
+
 #[tokio::test]
 async fn sigint_with_no_clients_exits_0_at_once() {
     let server = Process::start(&[]).await;
@@ -161,6 +375,11 @@ fn every_bad_setting_is_refused_with_one_line_naming_it() {
         ("PING_INTERVAL", "soon", "PING_INTERVAL"),
         ("PONG_TIMEOUT", "0s", "PONG_TIMEOUT"),
         ("DRAIN_TIMEOUT", "forever", "DRAIN_TIMEOUT"),
+        ("DRAIN_SPREAD", "soon", "DRAIN_SPREAD"),
+        ("DRAIN_SPREAD", "-1s", "DRAIN_SPREAD"),
+        // More than the default DRAIN_TIMEOUT (30 s) minus the 5 s the last clients get to reply.
+        ("DRAIN_SPREAD", "26s", "DRAIN_SPREAD"),
+        ("DRAIN_SPREAD", "1m", "DRAIN_SPREAD"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT"),
         ("LOG_LEVEL", "info,=[", "LOG_LEVEL"),
         ("EMF_INTERVAL", "-5", "EMF_INTERVAL"),
@@ -211,6 +430,23 @@ fn every_bad_setting_is_refused_with_one_line_naming_it() {
 }
 
 #[test]
+fn a_drain_spread_must_leave_room_for_the_last_close_handshakes() {
+    for env in [
+        [("DRAIN_TIMEOUT", "10s"), ("DRAIN_SPREAD", "6s")],
+        [("DRAIN_TIMEOUT", "3s"), ("DRAIN_SPREAD", "500ms")],
+    ] {
+        let output = Command::new(BINARY).env_clear().envs(env).output().unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{env:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{env:?}: {stderr}");
+        assert!(
+            stderr.contains("DRAIN_SPREAD") && stderr.contains("DRAIN_TIMEOUT"),
+            "{env:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn help_lists_every_setting() {
     let output = Command::new(BINARY)
         .arg("--help")
@@ -230,6 +466,7 @@ fn help_lists_every_setting() {
         "PING_INTERVAL",
         "PONG_TIMEOUT",
         "DRAIN_TIMEOUT",
+        "DRAIN_SPREAD",
         "LOG_FORMAT",
         "LOG_LEVEL",
         "EMF_INTERVAL",

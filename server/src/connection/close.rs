@@ -15,7 +15,7 @@ use crate::shutdown::Shutdown;
 
 /// How long a close handshake the server starts (other than on drain) may take before the socket
 /// is simply dropped: a peer that misbehaved gets no more patience than that.
-const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a client closed for flooding keeps its socket after the server's close frame, unread:
 /// time for the frame (and what was queued before it) to reach the client, while TCP flow control
@@ -42,8 +42,11 @@ pub enum CloseReason {
     ProtocolError,
     /// A text frame that is not UTF-8.
     InvalidUtf8,
-    /// The process is draining.
+    /// The process is draining: `/wss` and `/echo` connections, all at once.
     ServerShutdown,
+    /// The process is draining and this `/v1/ws` connection's turn came, at its moment within
+    /// `DRAIN_SPREAD`.
+    ServiceRestart,
     /// The client's token expired (plus the leeway) and no newer one came in time.
     TokenExpired,
 }
@@ -61,14 +64,19 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::ServiceRestart => "service_restart",
             CloseReason::TokenExpired => "token_expired",
         }
     }
 
-    /// The close code the server sends, if it starts the close handshake (RFC 6455, 7.4.1).
+    /// The close code the server sends, if it starts the close handshake (RFC 6455, 7.4.1; 1012
+    /// and 1013 are in IANA's WebSocket close code registry).
     fn close_code(self) -> Option<u16> {
         match self {
             CloseReason::ServerShutdown => Some(1001),
+            // "Service Restart": the client may reconnect, to another task behind the load
+            // balancer, where 1001 ("going away") only says that this end is leaving.
+            CloseReason::ServiceRestart => Some(1012),
             CloseReason::ProtocolError => Some(1002),
             CloseReason::InvalidUtf8 => Some(1007),
             CloseReason::RateLimited | CloseReason::TokenExpired => Some(1008),
@@ -86,11 +94,21 @@ impl CloseReason {
             CloseReason::MessageTooBig => "message too big",
             CloseReason::SlowConsumer => "too slow reading messages",
             CloseReason::ServerShutdown => "server shutting down",
+            CloseReason::ServiceRestart => "server restarting; reconnect",
             CloseReason::ProtocolError => "protocol error",
             CloseReason::InvalidUtf8 => "invalid UTF-8",
             CloseReason::TokenExpired => "token expired",
             other => other.label(),
         }
+    }
+
+    /// Whether the drain closed the connection: its close handshake may then last until the
+    /// drain ends (`DRAIN_TIMEOUT`), rather than `CLOSE_HANDSHAKE_TIMEOUT`.
+    fn is_drain(self) -> bool {
+        matches!(
+            self,
+            CloseReason::ServerShutdown | CloseReason::ServiceRestart
+        )
     }
 
     pub(super) fn from_read_error(err: &tungstenite::Error) -> CloseReason {
@@ -143,7 +161,7 @@ pub(super) async fn close(
     tokio::select! {
         _ = handshake => {}
         _ = shutdown.terminating() => {}
-        _ = sleep(CLOSE_HANDSHAKE_TIMEOUT), if reason != CloseReason::ServerShutdown => {}
+        _ = sleep(CLOSE_HANDSHAKE_TIMEOUT), if !reason.is_drain() => {}
     }
 }
 
@@ -161,6 +179,7 @@ mod tests {
     #[test]
     fn every_server_side_reason_has_a_close_code() {
         assert_eq!(CloseReason::ServerShutdown.close_code(), Some(1001));
+        assert_eq!(CloseReason::ServiceRestart.close_code(), Some(1012));
         assert_eq!(CloseReason::MessageTooBig.close_code(), Some(1009));
         assert_eq!(CloseReason::SlowConsumer.close_code(), Some(1013));
         assert_eq!(CloseReason::RateLimited.close_code(), Some(1008));

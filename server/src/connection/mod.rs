@@ -12,7 +12,7 @@ mod close;
 mod reader;
 mod writer;
 
-pub use close::CloseReason;
+pub use close::{CLOSE_HANDSHAKE_TIMEOUT, CloseReason};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -37,7 +37,7 @@ use crate::protocol::{Route, wss};
 use crate::shutdown::Shutdown;
 use close::close;
 use reader::{Handler, Reader};
-use writer::{HeartbeatTimer, Writer};
+use writer::{Departure, HeartbeatTimer, Writer};
 
 /// An upgraded WebSocket connection.
 pub type WebSocket = WebSocketStream<FrameMetered<TokioIo<Upgraded>>>;
@@ -70,6 +70,8 @@ pub struct Context {
     pub queue_limits: QueueLimits,
     /// The drain signal.
     pub shutdown: Shutdown,
+    /// The time over which the drain spreads the closes of `/v1/ws` connections (`DRAIN_SPREAD`).
+    pub drain_spread: Duration,
     /// Limits and buffer sizes of every WebSocket.
     pub websocket: WebSocketConfig,
     /// Sign-in, when configured (a `/v1/ws` refresh checks its token with it).
@@ -214,6 +216,12 @@ impl Context {
                 outbox: &outbox,
                 heartbeat: HeartbeatTimer::new(&self.heartbeat),
                 ping_owed: false,
+                // `/v1/ws` clients are told to reconnect, and when, one by one; the `/wss` wire
+                // contract is 1001 as the drain starts.
+                departure: match route {
+                    Route::Channels => Departure::Spread,
+                    Route::Broadcast | Route::Echo => Departure::AtOnce,
+                },
                 activity: &activity,
                 context: &self,
             };

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
@@ -28,6 +28,9 @@ pub(super) struct Writer<'a> {
     /// already running, so that a client that was slow for a moment is not judged on a ping it
     /// never got.
     pub(super) ping_owed: bool,
+    /// How the drain ends this connection. One byte, in the padding after `ping_owed`: a field
+    /// that made the connection's future one byte larger would cost every connection 128 bytes.
+    pub(super) departure: Departure,
     pub(super) activity: &'a Activity,
     /// The heartbeat's settings and the metrics (one reference for both: every connection's task
     /// holds it for life).
@@ -43,11 +46,18 @@ impl Writer<'_> {
             } else {
                 tokio::select! {
                 biased;
-                _ = self.shutdown.draining() => return CloseReason::ServerShutdown,
-                _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(&self.context.heartbeat, self.activity) {
-                    Beat::Dead => return CloseReason::PongTimeout,
-                    Beat::Alive => continue,
-                    Beat::Ping => batch.push_back(Message::Ping(bytes::Bytes::new())),
+                // Once leaving, `draining` would complete at every turn of the loop.
+                _ = self.shutdown.draining(), if self.departure != Departure::Leaving => match self.departure.drain_started(self.context.drain_spread, &mut self.heartbeat) {
+                    Some(reason) => return reason,
+                    None => continue,
+                },
+                _ = self.heartbeat.timer.as_mut() => match self.departure {
+                    Departure::Leaving => return CloseReason::ServiceRestart,
+                    _ => match self.heartbeat.beat(&self.context.heartbeat, self.activity) {
+                        Beat::Dead => return CloseReason::PongTimeout,
+                        Beat::Alive => continue,
+                        Beat::Ping => batch.push_back(Message::Ping(bytes::Bytes::new())),
+                    },
                 },
                 taken = self.outbox.take_all(&mut batch) => {
                     if taken.is_err() {
@@ -68,8 +78,9 @@ impl Writer<'_> {
         }
     }
 
-    /// Writes the whole batch, then flushes once; gives up as soon as the drain starts, the client
-    /// is evicted, or the client stays silent past the pong timeout while the write is stuck.
+    /// Writes the whole batch, then flushes once; gives up as soon as the drain closes the
+    /// connection, the client is evicted, or the client stays silent past the pong timeout while
+    /// the write is stuck.
     async fn write(&mut self, batch: &mut VecDeque<Message>) -> Result<(), CloseReason> {
         let written = write_batch(&mut self.sink, batch);
         tokio::pin!(written);
@@ -83,15 +94,63 @@ impl Writer<'_> {
                     self.context.metrics.bytes_sent.inc_by(bytes);
                     return Ok(());
                 }
-                _ = self.shutdown.draining() => return Err(CloseReason::ServerShutdown),
+                _ = self.shutdown.draining(), if self.departure != Departure::Leaving => {
+                    if let Some(reason) = self.departure.drain_started(self.context.drain_spread, &mut self.heartbeat) {
+                        return Err(reason);
+                    }
+                }
                 _ = self.outbox.evicted() => return Err(CloseReason::SlowConsumer),
                 // No ping can go out while the socket is stuck; the timer still runs, so a client that
                 // neither reads nor says anything for the pong timeout is let go.
-                _ = self.heartbeat.timer.as_mut() => match self.heartbeat.beat(&self.context.heartbeat, self.activity) {
-                    Beat::Dead => return Err(CloseReason::SlowConsumer),
-                    Beat::Ping => self.ping_owed = true,
-                    Beat::Alive => {}
+                _ = self.heartbeat.timer.as_mut() => match self.departure {
+                    Departure::Leaving => return Err(CloseReason::ServiceRestart),
+                    _ => match self.heartbeat.beat(&self.context.heartbeat, self.activity) {
+                        Beat::Dead => return Err(CloseReason::SlowConsumer),
+                        Beat::Ping => self.ping_owed = true,
+                        Beat::Alive => {}
+                    },
                 },
+            }
+        }
+    }
+}
+
+/// How the drain ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Departure {
+    /// Close 1001 as soon as the drain starts (`/wss`, whose wire contract says so, and `/echo`).
+    AtOnce,
+    /// Close 1012 at a random moment within `DRAIN_SPREAD` (`/v1/ws`).
+    Spread,
+    /// Draining, and this connection's moment is set: the heartbeat's timer firing means close.
+    Leaving,
+}
+
+impl Departure {
+    /// The drain has started: the reason to close with now, or `None` for a connection whose
+    /// close is spread over `spread`. That one takes a moment uniformly at random within the
+    /// spread, so that the clients of a stopping task reconnect to the others a few at a time
+    /// rather than all in the same second, and is served as before until then. Its moment is kept
+    /// by the heartbeat's timer (no ping is due any more): a timer of its own would make every
+    /// connection's task larger, draining or not.
+    fn drain_started(
+        &mut self,
+        spread: Duration,
+        heartbeat: &mut HeartbeatTimer,
+    ) -> Option<CloseReason> {
+        match self {
+            Departure::AtOnce => Some(CloseReason::ServerShutdown),
+            Departure::Spread if spread.is_zero() => Some(CloseReason::ServiceRestart),
+            // Its moment is set already (the branches that call this are off while leaving).
+            Departure::Leaving => None,
+            Departure::Spread => {
+                *self = Departure::Leaving;
+                let turn = spread.mul_f64(rand::random::<f64>());
+                heartbeat
+                    .timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + turn);
+                None
             }
         }
     }

@@ -154,7 +154,8 @@ function connect() {
     showSubscription(false, "not subscribed");
     const delay = Math.round(retryMs * (0.5 + Math.random() / 2));
     retryMs = Math.min(retryMs * 2, RETRY_CAP_MS);
-    const why = event.code === 1001 ? "server restarting" : `closed (${event.code})`;
+    // 1012: the server is restarting and closes its clients one by one; 1001: it is going away.
+    const why = event.code === 1012 || event.code === 1001 ? "server restarting" : `closed (${event.code})`;
     show("disconnected", `${why}; retrying in ${(delay / 1000).toFixed(1)} s`);
     setTimeout(connect, delay);
   });
