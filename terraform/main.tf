@@ -59,7 +59,9 @@ module "alb" {
   # Read from CloudFront once its VPC origin exists; null without one.
   vpc_origin_security_group_id = module.cdn.vpc_origin_security_group_id
 
-  # Timings that must agree with the server's; see README.md, "Stopping a task".
+  # Timings that must agree with the server's; see README.md, "Stopping a task". The delay is the
+  # drain, which ecs-service holds to at least DRAIN_SPREAD + 5 s: where the target is deregistered
+  # as SIGTERM arrives, the ALB cuts no /v1/ws client before its turn.
   idle_timeout_seconds         = local.load_balancer_idle_timeout_seconds
   deregistration_delay_seconds = var.drain_timeout_seconds
 
@@ -194,6 +196,7 @@ module "ecs_service" {
   max_connections_per_task    = var.max_connections_per_task
   connections_target_per_task = var.connections_target_per_task
   drain_timeout_seconds       = var.drain_timeout_seconds
+  drain_spread_seconds        = var.drain_spread_seconds
   ping_interval_seconds       = var.ping_interval_seconds
   # The ALB's idle timeout, so the server's keep-alive timeout outlasts it.
   load_balancer_idle_timeout_seconds = local.load_balancer_idle_timeout_seconds

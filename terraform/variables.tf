@@ -148,6 +148,12 @@ variable "drain_timeout_seconds" {
   default     = 30
 }
 
+variable "drain_spread_seconds" {
+  description = "The server's DRAIN_SPREAD: /v1/ws clients of a stopping task are closed with 1012 at random moments over this many seconds; at most drain_timeout_seconds - 5. null: 20, or drain_timeout_seconds - 5 if less."
+  type        = number
+  default     = null
+}
+
 variable "ping_interval_seconds" {
   description = "The server's PING_INTERVAL; the load balancer's idle timeout is twice as long."
   type        = number

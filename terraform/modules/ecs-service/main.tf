@@ -9,6 +9,10 @@ locals {
   # exits 0. See terraform/README.md, "Stopping a task".
   stop_timeout_seconds = var.drain_timeout_seconds + 15
 
+  # The server's own default when unset (20 s, made to fit the drain), written out so the task
+  # definition shows what the tasks run with.
+  drain_spread_seconds = coalesce(var.drain_spread_seconds, max(0, min(20, var.drain_timeout_seconds - 5)))
+
   # ECS Exec runs the SSM agent inside the container, and the agent writes its state and logs under
   # /var/lib/amazon and /var/log/amazon: with a read-only root file system it dies at start unless
   # those two are writable task volumes (empty, and gone with the task). Only when Exec is on.
@@ -26,6 +30,7 @@ locals {
     MAX_HTTP_CONNECTIONS = tostring(local.max_http_connections)
     PING_INTERVAL        = "${var.ping_interval_seconds}s"
     DRAIN_TIMEOUT        = "${var.drain_timeout_seconds}s"
+    DRAIN_SPREAD         = "${local.drain_spread_seconds}s"
     # Longer than the load balancer's idle timeout, so the ALB is always the one to close an idle
     # keep-alive connection: a target that closes first can race a request the ALB is sending on
     # it, which the client sees as a 502.

@@ -186,6 +186,20 @@ variable "drain_timeout_seconds" {
   }
 }
 
+variable "drain_spread_seconds" {
+  description = "The time over which a stopping server closes its /v1/ws clients with 1012, each at a random moment, so they reconnect to the other tasks a few at a time (its DRAIN_SPREAD); 0 closes them all at once. At most drain_timeout_seconds - 5: the last clients get 5 s to answer the close. null: 20, or drain_timeout_seconds - 5 if that is less."
+  type        = number
+  default     = null
+
+  validation {
+    condition = var.drain_spread_seconds == null ? true : (
+      var.drain_spread_seconds >= 0 && floor(var.drain_spread_seconds) == var.drain_spread_seconds &&
+      (var.drain_spread_seconds == 0 || var.drain_spread_seconds + 5 <= var.drain_timeout_seconds)
+    )
+    error_message = "drain_spread_seconds must be a whole number from 0 to drain_timeout_seconds - 5 (the server refuses a DRAIN_SPREAD that leaves the last clients under 5 s of DRAIN_TIMEOUT to answer the close)."
+  }
+}
+
 variable "ping_interval_seconds" {
   description = "Time between the server's WebSocket pings (its PING_INTERVAL); must be below the load balancer's idle timeout."
   type        = number

@@ -1,9 +1,9 @@
 # The task definition and the service, with a mocked AWS provider (no account needed): the server
-# settings (timeouts that must agree with the load balancer's, the trusted proxies, an open-file
-# limit that passes the server's start-up check: MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 16 + 64),
-# the backplane precondition, Fargate's cpu/memory combinations refused at plan time rather than by
-# RegisterTaskDefinition halfway through an apply, and ECS Exec's role and writable volumes only
-# when it is on.
+# settings (timeouts that must agree with the load balancer's, the drain spread and the room the
+# drain keeps beyond it, the trusted proxies, an open-file limit that passes the server's start-up
+# check: MAX_CONNECTIONS + MAX_HTTP_CONNECTIONS + 16 + 64), the backplane precondition, Fargate's
+# cpu/memory combinations refused at plan time rather than by RegisterTaskDefinition halfway
+# through an apply, and ECS Exec's role and writable volumes only when it is on.
 
 mock_provider "aws" {
   mock_data "aws_region" {
@@ -255,4 +255,79 @@ run "extra_environment_cannot_shadow_a_secret" {
   }
 
   expect_failures = [aws_ecs_service.this]
+}
+
+run "the_drain_spread_defaults_to_20_s_within_the_drain" {
+  command = plan
+
+  assert {
+    condition     = local.environment.DRAIN_TIMEOUT == "30s" && local.environment.DRAIN_SPREAD == "20s"
+    error_message = "By default /v1/ws clients are closed over 20 s of the 30 s drain."
+  }
+}
+
+run "an_unset_drain_spread_shrinks_to_fit_a_short_drain" {
+  command = plan
+
+  variables {
+    drain_timeout_seconds = 12
+  }
+
+  assert {
+    condition     = local.environment.DRAIN_SPREAD == "7s"
+    error_message = "Unset, DRAIN_SPREAD is the drain less the last clients' 5 s, as the server's own default."
+  }
+}
+
+run "a_drain_spread_set_is_passed_on" {
+  command = plan
+
+  variables {
+    drain_timeout_seconds = 90
+    drain_spread_seconds  = 60
+  }
+
+  assert {
+    condition     = local.environment.DRAIN_SPREAD == "60s" && local.environment.DRAIN_TIMEOUT == "90s"
+    error_message = "DRAIN_SPREAD is drain_spread_seconds."
+  }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.this.container_definitions)[0].stopTimeout == 105
+    error_message = "stopTimeout follows the drain, which holds the spread."
+  }
+}
+
+run "no_spread_closes_everyone_at_once_even_with_a_short_drain" {
+  command = plan
+
+  variables {
+    drain_timeout_seconds = 3
+    drain_spread_seconds  = 0
+  }
+
+  assert {
+    condition     = local.environment.DRAIN_SPREAD == "0s"
+    error_message = "0 is always accepted: no spread."
+  }
+}
+
+run "a_drain_spread_that_leaves_no_time_for_the_last_closes_is_refused" {
+  command = plan
+
+  variables {
+    drain_timeout_seconds = 30
+    drain_spread_seconds  = 26
+  }
+
+  expect_failures = [var.drain_spread_seconds]
+}
+
+run "a_negative_drain_spread_is_refused" {
+  command = plan
+
+  variables {
+    drain_spread_seconds = -1
+  }
+
+  expect_failures = [var.drain_spread_seconds]
 }
