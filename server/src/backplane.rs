@@ -26,6 +26,16 @@
 //! message is delivered once per origin and sequence number too, so a batch sent again after a
 //! Redis timeout (Redis may have run the first copy) is not delivered twice on other tasks.
 //!
+//! History (with `HISTORY_SIZE` above 0) lives in Redis, so that every task hands out the same
+//! offsets and a client can resume on any task: per channel a stream of its last messages and a
+//! hash of its epoch and last position, both expiring `HISTORY_TTL` after the last publish. One
+//! Lua script appends to the stream and publishes, so the stream's order is the order in which
+//! every task receives the channel's messages; a message then travels with its offset
+//! (`#<offset> ` between the header and the data). For `broadcast`, the script also publishes the
+//! previous version's message on `REDIS_CHANNEL`, which tasks of that version read; tasks of this
+//! one read the copy with the offset on `<prefix>#broadcast` and drop the other by its sequence
+//! number (they still deliver, without an offset, what the previous version publishes).
+//!
 //! Sharded pub/sub (`SSUBSCRIBE`) is not used: the deployment's Valkey is one shard (cluster mode
 //! off), where it spreads nothing, and redis-rs offers it only through its cluster client.
 
@@ -46,7 +56,9 @@ use tokio::time::{sleep, timeout};
 use tracing::{info, warn};
 
 use crate::hub::channel::{wss_data, wss_envelope};
-use crate::hub::{ChannelName, Fanout, Hub, Interest, Publication};
+use crate::hub::{
+    ChannelName, Fanout, HistoryLimits, HistorySource, Hub, Interest, Missed, Offset, Publication,
+};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -63,6 +75,49 @@ const PUBLISH_QUEUE: usize = 4096;
 const PUBLISH_BATCH: usize = 256;
 /// Origin id (16 bytes) and sequence number (8 bytes) ahead of each message's body on Redis.
 const HEADER: usize = 24;
+
+/// Appends a message to its channel's history and publishes it, with its offset, in one step.
+/// KEYS: the stream, the hash of the epoch, the last position and what each origin last
+/// published. ARGV: the Redis channel, the header, the data, an epoch for a history that has
+/// none, messages kept (at least), milliseconds kept, the origin (hex) and sequence number, and
+/// for `broadcast` the previous version's channel and message. Returns the offset.
+///
+/// A batch sent again after a timeout (Redis may have run the first copy) is recognised by its
+/// origin and sequence number: it is neither kept nor published twice. The offset of the last
+/// message an origin published is kept, to answer its copy; an earlier one's is not (`false`).
+const PUBLISH_WITH_HISTORY: &str = r#"
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+local from = 'o' .. ARGV[7]
+local sequence = tonumber(ARGV[8])
+if epoch then
+  local seen = redis.call('HGET', KEYS[2], from)
+  if seen then
+    local seen_sequence, seen_position = string.match(seen, '^(%d+):(%d+)$')
+    if tonumber(seen_sequence) == sequence then
+      return epoch .. '-' .. seen_position
+    elseif tonumber(seen_sequence) > sequence then
+      return false
+    end
+  end
+else
+  epoch = ARGV[4]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'epoch', epoch)
+end
+local position = redis.call('HINCRBY', KEYS[2], 'last', 1)
+redis.call('HSET', KEYS[2], from, ARGV[8] .. ':' .. position)
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '0-' .. position, 't', ms, 'd', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+local offset = epoch .. '-' .. position
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. '#' .. offset .. ' ' .. ARGV[3])
+if ARGV[9] then
+  redis.call('PUBLISH', ARGV[9], ARGV[10])
+end
+return offset
+"#;
 
 /// Where channels live in Redis.
 #[derive(Debug, Clone)]
@@ -82,8 +137,42 @@ impl ChannelNames {
         }
     }
 
+    /// Where `broadcast`'s messages travel with their offsets. `#` is in no channel name, so no
+    /// channel's Redis channel (`<prefix>:<name>`) can be this one.
+    fn broadcast_with_offsets(&self) -> String {
+        format!("{}#broadcast", self.prefix)
+    }
+
+    /// Where messages of `channel` that carry offsets are published.
+    fn redis_with_offsets(&self, channel: &ChannelName) -> String {
+        if channel.is_broadcast() {
+            self.broadcast_with_offsets()
+        } else {
+            self.redis(channel)
+        }
+    }
+
+    /// The Redis channels `channel` is heard on.
+    fn subscriptions(&self, channel: &ChannelName, history: bool) -> Vec<String> {
+        let mut names = vec![self.redis(channel)];
+        if history && channel.is_broadcast() {
+            names.push(self.broadcast_with_offsets());
+        }
+        names
+    }
+
+    /// The keys of `channel`'s history: its stream, and its epoch and last position. The name in
+    /// braces is the key's hash tag, so both keys of a channel sit on one cluster shard, where the
+    /// script that writes them both can run.
+    fn history_keys(&self, channel: &ChannelName) -> [String; 2] {
+        [
+            format!("{}#history{{{channel}}}", self.prefix),
+            format!("{}#meta{{{channel}}}", self.prefix),
+        ]
+    }
+
     fn channel(&self, redis: &str) -> Option<ChannelName> {
-        if redis == self.broadcast {
+        if redis == self.broadcast || redis == self.broadcast_with_offsets() {
             return Some(ChannelName::broadcast());
         }
         let name = redis.strip_prefix(&self.prefix)?.strip_prefix(':')?;
@@ -105,6 +194,10 @@ struct Shared {
     /// Per channel local clients hold, how far own messages went each way.
     own: Mutex<HashMap<ChannelName, OwnMarks>>,
     metrics: BackplaneMetrics,
+    /// How much history Redis keeps; none with `HistoryLimits::OFF`.
+    history: HistoryLimits,
+    /// The connection history is read on, made on first need and again after a failure.
+    reader: Mutex<Option<MultiplexedConnection>>,
 }
 
 /// The highest own sequence numbers of one channel delivered to local clients by the publisher,
@@ -143,12 +236,22 @@ pub fn start(
     client: Client,
     names: ChannelNames,
     hub: Arc<Hub>,
+    history: HistoryLimits,
     metrics: &Metrics,
     shutdown: Shutdown,
 ) -> Fanout {
     let (interest, interests) = mpsc::unbounded_channel();
     hub.relay_interest_to(interest);
-    let shared = Arc::new(Shared::new(client, names, hub, metrics));
+    let shared = Arc::new(Shared::new(
+        client,
+        names,
+        Arc::clone(&hub),
+        history,
+        metrics,
+    ));
+    if history.size > 0 {
+        hub.read_history_from(Arc::clone(&shared) as Arc<dyn HistorySource>);
+    }
     let (queue, inbox) = mpsc::channel(PUBLISH_QUEUE);
     tokio::spawn(publish_loop(Arc::clone(&shared), inbox));
     tokio::spawn(subscribe_loop(shared, interests, shutdown));
@@ -173,7 +276,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     /// The state of a backplane not connected yet, with a fresh random origin.
-    fn new(client: Client, names: ChannelNames, hub: Arc<Hub>, metrics: &Metrics) -> Shared {
+    fn new(
+        client: Client,
+        names: ChannelNames,
+        hub: Arc<Hub>,
+        history: HistoryLimits,
+        metrics: &Metrics,
+    ) -> Shared {
         Shared {
             client,
             names,
@@ -188,6 +297,8 @@ impl Shared {
                 connection_failures: metrics.backplane_connection_failures.clone(),
                 local_only: metrics.backplane_local_only.clone(),
             },
+            history,
+            reader: Mutex::default(),
         }
     }
 
@@ -216,12 +327,12 @@ impl Shared {
     /// (what `websocket_backplane_local_only_total` counts).
     fn deliver_locally<'a>(
         &self,
-        batch: impl Iterator<Item = &'a (u64, Publication)>,
+        batch: impl Iterator<Item = (&'a (u64, Publication), Option<Offset>)>,
         failed: bool,
     ) {
         let mut own = lock(&self.own);
         let mut count = 0;
-        for (sequence, publication) in batch {
+        for ((sequence, publication), offset) in batch {
             // No local subscriber, nothing to deliver: a subscriber joining now is subscribed in
             // Redis after this publish ran, so its echo will not come either.
             if !self.hub.holds(publication.channel.as_str()) {
@@ -232,7 +343,8 @@ impl Shared {
                 continue;
             }
             marks.local_through = *sequence;
-            self.hub.publish(&publication.channel, &publication.data);
+            self.hub
+                .deliver_relayed(&publication.channel, &publication.data, offset);
             count += 1;
         }
         if failed {
@@ -249,7 +361,9 @@ impl Shared {
         sequence: u64,
     ) -> bool {
         let marks = own.entry(channel.clone()).or_default();
-        if sequence <= marks.local_through {
+        // At or below `echoed_through`: the second copy of a `broadcast` message (the previous
+        // version's form, after the one with the offset).
+        if sequence <= marks.local_through || sequence <= marks.echoed_through {
             return false;
         }
         marks.echoed_through = sequence;
@@ -273,20 +387,33 @@ impl Shared {
             &*publication.data
         };
         let mut encoded = Vec::with_capacity(HEADER + body.len());
-        encoded.extend_from_slice(&self.origin);
-        encoded.extend_from_slice(&sequence.to_be_bytes());
+        encoded.extend_from_slice(&self.header(sequence));
         encoded.extend_from_slice(body.as_bytes());
         encoded
     }
+
+    /// Origin and sequence number, ahead of every message on Redis.
+    fn header(&self, sequence: u64) -> [u8; HEADER] {
+        let mut header = [0; HEADER];
+        header[..16].copy_from_slice(&self.origin);
+        header[16..].copy_from_slice(&sequence.to_be_bytes());
+        header
+    }
 }
 
-type Connecting = Pin<Box<dyn Future<Output = redis::RedisResult<MultiplexedConnection>> + Send>>;
+/// A connection to publish on, with the history script loaded on it (when history is on).
+struct Publisher {
+    connection: MultiplexedConnection,
+    script: Option<String>,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = redis::RedisResult<Publisher>> + Send>>;
 
 /// Publishes queued messages in pipelined batches, in queue order, and falls back to local
 /// delivery whenever Redis cannot carry them. Reconnects in the background so that the queue keeps
 /// moving while Redis is away.
 async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Publication>) {
-    let mut connection: Option<MultiplexedConnection> = None;
+    let mut connection: Option<Publisher> = None;
     let mut connecting: Option<Connecting> = Some(connect(&shared, Duration::ZERO));
     let mut backoff = RECONNECT_FIRST;
     let mut sequence = 0u64;
@@ -317,37 +444,40 @@ async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Publication
                     batch.push((sequence, publication));
                     next = if batch.len() < PUBLISH_BATCH { inbox.try_recv().ok() } else { None };
                 }
+                let no_offsets = || std::iter::repeat(None);
                 let Some(redis) = connection.as_mut() else {
-                    shared.deliver_locally(batch.iter(), true);
+                    shared.deliver_locally(batch.iter().zip(no_offsets()), true);
                     continue;
                 };
                 // A channel's messages come back from Redis only if its subscription was live
                 // before the publish reached Redis and still is after: checked on both sides.
                 let live_before: Vec<bool> =
                     batch.iter().map(|(_, p)| shared.is_live(&p.channel)).collect();
-                let mut published = publish(&shared, redis, &batch).await.is_ok();
-                if !published {
-                    // The connection may just be stale (Redis restarted while this task was quiet):
-                    // one fresh connection, at once, before giving up on the batch.
+                let mut published = publish(&shared, redis, &batch).await;
+                if published.is_err() {
+                    // The connection may just be stale (Redis restarted while this task was quiet,
+                    // or failed over to a replica without the script): one fresh connection, at
+                    // once, before giving up on the batch.
                     connection = connect(&shared, Duration::ZERO).await.ok();
                     if let Some(fresh) = connection.as_mut() {
-                        published = publish(&shared, fresh, &batch).await.is_ok();
+                        published = publish(&shared, fresh, &batch).await;
                     }
                 }
-                if published {
+                if let Ok(offsets) = published {
                     let subscriber_down = !shared.subscribed.load(Ordering::SeqCst);
                     shared.deliver_locally(
                         batch
                             .iter()
+                            .zip(offsets)
                             .zip(live_before)
-                            .filter(|((_, p), before)| !(*before && shared.is_live(&p.channel)))
+                            .filter(|(((_, p), _), before)| !(*before && shared.is_live(&p.channel)))
                             .map(|(message, _)| message),
                         subscriber_down,
                     );
                 } else {
                     connection = None;
                     shared.set_state(&shared.published, false, "publisher");
-                    shared.deliver_locally(batch.iter(), true);
+                    shared.deliver_locally(batch.iter().zip(no_offsets()), true);
                     connecting = Some(connect(&shared, backoff));
                 }
             }
@@ -357,28 +487,80 @@ async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Publication
 
 fn connect(shared: &Arc<Shared>, after: Duration) -> Connecting {
     let client = shared.client.clone();
+    let history = shared.history.size > 0;
     Box::pin(async move {
         sleep(after).await;
-        client
+        let mut connection = client
             .get_multiplexed_async_connection_with_config(&Shared::connection_config())
-            .await
+            .await?;
+        let script = if history {
+            let sha: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(PUBLISH_WITH_HISTORY)
+                .query_async(&mut connection)
+                .await?;
+            Some(sha)
+        } else {
+            None
+        };
+        Ok(Publisher { connection, script })
     })
 }
 
+/// Publishes a batch in one pipelined round trip; returns each message's offset (none without
+/// history).
 async fn publish(
     shared: &Shared,
-    redis: &mut MultiplexedConnection,
+    redis: &mut Publisher,
     batch: &[(u64, Publication)],
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<Vec<Option<Offset>>> {
     let mut pipeline = redis::pipe();
+    let Some(script) = &redis.script else {
+        for (sequence, publication) in batch {
+            pipeline
+                .cmd("PUBLISH")
+                .arg(shared.names.redis(&publication.channel))
+                .arg(shared.encode(*sequence, publication))
+                .ignore();
+        }
+        pipeline.query_async::<()>(&mut redis.connection).await?;
+        return Ok(vec![None; batch.len()]);
+    };
+    let ttl_ms = shared.history.ttl.as_millis().max(1) as u64;
+    let origin: String = shared
+        .origin
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     for (sequence, publication) in batch {
-        pipeline
-            .cmd("PUBLISH")
-            .arg(shared.names.redis(&publication.channel))
-            .arg(shared.encode(*sequence, publication))
-            .ignore();
+        let channel = &publication.channel;
+        let [stream, meta] = shared.names.history_keys(channel);
+        let command = pipeline
+            .cmd("EVALSHA")
+            .arg(script)
+            .arg(2)
+            .arg(stream)
+            .arg(meta)
+            .arg(shared.names.redis_with_offsets(channel))
+            .arg(&shared.header(*sequence)[..])
+            .arg(&*publication.data)
+            .arg(format!("{:016x}", rand::random::<u64>()))
+            .arg(shared.history.size)
+            .arg(ttl_ms)
+            .arg(&origin)
+            .arg(*sequence);
+        if channel.is_broadcast() {
+            command
+                .arg(&shared.names.broadcast)
+                .arg(shared.encode(*sequence, publication));
+        }
     }
-    pipeline.query_async::<()>(redis).await
+    let offsets: Vec<Option<String>> = pipeline.query_async(&mut redis.connection).await?;
+    // An offset the script returned is always well formed; one that is not is not handed out.
+    Ok(offsets
+        .iter()
+        .map(|offset| offset.as_deref().and_then(|o| Offset::parse(o).ok()))
+        .collect())
 }
 
 /// Keeps a subscription to every channel local clients hold (and `broadcast`), follows the hub's
@@ -468,7 +650,11 @@ async fn subscribe(
     change: Change,
 ) -> Result<(), ()> {
     for chunk in channels.chunks(CHANNELS_PER_COMMAND) {
-        let redis: Vec<String> = chunk.iter().map(|c| shared.names.redis(c)).collect();
+        let history = shared.history.size > 0;
+        let redis: Vec<String> = chunk
+            .iter()
+            .flat_map(|c| shared.names.subscriptions(c, history))
+            .collect();
         let done = match change {
             Change::Subscribe => timeout(REDIS_TIMEOUT, sink.subscribe(&redis)).await,
             Change::Unsubscribe => timeout(REDIS_TIMEOUT, sink.unsubscribe(&redis)).await,
@@ -618,12 +804,7 @@ fn fan_out(shared: &Shared, foreign: &mut ForeignSequences, redis_channel: &str,
     let Ok(body) = std::str::from_utf8(body) else {
         return;
     };
-    let data = if channel.is_broadcast() {
-        wss_data(body)
-    } else {
-        Some(body)
-    };
-    let Some(data) = data else {
+    let Some((data, offset)) = decode(&channel, body) else {
         return;
     };
     let (origin, sequence) = header.split_at(16);
@@ -632,11 +813,151 @@ fn fan_out(shared: &Shared, foreign: &mut ForeignSequences, redis_channel: &str,
     if origin == shared.origin {
         let mut own = lock(&shared.own);
         if Shared::take_echo(&mut own, &channel, sequence) {
-            shared.hub.publish(&channel, data);
+            shared.hub.deliver_relayed(&channel, data, offset);
         }
     } else if foreign.is_new(origin, sequence) {
-        shared.hub.publish(&channel, data);
+        shared.hub.deliver_relayed(&channel, data, offset);
     }
+}
+
+/// A message's data and offset from its body on Redis: `#<offset> <data>` from the history
+/// script; else the data, in the `/wss` envelope on `broadcast` (as the previous version sends
+/// it). JSON never starts with `#`, so the two cannot be confused.
+fn decode<'a>(channel: &ChannelName, body: &'a str) -> Option<(&'a str, Option<Offset>)> {
+    if let Some(with_offset) = body.strip_prefix('#') {
+        let (offset, data) = with_offset.split_once(' ')?;
+        return Some((data, Some(Offset::parse(offset).ok()?)));
+    }
+    let data = if channel.is_broadcast() {
+        wss_data(body)?
+    } else {
+        body
+    };
+    Some((data, None))
+}
+
+impl HistorySource for Shared {
+    fn missed<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        since: Offset,
+    ) -> Pin<Box<dyn Future<Output = Missed> + Send + 'a>> {
+        Box::pin(async move {
+            match timeout(REDIS_TIMEOUT, self.read_history(channel, since)).await {
+                Ok(Ok(missed)) => missed,
+                failed => {
+                    // Told it may have lost messages, the client reloads: nothing is lost silently.
+                    warn!(channel = %channel, failed = ?failed.map(|_| ()), "cannot read history; resuming as lost");
+                    *lock(&self.reader) = None;
+                    None
+                }
+            }
+        })
+    }
+}
+
+impl Shared {
+    /// Reads the history of `channel` after `since`, in one transaction with its epoch and last
+    /// position: every message after it if the stream holds them all, none of them expired.
+    async fn read_history(
+        &self,
+        channel: &ChannelName,
+        since: Offset,
+    ) -> redis::RedisResult<Missed> {
+        let held = lock(&self.reader).clone();
+        let mut connection = match held {
+            Some(connection) => connection,
+            None => {
+                let fresh = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&Shared::connection_config())
+                    .await?;
+                *lock(&self.reader) = Some(fresh.clone());
+                fresh
+            }
+        };
+        let [stream, meta] = self.names.history_keys(channel);
+        let (state, entries): ((Option<String>, Option<u64>), redis::Value) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(&meta)
+            .arg("epoch")
+            .arg("last")
+            .cmd("XRANGE")
+            .arg(&stream)
+            .arg(format!("(0-{}", since.position()))
+            .arg("+")
+            .query_async(&mut connection)
+            .await?;
+        let (Some(epoch), Some(last)) = state else {
+            return Ok(None);
+        };
+        if u64::from_str_radix(&epoch, 16).ok() != Some(since.epoch()) || since.position() > last {
+            return Ok(None);
+        }
+        let entries = parse_entries(since.epoch(), entries);
+        let Some(entries) = entries else {
+            return Ok(None);
+        };
+        // Whole: the first one follows `since` at once, and the oldest is within the time to live
+        // (the others are younger).
+        let expected = (since.position() < last).then_some(since.position() + 1);
+        let oldest = entries
+            .first()
+            .map(|(offset, at_ms, _)| (offset.position(), *at_ms));
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64);
+        let ttl_ms = self.history.ttl.as_millis() as u64;
+        let whole = match (expected, oldest) {
+            (None, None) => true,
+            (Some(next), Some((first, at_ms))) => {
+                first == next && now_ms.saturating_sub(at_ms) < ttl_ms
+            }
+            _ => false,
+        };
+        Ok(whole.then(|| {
+            entries
+                .into_iter()
+                .map(|(offset, _, data)| (offset, data))
+                .collect()
+        }))
+    }
+}
+
+/// The entries of an XRANGE reply as (offset, publish time in ms, data); `None` if the reply is
+/// not in the form the history script writes.
+fn parse_entries(epoch: u64, reply: redis::Value) -> Option<Vec<(Offset, u64, Box<str>)>> {
+    use redis::Value;
+    let Value::Array(entries) = reply else {
+        return None;
+    };
+    let text = |value: &Value| match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok().map(str::to_owned),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let Value::Array(parts) = entry else {
+                return None;
+            };
+            let [id, Value::Array(fields)] = parts.as_slice() else {
+                return None;
+            };
+            let position = text(id)?.strip_prefix("0-")?.parse().ok()?;
+            let (mut at_ms, mut data) = (None, None);
+            for pair in fields.chunks(2) {
+                match (text(&pair[0])?.as_str(), pair.get(1)) {
+                    ("t", Some(value)) => at_ms = text(value)?.parse().ok(),
+                    ("d", Some(value)) => data = text(value).map(String::into_boxed_str),
+                    _ => {}
+                }
+            }
+            Some((Offset::new(epoch, position), at_ms?, data?))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -665,7 +986,7 @@ mod tests {
             prefix: "websocket".into(),
         };
         let client = Client::open("redis://127.0.0.1:1").unwrap();
-        let mut shared = Shared::new(client, names, hub, &metrics);
+        let mut shared = Shared::new(client, names, hub, HistoryLimits::OFF, &metrics);
         shared.origin = [7; 16];
         shared.subscribed = AtomicBool::new(true);
         shared.published = AtomicBool::new(true);
@@ -705,7 +1026,7 @@ mod tests {
         // The publisher first, then Redis hands the same message back.
         let (shared, subscriber) = shared_with_subscriber();
         let mut foreign = ForeignSequences::default();
-        shared.deliver_locally([(1, publication("1"))].iter(), false);
+        shared.deliver_locally([(1, publication("1"))].iter().zip([None]), false);
         fan_out(
             &shared,
             &mut foreign,
@@ -720,7 +1041,7 @@ mod tests {
             "websocket:c",
             &on_redis([7; 16], 2, "2"),
         );
-        shared.deliver_locally([(2, publication("2"))].iter(), false);
+        shared.deliver_locally([(2, publication("2"))].iter().zip([None]), false);
         assert_eq!(received(&subscriber).await.len(), 1);
         // Healthy Redis: nothing counts as local only.
         assert_eq!(shared.metrics.local_only.get(), 0);
@@ -744,7 +1065,7 @@ mod tests {
             channel: ChannelName::parse("nobody-here").unwrap(),
             data: "1".into(),
         };
-        shared.deliver_locally([(1, elsewhere)].iter(), true);
+        shared.deliver_locally([(1, elsewhere)].iter().zip([None]), true);
         assert!(
             lock(&shared.own).is_empty(),
             "no mark for a channel no client holds"
@@ -764,7 +1085,7 @@ mod tests {
             names.redis(&ChannelName::broadcast()),
             "websocket:broadcast"
         );
-        assert_eq!(names.channel("app:room:1"), Some(room));
+        assert_eq!(names.channel("app:room:1"), Some(room.clone()));
         assert_eq!(
             names.channel("websocket:broadcast"),
             Some(ChannelName::broadcast())
@@ -776,5 +1097,43 @@ mod tests {
         );
         assert_eq!(names.channel("other:room"), None);
         assert_eq!(names.channel("app:bad name"), None);
+        // With history, broadcast is heard on its own channel and on the one with offsets.
+        let broadcast = ChannelName::broadcast();
+        assert_eq!(
+            names.subscriptions(&broadcast, true),
+            ["websocket:broadcast", "app#broadcast"]
+        );
+        assert_eq!(
+            names.subscriptions(&broadcast, false),
+            ["websocket:broadcast"]
+        );
+        assert_eq!(names.subscriptions(&room, true), ["app:room:1"]);
+        assert_eq!(names.channel("app#broadcast"), Some(broadcast));
+        assert_eq!(
+            names.history_keys(&room),
+            ["app#history{room:1}", "app#meta{room:1}"]
+        );
+    }
+
+    #[test]
+    fn bodies_carry_an_offset_or_the_data_alone() {
+        let room = ChannelName::parse("room").unwrap();
+        let offset = Offset::parse("00000000000000ff-7").unwrap();
+        assert_eq!(
+            decode(&room, "#00000000000000ff-7 {\"a\":1}"),
+            Some(("{\"a\":1}", Some(offset)))
+        );
+        assert_eq!(decode(&room, "[1]"), Some(("[1]", None)));
+        let broadcast = ChannelName::broadcast();
+        assert_eq!(
+            decode(&broadcast, r#"{"message":[1]}"#),
+            Some(("[1]", None))
+        );
+        assert_eq!(
+            decode(&broadcast, "#00000000000000ff-7 [1]"),
+            Some(("[1]", Some(offset)))
+        );
+        assert_eq!(decode(&room, "#nonsense [1]"), None);
+        assert_eq!(decode(&room, "#00000000000000ff-7"), None);
     }
 }

@@ -197,7 +197,7 @@ pub struct Config {
     pub max_channels_per_connection: u32,
 
     /// Messages each channel keeps for clients that resume (`subscribe` with `since`); 0 keeps
-    /// none, and messages carry no offset. Kept in the process; with REDIS_URL, not kept yet.
+    /// none, and messages carry no offset. In Redis with REDIS_URL, else in the process.
     #[arg(long, env = "HISTORY_SIZE", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub history_size: u32,

@@ -129,16 +129,17 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
         bytes: u32::try_from(config.client_queue_bytes)
             .expect("CLIENT_QUEUE_BYTES is at most 1 GiB"),
     };
-    // With the Redis backplane, messages reach each task's hub separately, so an offset drawn by
-    // one task's history would mean nothing on another: history is kept only without it.
-    let history = match config.redis_url {
-        Some(_) => HistoryLimits::OFF,
-        None => HistoryLimits {
-            size: config.history_size as usize,
-            ttl: config.history_ttl,
-        },
+    let history = HistoryLimits {
+        size: config.history_size as usize,
+        ttl: config.history_ttl,
     };
-    let hub = Hub::new(queue_limits, history, Arc::clone(&metrics));
+    // With the Redis backplane, history lives in Redis, where every task hands out the same
+    // offsets; the hub's own history is for a process without one.
+    let hub_history = match config.redis_url {
+        Some(_) => HistoryLimits::OFF,
+        None => history,
+    };
+    let hub = Hub::new(queue_limits, hub_history, Arc::clone(&metrics));
     let (lifecycle, shutdown) = shutdown::channel();
     let permits = Arc::new(Semaphore::new(config.max_connections as usize));
     let fanout = match &config.redis_url {
@@ -152,6 +153,7 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
                     prefix: config.redis_channel_prefix.clone(),
                 },
                 Arc::clone(&hub),
+                history,
                 &metrics,
                 shutdown.clone(),
             )

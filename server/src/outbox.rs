@@ -87,6 +87,12 @@ impl Outbox {
         }
     }
 
+    /// Evicts the outbox as if it had overflowed: for frames bound for it but held elsewhere.
+    pub fn evict(&self) {
+        self.lock().evicted = true;
+        self.ready.notify_one();
+    }
+
     /// Queues `frame` if it fits in `limits`. A full outbox is evicted instead, and stays so: `Err`
     /// from then on.
     pub fn push(&self, frame: Message, limits: &QueueLimits) -> Result<(), Evicted> {

@@ -505,7 +505,7 @@ async fn channels_cross_tasks_and_each_task_subscribes_only_to_what_its_clients_
     for client in [&mut on_a, &mut also_on_a] {
         let mut got = Vec::new();
         for _ in 0..21 {
-            got.push(next_text(client).await);
+            got.push(next_message(client).await);
         }
         for n in 0..20 {
             let expected = format!(r#"{{"type":"message","channel":"room","data":[{n},{data}]}}"#);
@@ -522,7 +522,7 @@ async fn channels_cross_tasks_and_each_task_subscribes_only_to_what_its_clients_
     assert_eq!(status, 200);
     for client in [&mut on_a, &mut also_on_a] {
         assert_eq!(
-            next_text(client).await,
+            next_message(client).await,
             r#"{"type":"message","channel":"room","data":"http"}"#
         );
     }
@@ -534,7 +534,7 @@ async fn channels_cross_tasks_and_each_task_subscribes_only_to_what_its_clients_
     drop(on_a);
     send_text(&mut also_on_a, r#"{"type":"unsubscribe","channel":"room"}"#).await;
     assert_eq!(
-        next_text(&mut also_on_a).await,
+        next_message(&mut also_on_a).await,
         r#"{"type":"unsubscribed","channel":"room"}"#
     );
     let deadline = Instant::now() + RECOVERY;
@@ -577,7 +577,7 @@ async fn broadcast_keeps_the_previous_versions_redis_channel_and_format() {
         .unwrap();
     assert_eq!(next_text(&mut wss).await, r#"{"message":{"old":true}}"#);
     assert_eq!(
-        next_text(&mut v1).await,
+        next_message(&mut v1).await,
         r#"{"type":"message","channel":"broadcast","data":{"old":true}}"#
     );
 
@@ -707,7 +707,7 @@ async fn a_batch_sent_again_after_a_redis_timeout_is_delivered_once_on_other_tas
     .await;
     let mut received = Vec::new();
     loop {
-        let frame = next_text(&mut subscriber).await;
+        let frame = next_message(&mut subscriber).await;
         if frame.contains("fence") {
             break;
         }
@@ -926,4 +926,161 @@ async fn past_4096_publishing_tasks_the_copies_memory_starts_afresh_and_every_me
         next_text(&mut client).await,
         r#"{"type":"message","channel":"origins","data":"a new origin"}"#
     );
+}
+
+/// Subscribes with `since` and returns whether the task recovered what followed it.
+async fn v1_resume(client: &mut Client, channel: &str, since: &str) -> bool {
+    send_text(
+        client,
+        format!(r#"{{"type":"subscribe","channel":"{channel}","since":"{since}"}}"#),
+    )
+    .await;
+    let reply: serde_json::Value = serde_json::from_str(&next_text(client).await).unwrap();
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    reply["recovered"].as_bool().expect("recovered")
+}
+
+/// The next message's data and offset.
+async fn data_and_offset(client: &mut Client) -> (serde_json::Value, String) {
+    let message: serde_json::Value = serde_json::from_str(&next_text(client).await).unwrap();
+    assert_eq!(message["type"], "message", "{message}");
+    let offset = message["offset"].as_str().expect("an offset").to_owned();
+    (message["data"].clone(), offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn a_client_resumes_on_another_task_with_every_message_once_in_order() {
+    const MESSAGES: u64 = 1500;
+    let redis = Redis::start();
+    let url = redis.url();
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("EMF_INTERVAL", "0"),
+        ("MAX_MESSAGES_PER_SECOND", "0"),
+        ("HISTORY_SIZE", "1000"),
+    ];
+    let (task_a, task_b) = (Process::start(&env).await, Process::start(&env).await);
+    wait_for_backplane(task_a.admin(), true).await;
+    wait_for_backplane(task_b.admin(), true).await;
+    // Every task hands out the same offset for a message.
+    let mut on_a = connect(&task_a.url("/v1/ws")).await;
+    let mut on_b = connect(&task_b.url("/v1/ws")).await;
+    v1_subscribe(&mut on_a, "flow").await;
+    v1_subscribe(&mut on_b, "flow").await;
+
+    let url_b = task_b.url("/v1/ws");
+    let publisher = tokio::spawn(async move {
+        let mut publisher = connect(&url_b).await;
+        for n in 1..=MESSAGES {
+            send_text(
+                &mut publisher,
+                format!(r#"{{"type":"publish","channel":"flow","data":{n}}}"#),
+            )
+            .await;
+            if n % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        }
+        publisher
+    });
+    // The client starts on A, and moves between the tasks every 400 messages, publishes in flight.
+    let mut client = on_a;
+    let tasks = [&task_b, &task_a];
+    let mut expected = 1;
+    let mut moves = 0;
+    while expected <= MESSAGES {
+        let (data, offset) = data_and_offset(&mut client).await;
+        assert_eq!(data, serde_json::json!(expected), "after {moves} moves");
+        if expected <= 300 {
+            assert_eq!(data_and_offset(&mut on_b).await, (data, offset.clone()));
+        }
+        expected += 1;
+        if expected % 400 == 0 {
+            drop(client);
+            client = connect(&tasks[moves % 2].url("/v1/ws")).await;
+            assert!(v1_resume(&mut client, "flow", &offset).await);
+            moves += 1;
+        }
+    }
+    assert_eq!(moves, 3);
+    let _publisher = publisher.await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(300), client.next()).await;
+    assert!(quiet.is_err(), "more than once: {quiet:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn redis_history_is_trimmed_expires_and_holds_wss_messages() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("EMF_INTERVAL", "0"),
+        ("MAX_MESSAGES_PER_SECOND", "0"),
+        ("HISTORY_SIZE", "5"),
+        ("HISTORY_TTL", "3s"),
+    ];
+    let (task_a, task_b) = (Process::start(&env).await, Process::start(&env).await);
+    wait_for_backplane(task_a.admin(), true).await;
+    wait_for_backplane(task_b.admin(), true).await;
+
+    // /wss messages are broadcast's history: sent on A, resumed on B.
+    let mut reader = connect(&task_b.url("/v1/ws")).await;
+    v1_subscribe(&mut reader, "broadcast").await;
+    let mut wss = connect(&task_a.url("/wss")).await;
+    assert_eq!(next_text(&mut wss).await, r#"{"connection":"ok"}"#);
+    send_text(&mut wss, r#"{"n":1}"#).await;
+    let (_, first) = data_and_offset(&mut reader).await;
+    drop(reader);
+    send_text(&mut wss, r#"{"n":2}"#).await;
+    assert_eq!(next_text(&mut wss).await, r#"{"message":{"n":1}}"#);
+    assert_eq!(next_text(&mut wss).await, r#"{"message":{"n":2}}"#);
+    let mut reader = connect(&task_b.url("/v1/ws")).await;
+    assert!(v1_resume(&mut reader, "broadcast", &first).await);
+    assert_eq!(
+        data_and_offset(&mut reader).await.0,
+        serde_json::json!({"n":2})
+    );
+
+    // Trimmed: far more than HISTORY_SIZE later, the first of a channel is gone.
+    let mut room = connect(&task_b.url("/v1/ws")).await;
+    v1_subscribe(&mut room, "room").await;
+    let mut publisher = connect(&task_a.url("/v1/ws")).await;
+    for n in 0..300 {
+        send_text(
+            &mut publisher,
+            format!(r#"{{"type":"publish","channel":"room","data":{n}}}"#),
+        )
+        .await;
+    }
+    let (_, oldest) = data_and_offset(&mut room).await;
+    let mut last = oldest.clone();
+    for _ in 1..300 {
+        last = data_and_offset(&mut room).await.1;
+    }
+    let mut late = connect(&task_a.url("/v1/ws")).await;
+    assert!(!v1_resume(&mut late, "room", &oldest).await, "trimmed");
+    let mut recent = connect(&task_a.url("/v1/ws")).await;
+    assert!(
+        v1_resume(&mut recent, "room", &last).await,
+        "nothing missed"
+    );
+
+    // Expired: past HISTORY_TTL, nothing is recovered, and a new message starts a new epoch.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut expired = connect(&task_a.url("/v1/ws")).await;
+    assert!(!v1_resume(&mut expired, "room", &last).await, "expired");
+    send_text(
+        &mut publisher,
+        r#"{"type":"publish","channel":"room","data":"new"}"#,
+    )
+    .await;
+    let (data, offset) = data_and_offset(&mut expired).await;
+    assert_eq!(data, serde_json::json!("new"));
+    assert_ne!(
+        offset.split_once('-').unwrap().0,
+        last.split_once('-').unwrap().0
+    );
+    assert!(offset.ends_with("-1"), "{offset}");
 }

@@ -60,6 +60,28 @@ impl Offset {
     }
 }
 
+impl Offset {
+    /// An offset a relay's history gave out.
+    pub fn new(epoch: u64, position: u64) -> Offset {
+        Offset { epoch, position }
+    }
+
+    /// Whether this offset is `other` or comes before it in the same epoch.
+    pub fn not_after(self, other: Offset) -> bool {
+        self.epoch == other.epoch && self.position <= other.position
+    }
+
+    /// The channel's epoch.
+    pub fn epoch(self) -> u64 {
+        self.epoch
+    }
+
+    /// The position in the channel.
+    pub fn position(self) -> u64 {
+        self.position
+    }
+}
+
 impl fmt::Display for Offset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}-{}", self.epoch, self.position)

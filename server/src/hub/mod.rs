@@ -15,9 +15,13 @@
 //! counts as interest in the channel but receives nothing yet), then live (its first frame, the
 //! protocol's "subscribed", is queued under the same lock as the messages, so it comes first).
 //!
-//! The hub also keeps each channel's recent messages ([`history`]) under that lock: a message is
-//! kept and delivered in one step, and a subscriber resuming from an offset gets what it missed
-//! and goes live in one step, so the replay and the live messages neither overlap nor leave a gap.
+//! A subscriber resuming from an offset gets what it missed, then live messages, with neither
+//! overlap nor gap at the seam. Without a relay the hub keeps each channel's recent messages
+//! ([`history`]) under that lock: a message is kept and delivered in one step, and a resume reads
+//! history and goes live in one step. With a relay, history lives with it (in Redis, shared by
+//! every task), and reading it takes a round trip: the resuming subscriber holds the live messages
+//! that arrive meanwhile, and when the replay comes it gets the replay, then those held messages
+//! the replay did not already hold (by offset), then live ones.
 
 pub mod channel;
 mod fanout;
@@ -26,6 +30,21 @@ mod history;
 pub use channel::{ChannelName, Form};
 pub use fanout::{Fanout, Interest, Publication};
 pub use history::{HistoryLimits, InvalidOffset, Offset};
+
+/// What a channel's history held after an offset: every message that followed it, in order; or
+/// `None` when some of that is gone.
+pub type Missed = Option<Vec<(Offset, Box<str>)>>;
+
+/// History kept outside this process (the relay's, in Redis).
+pub trait HistorySource: Send + Sync + std::fmt::Debug {
+    /// What followed `since` on `channel`. Called once the relay delivers the channel's live
+    /// messages, so that everything after what it returns arrives live.
+    fn missed<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+        since: Offset,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Missed> + Send + 'a>>;
+}
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -49,6 +68,8 @@ pub struct Hub {
     /// Where a relay hears of channels gaining interest or losing their last subscriber; unset
     /// without one.
     interest: OnceLock<mpsc::UnboundedSender<Interest>>,
+    /// The relay's history, when it keeps one (this process's own is off then).
+    relay_history: OnceLock<Arc<dyn HistorySource>>,
 }
 
 #[derive(Debug)]
@@ -67,8 +88,23 @@ struct Channel {
 struct Member {
     outbox: Arc<Outbox>,
     form: Form,
-    /// Receives messages; false while reserved.
-    live: bool,
+    state: MemberState,
+}
+
+/// Whether a member receives the channel's messages yet.
+#[derive(Debug)]
+enum MemberState {
+    /// Counted as interest; receives nothing.
+    Reserved,
+    /// Resuming from the relay's history: messages are held, with their offsets, until the
+    /// replay is queued ahead of them.
+    #[expect(
+        clippy::box_collection,
+        reason = "every subscription has a member state: boxed, the rare holding one costs the others 8 bytes, not 24"
+    )]
+    Holding(Box<Vec<(Option<Offset>, Message)>>),
+    /// Receives every message.
+    Live,
 }
 
 /// A connection's place in the hub: the outbox its frames arrive in, and the channels it holds.
@@ -99,7 +135,15 @@ impl Hub {
             queue_limits,
             metrics,
             interest: OnceLock::new(),
+            relay_history: OnceLock::new(),
         })
+    }
+
+    /// Reads history from the relay's `source` from now on. Set once, at start-up.
+    pub fn read_history_from(&self, source: Arc<dyn HistorySource>) {
+        self.relay_history
+            .set(source)
+            .expect("one relay history per hub, set at start-up");
     }
 
     /// Sends interest changes to a relay from now on. Set once, before any subscriber exists.
@@ -125,33 +169,62 @@ impl Hub {
     pub fn publish(&self, channel: &ChannelName, data: &str) -> Option<Offset> {
         let mut state = self.lock();
         let offset = state.history.record(channel, data, Instant::now());
+        self.deliver(&mut state, channel, data, offset);
+        offset
+    }
+
+    /// Queues a message a relay brought (with the offset its history gave it, if any) for every
+    /// live subscriber of `channel`, as [`publish`](Self::publish) does.
+    pub fn deliver_relayed(&self, channel: &ChannelName, data: &str, offset: Option<Offset>) {
+        let mut state = self.lock();
+        self.deliver(&mut state, channel, data, offset);
+    }
+
+    fn deliver(
+        &self,
+        state: &mut State,
+        channel: &ChannelName,
+        data: &str,
+        offset: Option<Offset>,
+    ) {
         let Some(subscribers) = state.channels.get_mut(channel) else {
-            return offset;
+            return;
         };
         let mut frames = Frames::default();
         let before = subscribers.members.len();
-        subscribers.members.retain(|_, member| {
-            if !member.live {
-                return true;
-            }
-            let frame = frames.get(member.form, channel, data, offset);
-            member.outbox.push(frame, &self.queue_limits).is_ok()
-        });
+        let limits = &self.queue_limits;
+        subscribers
+            .members
+            .retain(|_, member| match &mut member.state {
+                MemberState::Reserved => true,
+                MemberState::Live => {
+                    let frame = frames.get(member.form, channel, data, offset);
+                    member.outbox.push(frame, limits).is_ok()
+                }
+                // Held messages count against the queue they are bound for.
+                MemberState::Holding(held) if held.len() < limits.frames => {
+                    held.push((offset, frames.get(member.form, channel, data, offset)));
+                    true
+                }
+                MemberState::Holding(_) => {
+                    member.outbox.evict();
+                    false
+                }
+            });
         let evicted = before - subscribers.members.len();
         if evicted > 0 {
             self.metrics
                 .messages_dropped("slow_consumer", evicted as u64);
             self.metrics.subscriptions.dec_by(evicted as i64);
             if subscribers.members.is_empty() {
-                self.forget(&mut state, channel);
+                self.forget(state, channel);
             }
         }
-        offset
     }
 
-    /// Whether channels keep history, so that a subscriber can resume from an offset.
+    /// Whether channels keep history, here or with the relay, so that a subscriber can resume.
     pub fn keeps_history(&self) -> bool {
-        self.lock().history.enabled()
+        self.relay_history.get().is_some() || self.lock().history.enabled()
     }
 
     /// The channels with at least one subscriber, live or reserved.
@@ -242,37 +315,89 @@ impl Subscriber {
     ) -> Result<bool, Evicted> {
         self.reserve(channel.clone());
         self.wait_for_relay(&channel).await;
-        let mut state = self.hub.lock();
-        let state = &mut *state;
-        let member = state
-            .channels
-            .get_mut(&channel)
-            .and_then(|c| c.members.get_mut(&self.id()))
-            .ok_or(Evicted)?;
-        member.live = true;
-        let limits = &self.hub.queue_limits;
-        let replay = match state
-            .history
-            .replay(channel.as_str(), since, Instant::now())
+        let Some(source) = self.hub.relay_history.get().cloned() else {
+            let mut state = self.hub.lock();
+            let state = &mut *state;
+            let replay = match state
+                .history
+                .replay(channel.as_str(), since, Instant::now())
+            {
+                Replay::Recovered(messages) => Some(messages),
+                Replay::Lost => None,
+            };
+            let replay = replay.map(|messages| self.frames_of(&channel, messages));
+            let member = self.member(&mut state.channels, &channel)?;
+            return self.queue_resumed(member, first, replay, Vec::new());
+        };
         {
-            Replay::Recovered(messages) => Some(messages),
-            Replay::Lost => None,
+            let mut state = self.hub.lock();
+            self.member(&mut state.channels, &channel)?.state =
+                MemberState::Holding(Box::default());
         }
-        .map(|messages| {
-            messages
-                .into_iter()
-                .map(|(offset, data)| channel::frame(self.form, &channel, data, Some(offset)))
-                .collect::<Vec<_>>()
-        })
-        .filter(|frames| {
-            // All of it or none: a replay that overflows the outbox would evict the client, which
-            // would come back for the same replay. Told it lost messages, it reloads instead.
-            let bytes: usize = frames.iter().map(Message::len).sum();
-            frames.len() < limits.frames && bytes <= limits.bytes as usize
+        let missed = source.missed(&channel, since).await;
+        let last_replayed = match &missed {
+            Some(messages) => messages.last().map_or(since, |(offset, _)| *offset),
+            None => since,
+        };
+        let replay = missed.map(|messages| {
+            let borrowed = messages.iter().map(|(offset, data)| (*offset, &**data));
+            self.frames_of(&channel, borrowed.collect())
+        });
+        let mut state = self.hub.lock();
+        let member = self.member(&mut state.channels, &channel)?;
+        let MemberState::Holding(held) = std::mem::replace(&mut member.state, MemberState::Live)
+        else {
+            unreachable!("only this subscriber changes its own state")
+        };
+        // Held messages the replay already holds (or the client saw) are left out.
+        let held = held
+            .into_iter()
+            .filter(|(offset, _)| !offset.is_some_and(|offset| offset.not_after(last_replayed)))
+            .map(|(_, frame)| frame)
+            .collect();
+        self.queue_resumed(member, first, replay, held)
+    }
+
+    /// The frames of replayed messages.
+    fn frames_of(&self, channel: &ChannelName, messages: Vec<(Offset, &str)>) -> Vec<Message> {
+        messages
+            .into_iter()
+            .map(|(offset, data)| channel::frame(self.form, channel, data, Some(offset)))
+            .collect()
+    }
+
+    /// This subscriber's membership of `channel`; `Err` if it was evicted from it meanwhile.
+    fn member<'a>(
+        &self,
+        channels: &'a mut HashMap<ChannelName, Channel>,
+        channel: &ChannelName,
+    ) -> Result<&'a mut Member, Evicted> {
+        channels
+            .get_mut(channel)
+            .and_then(|c| c.members.get_mut(&self.id()))
+            .ok_or(Evicted)
+    }
+
+    /// Makes `member` live behind `first`, the replay (if whole and it fits) and `held`, in that
+    /// order, under the hub's lock. Returns whether the replay was queued.
+    fn queue_resumed(
+        &self,
+        member: &mut Member,
+        first: impl FnOnce(bool) -> Message,
+        replay: Option<Vec<Message>>,
+        held: Vec<Message>,
+    ) -> Result<bool, Evicted> {
+        member.state = MemberState::Live;
+        let limits = &self.hub.queue_limits;
+        // All of it or none: a replay that overflows the outbox would evict the client, which
+        // would come back for the same replay. Told it lost messages, it reloads instead.
+        let replay = replay.filter(|frames| {
+            let bytes: usize = frames.iter().chain(&held).map(Message::len).sum();
+            frames.len() + held.len() < limits.frames && bytes <= limits.bytes as usize
         });
         let recovered = replay.is_some();
         self.outbox.push(first(recovered), limits)?;
-        for frame in replay.into_iter().flatten() {
+        for frame in replay.into_iter().flatten().chain(held) {
             self.outbox.push(frame, limits)?;
         }
         Ok(recovered)
@@ -317,7 +442,7 @@ impl Subscriber {
             Member {
                 outbox: Arc::clone(&self.outbox),
                 form: self.form,
-                live: false,
+                state: MemberState::Reserved,
             },
         );
         drop(state);
@@ -327,12 +452,8 @@ impl Subscriber {
 
     fn go_live(&self, channel: &ChannelName, first: Option<Message>) -> Result<(), Evicted> {
         let mut state = self.hub.lock();
-        let member = state
-            .channels
-            .get_mut(channel)
-            .and_then(|c| c.members.get_mut(&self.id()))
-            .ok_or(Evicted)?;
-        member.live = true;
+        let member = self.member(&mut state.channels, channel)?;
+        member.state = MemberState::Live;
         match first {
             Some(frame) => self.outbox.push(frame, &self.hub.queue_limits),
             None => Ok(()),
