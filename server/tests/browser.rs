@@ -3,7 +3,10 @@
 //! server restarts, the pages reconnect by themselves and hold the channel they were on again.
 //! Pages on different channels do not see each other's messages, a page on `broadcast` and a
 //! `/wss` client see each other's, a bad channel name is refused on the page, and the server's
-//! error replies are shown. A screenshot is kept in `.artifacts/`.
+//! error replies are shown. A page whose connection drops resumes its channel: it lists what was
+//! published meanwhile once and in order under a "nothing missed" or "N replayed" mark, marks the
+//! gap as lost when the server no longer holds all of it, and subscribes without resuming where
+//! the server keeps no history. A screenshot is kept in `.artifacts/`.
 
 mod common;
 
@@ -12,12 +15,15 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinHandle};
 
 /// A chromedriver on a loopback port of its choosing, killed when dropped together with the
 /// browsers it started.
@@ -146,6 +152,81 @@ impl Drop for ChromeDriver {
         for profile in self.profiles.lock().unwrap().drain(..) {
             let _ = std::fs::remove_dir_all(profile);
         }
+    }
+}
+
+/// A TCP relay on loopback in front of a server, the address a page is loaded from (and so where
+/// its WebSocket goes). `cut` ends every connection through it, as a lost network would (the page
+/// sees close 1006), and turns new ones away until `mend`: the page reconnects by itself to a
+/// server that kept running, history and all, which a restart in this process could not offer.
+struct Relay {
+    addr: SocketAddr,
+    state: Arc<Mutex<RelayState>>,
+    accepting: JoinHandle<()>,
+}
+
+struct RelayState {
+    open: bool,
+    target: SocketAddr,
+    connections: Vec<AbortHandle>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(RelayState {
+            open: true,
+            target,
+            connections: Vec::new(),
+        }));
+        let shared = Arc::clone(&state);
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut state = shared.lock().unwrap();
+                if !state.open {
+                    continue; // dropped, so closed at once: the page's attempt fails
+                }
+                let target = state.target;
+                let relaying = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                state
+                    .connections
+                    .retain(|connection| !connection.is_finished());
+                state.connections.push(relaying.abort_handle());
+            }
+        });
+        Relay {
+            addr,
+            state,
+            accepting,
+        }
+    }
+
+    /// Drops every connection (both of its sockets) and turns new ones away.
+    fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.open = false;
+        for connection in state.connections.drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Relays new connections again, to `target`.
+    fn mend(&self, target: SocketAddr) {
+        let mut state = self.state.lock().unwrap();
+        state.open = true;
+        state.target = target;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.cut();
     }
 }
 
@@ -439,4 +520,171 @@ async fn channels_stay_apart_broadcast_is_shared_with_wss_and_errors_are_shown()
     lobby.close().await.unwrap();
     room.close().await.unwrap();
     server.stop().await;
+}
+
+/// Publishes each of `messages` on `channel` from a `/v1/ws` client of its own, each taken by the
+/// server (acked) before the next, so that all are in the channel's history when this returns.
+async fn publish_all(server: &TestServer, channel: &str, messages: &[&str]) {
+    let mut publisher = connect(&server.url("/v1/ws")).await;
+    for (id, data) in messages.iter().enumerate() {
+        let frame =
+            format!(r#"{{"type":"publish","channel":"{channel}","data":{data},"id":{id}}}"#);
+        send_text(&mut publisher, frame).await;
+        assert_eq!(
+            next_text(&mut publisher).await,
+            format!(r#"{{"type":"ack","id":{id}}}"#)
+        );
+    }
+}
+
+/// Drops the page's connection through `relay` and waits until the page shows it.
+async fn cut(relay: &Relay, page: &Browser) {
+    relay.cut();
+    wait_for_text(page, "#state", |state| state.starts_with("closed (1006)")).await;
+}
+
+/// A page on `room:1` through a relay, which has listed `{"n":1}` (and so holds its offset).
+async fn page_on_room_1(driver: &ChromeDriver, relay: &Relay) -> Browser {
+    let page = driver.open(&format!("http://{}/", relay.addr)).await;
+    subscribed(&page, "broadcast").await;
+    switch_channel(&page, "room:1").await;
+    subscribed(&page, "room:1").await;
+    send_and_see(&page, &[&page], r#"{"n": 1}"#, r#"room:1 {"n":1}"#).await;
+    page
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn a_page_that_lost_its_connection_lists_what_it_missed_once_in_order() {
+    let server = TestServer::start(&[]).await;
+    let relay = Relay::start(server.addr).await;
+    let driver = ChromeDriver::start();
+    let page = page_on_room_1(&driver, &relay).await;
+
+    cut(&relay, &page).await;
+    publish_all(
+        &server,
+        "room:1",
+        &[r#"{"n":2}"#, r#"{"n":3}"#, r#"{"n":4}"#],
+    )
+    .await;
+    relay.mend(server.addr);
+    // The mark counts the replay once the subscribe's ack ends it; a page that counted on would
+    // read 4 once the next message is listed.
+    wait_for_text(&page, "#messages li.notice", |notice| {
+        notice == "reconnected: 3 missed messages replayed"
+    })
+    .await;
+    subscribed(&page, "room:1").await;
+    send_and_see(&page, &[&page], r#"{"n": 5}"#, r#"room:1 {"n":5}"#).await;
+    assert_eq!(
+        messages(&page).await,
+        [
+            r#"room:1 {"n":5}"#,
+            r#"room:1 {"n":4}"#,
+            r#"room:1 {"n":3}"#,
+            r#"room:1 {"n":2}"#,
+            "reconnected: 3 missed messages replayed",
+            r#"room:1 {"n":1}"#,
+        ]
+    );
+    assert_eq!(text(&page, "#count").await, "5");
+
+    // Nothing published while away: resumed all the same, and said so.
+    cut(&relay, &page).await;
+    relay.mend(server.addr);
+    wait_for_text(&page, "#messages li:first-child", |notice| {
+        notice == "reconnected: nothing missed"
+    })
+    .await;
+    subscribed(&page, "room:1").await;
+    send_and_see(&page, &[&page], r#"{"n": 6}"#, r#"room:1 {"n":6}"#).await;
+    assert_eq!(text(&page, "#count").await, "6");
+
+    let screenshot = page.screenshot().await.unwrap();
+    let artifacts = concat!(env!("CARGO_MANIFEST_DIR"), "/../.artifacts");
+    std::fs::create_dir_all(artifacts).unwrap();
+    std::fs::write(format!("{artifacts}/demo-page-resumed.png"), screenshot).unwrap();
+
+    page.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn a_page_that_missed_more_than_the_history_holds_marks_messages_as_lost() {
+    let server = TestServer::start(&["--history-size", "2"]).await;
+    let relay = Relay::start(server.addr).await;
+    let driver = ChromeDriver::start();
+    let page = page_on_room_1(&driver, &relay).await;
+
+    cut(&relay, &page).await;
+    publish_all(
+        &server,
+        "room:1",
+        &[r#"{"n":2}"#, r#"{"n":3}"#, r#"{"n":4}"#],
+    )
+    .await;
+    relay.mend(server.addr);
+    let lost = "reconnected: messages were lost while disconnected";
+    wait_for_text(&page, "#messages li.notice.lost", |notice| notice == lost).await;
+    subscribed(&page, "room:1").await;
+    send_and_see(&page, &[&page], r#"{"n": 5}"#, r#"room:1 {"n":5}"#).await;
+    assert_eq!(
+        messages(&page).await,
+        [r#"room:1 {"n":5}"#, lost, r#"room:1 {"n":1}"#],
+        "nothing replayed, live messages listed"
+    );
+    assert_eq!(text(&page, "#count").await, "2");
+
+    page.close().await.unwrap();
+    server.stop().await;
+}
+
+/// A page that reconnects to a server keeping no history (as a deploy may bring) is refused its
+/// resume, says so once and subscribes without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn a_page_reconnecting_where_no_history_is_kept_subscribes_without_resuming() {
+    let server = TestServer::start(&[]).await;
+    let without_history = TestServer::start(&["--history-size", "0"]).await;
+    let relay = Relay::start(server.addr).await;
+    let driver = ChromeDriver::start();
+    let page = page_on_room_1(&driver, &relay).await;
+
+    cut(&relay, &page).await;
+    relay.mend(without_history.addr);
+    let off = "reconnected: this server keeps no history, so messages sent while disconnected \
+               are not replayed";
+    wait_for_text(&page, "#messages li.notice.off", |notice| notice == off).await;
+    subscribed(&page, "room:1").await;
+    send_and_see(&page, &[&page], r#"{"n": 2}"#, r#"room:1 {"n":2}"#).await;
+
+    // Messages without offsets leave nothing to resume from: the next reconnect subscribes
+    // plainly, without another notice.
+    cut(&relay, &page).await;
+    relay.mend(without_history.addr);
+    subscribed(&page, "room:1").await;
+    send_and_see(&page, &[&page], r#"{"n": 3}"#, r#"room:1 {"n":3}"#).await;
+    assert_eq!(
+        messages(&page).await,
+        [
+            r#"room:1 {"n":3}"#,
+            r#"room:1 {"n":2}"#,
+            off,
+            r#"room:1 {"n":1}"#
+        ]
+    );
+    let shown = page
+        .find(Locator::Css("#server-error"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap();
+    assert!(!shown, "the refused resume is no error to show");
+
+    page.close().await.unwrap();
+    server.stop().await;
+    without_history.stop().await;
 }
