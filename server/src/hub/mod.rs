@@ -103,6 +103,10 @@ enum MemberState {
         reason = "every subscription has a member state: boxed, the rare holding one costs the others 8 bytes, not 24"
     )]
     Holding(Box<Vec<(Option<Offset>, Message)>>),
+    /// Resumed from the relay's history, which it read on another connection than the one live
+    /// messages come on: messages the replay already held may still be on their way. Those up to
+    /// this offset are dropped; the first one past it makes the member live.
+    Skipping(Box<Offset>),
     /// Receives every message.
     Live,
 }
@@ -197,7 +201,13 @@ impl Hub {
             .members
             .retain(|_, member| match &mut member.state {
                 MemberState::Reserved => true,
-                MemberState::Live => {
+                MemberState::Skipping(through)
+                    if offset.is_some_and(|offset| offset.not_after(**through)) =>
+                {
+                    true
+                }
+                MemberState::Skipping(_) | MemberState::Live => {
+                    member.state = MemberState::Live;
                     let frame = frames.get(member.form, channel, data, offset);
                     member.outbox.push(frame, limits).is_ok()
                 }
@@ -355,7 +365,9 @@ impl Subscriber {
             .filter(|(offset, _)| !offset.is_some_and(|offset| offset.not_after(last_replayed)))
             .map(|(_, frame)| frame)
             .collect();
-        self.queue_resumed(member, first, replay, held)
+        let recovered = self.queue_resumed(member, first, replay, held)?;
+        member.state = MemberState::Skipping(Box::new(last_replayed));
+        Ok(recovered)
     }
 
     /// The frames of replayed messages.
@@ -600,6 +612,51 @@ mod tests {
             1,
             "only the fast one remains"
         );
+    }
+
+    /// A relay's history that holds messages 1 to 3 of epoch 1.
+    #[derive(Debug)]
+    struct ThreeKept;
+
+    impl HistorySource for ThreeKept {
+        fn missed<'a>(
+            &'a self,
+            _channel: &'a ChannelName,
+            since: Offset,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Missed> + Send + 'a>> {
+            let kept = (since.position() + 1..=3)
+                .map(|n| (Offset::new(1, n), n.to_string().into_boxed_str()))
+                .collect();
+            Box::pin(async move { Some(kept) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_the_replay_held_is_not_delivered_again_when_it_arrives_late() {
+        let hub = hub(16);
+        hub.read_history_from(Arc::new(ThreeKept));
+        let mut resuming = hub.subscriber(Form::V1);
+        let recovered = resuming
+            .resume(name("a"), Offset::new(1, 1), |recovered| {
+                Message::text(format!("recovered {recovered}"))
+            })
+            .await
+            .unwrap();
+        assert!(recovered);
+        // Message 3 was in the replay; its live copy comes after, on another connection.
+        hub.deliver_relayed(&name("a"), "3", Some(Offset::new(1, 3)));
+        hub.deliver_relayed(&name("a"), "4", Some(Offset::new(1, 4)));
+        hub.deliver_relayed(&name("a"), "5", Some(Offset::new(1, 5)));
+        let data: Vec<String> = taken(&resuming)
+            .await
+            .iter()
+            .map(|frame| frame.to_text().unwrap().to_owned())
+            .collect();
+        assert_eq!(data.len(), 5, "{data:?}");
+        assert_eq!(data[0], "recovered true");
+        for (frame, n) in data[1..].iter().zip(2..) {
+            assert!(frame.contains(&format!(r#""data":{n}}}"#)), "{data:?}");
+        }
     }
 
     #[tokio::test]
