@@ -53,6 +53,39 @@ async fn next_message_and_offset(client: &mut Client) -> (Value, String) {
     (message["data"].clone(), offset)
 }
 
+async fn publish(publisher: &mut Client, channel: &str, data: Value) {
+    send(
+        publisher,
+        json!({"type":"publish","channel":channel,"data":data}),
+    )
+    .await;
+}
+
+/// Publishes and waits for the ack: by then everything the publisher sent is in history.
+async fn publish_acked(publisher: &mut Client, channel: &str, data: Value) {
+    send(
+        publisher,
+        json!({"type":"publish","channel":channel,"data":data,"id":"acked"}),
+    )
+    .await;
+    assert_eq!(
+        next_json(publisher).await,
+        json!({"type":"ack","id":"acked"})
+    );
+}
+
+/// The offset a reader of `room` saw of `data`, published by `publisher`, before it left.
+async fn offset_seen_before_leaving(
+    server: &TestServer,
+    publisher: &mut Client,
+    data: Value,
+) -> String {
+    let mut reader = open(server).await;
+    subscribe(&mut reader, "room").await;
+    publish(publisher, "room", data).await;
+    next_message_and_offset(&mut reader).await.1
+}
+
 /// Nothing arrives for a while (a message that should not come would arrive well within it).
 async fn assert_quiet(client: &mut Client) {
     let next = tokio::time::timeout(Duration::from_millis(300), client.next()).await;
@@ -73,11 +106,7 @@ async fn a_client_that_reconnects_while_messages_flow_gets_each_exactly_once_in_
     let publisher = tokio::spawn(async move {
         let mut publisher = connect(&url).await;
         for n in 1..=MESSAGES {
-            send(
-                &mut publisher,
-                json!({"type":"publish","channel":"flow","data":n}),
-            )
-            .await;
+            publish(&mut publisher, "flow", json!(n)).await;
             if n % 10 == 0 {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -109,32 +138,12 @@ async fn a_client_that_reconnects_while_messages_flow_gets_each_exactly_once_in_
 async fn replayed_messages_come_after_subscribed_and_before_live_ones() {
     let server = TestServer::start(&[]).await;
     let mut publisher = open(&server).await;
-    let mut reader = open(&server).await;
-    subscribe(&mut reader, "room").await;
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":1}),
-    )
-    .await;
-    let (_, first) = next_message_and_offset(&mut reader).await;
-    drop(reader);
+    let first = offset_seen_before_leaving(&server, &mut publisher, json!(1)).await;
     for n in 2..=4 {
-        send(
-            &mut publisher,
-            json!({"type":"publish","channel":"room","data":n}),
-        )
-        .await;
+        publish(&mut publisher, "room", json!(n)).await;
     }
     // Acknowledged: the three are in history before the resume.
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":5,"id":"sync"}),
-    )
-    .await;
-    assert_eq!(
-        next_json(&mut publisher).await,
-        json!({"type":"ack","id":"sync"})
-    );
+    publish_acked(&mut publisher, "room", json!(5)).await;
 
     let mut reader = open(&server).await;
     send(
@@ -156,11 +165,7 @@ async fn replayed_messages_come_after_subscribed_and_before_live_ones() {
         next_json(&mut reader).await,
         json!({"type":"ack","id":"again"})
     );
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":6}),
-    )
-    .await;
+    publish(&mut publisher, "room", json!(6)).await;
     let (data, live) = next_message_and_offset(&mut reader).await;
     assert_eq!(data, json!(6));
     // Offsets of one channel share an epoch and count up by one.
@@ -179,41 +184,17 @@ async fn replayed_messages_come_after_subscribed_and_before_live_ones() {
 async fn past_the_history_the_client_is_told_it_lost_messages_and_nothing_is_replayed() {
     let server = TestServer::start(&["--history-size", "5"]).await;
     let mut publisher = open(&server).await;
-    let mut reader = open(&server).await;
-    subscribe(&mut reader, "room").await;
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":0}),
-    )
-    .await;
-    let (_, seen) = next_message_and_offset(&mut reader).await;
-    drop(reader);
+    let seen = offset_seen_before_leaving(&server, &mut publisher, json!(0)).await;
     // Six more: the one right after `seen` is no longer kept.
     for n in 1..=6 {
-        send(
-            &mut publisher,
-            json!({"type":"publish","channel":"room","data":n}),
-        )
-        .await;
+        publish(&mut publisher, "room", json!(n)).await;
     }
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":7,"id":1}),
-    )
-    .await;
-    assert_eq!(
-        next_json(&mut publisher).await,
-        json!({"type":"ack","id":1})
-    );
+    publish_acked(&mut publisher, "room", json!(7)).await;
 
     let mut reader = open(&server).await;
     assert!(!resume(&mut reader, "room", &seen).await);
     // Subscribed all the same: live messages follow, and nothing from before.
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":"live"}),
-    )
-    .await;
+    publish(&mut publisher, "room", json!("live")).await;
     assert_eq!(next_message_and_offset(&mut reader).await.0, json!("live"));
 
     // An offset of another epoch (a channel whose history ended) is lost too.
@@ -230,24 +211,8 @@ async fn past_the_history_the_client_is_told_it_lost_messages_and_nothing_is_rep
 async fn history_expires_after_its_time_to_live_and_its_epoch_with_it() {
     let server = TestServer::start(&["--history-ttl", "2s"]).await;
     let mut publisher = open(&server).await;
-    let mut reader = open(&server).await;
-    subscribe(&mut reader, "room").await;
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":1}),
-    )
-    .await;
-    let (_, first) = next_message_and_offset(&mut reader).await;
-    drop(reader);
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":2,"id":2}),
-    )
-    .await;
-    assert_eq!(
-        next_json(&mut publisher).await,
-        json!({"type":"ack","id":2})
-    );
+    let first = offset_seen_before_leaving(&server, &mut publisher, json!(1)).await;
+    publish_acked(&mut publisher, "room", json!(2)).await;
 
     // Within the time to live: recovered.
     let mut early = open(&server).await;
@@ -258,11 +223,7 @@ async fn history_expires_after_its_time_to_live_and_its_epoch_with_it() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let mut late = open(&server).await;
     assert!(!resume(&mut late, "room", &first).await);
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":3}),
-    )
-    .await;
+    publish(&mut publisher, "room", json!(3)).await;
     let (data, offset) = next_message_and_offset(&mut late).await;
     assert_eq!(data, json!(3));
     assert_eq!(next_message_and_offset(&mut early).await.0, json!(3));
@@ -307,11 +268,7 @@ async fn a_bad_since_or_history_off_is_an_error_and_subscribes_nothing() {
         assert_eq!(reply["code"], "bad_request", "{bad}: {reply}");
         assert_eq!(reply["id"], bad);
     }
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":1}),
-    )
-    .await;
+    publish(&mut publisher, "room", json!(1)).await;
     assert_quiet(&mut client).await;
 
     let off = TestServer::start(&["--history-size", "0"]).await;
@@ -329,18 +286,10 @@ async fn a_bad_since_or_history_off_is_an_error_and_subscribes_nothing() {
     );
     // Not subscribed; and with history off, messages carry no offset.
     let mut publisher = open(&off).await;
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":1}),
-    )
-    .await;
+    publish(&mut publisher, "room", json!(1)).await;
     assert_quiet(&mut client).await;
     subscribe(&mut client, "room").await;
-    send(
-        &mut publisher,
-        json!({"type":"publish","channel":"room","data":2}),
-    )
-    .await;
+    publish(&mut publisher, "room", json!(2)).await;
     assert_eq!(
         next_text(&mut client).await,
         r#"{"type":"message","channel":"room","data":2}"#
