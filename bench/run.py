@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""`make bench`: the fixed benchmark matrix, on loopback, against our server and two references.
+"""`make bench`: the fixed benchmark matrix, on loopback, against our server and three references.
 
 Every case starts a fresh server process, runs `loadgen` against it with `--server-pid` (so the
 server's CPU time and memory are read from /proc), and stops the server. The servers:
 
 - ours: `websocket-server` as deployed (metrics port, info logs to a file, every feature on);
 - lean: `lean-reference`, a hand-written tokio-tungstenite server (bench/lean-reference);
-- node: the replaced design's stack, express + ws (bench/node-reference).
+- node: the replaced design's stack, express + ws (bench/node-reference);
+- bun: the fastest JavaScript stack, Bun.serve (uWebSockets) with its native topic publish
+  (bench/bun-reference), run by the Bun binary npm installs there.
 
 The backplane case runs ours alone, alone with Redis, and as two processes sharing one Redis. The
 channels case (`/v1/ws`) runs ours only: the references have no channels.
@@ -34,8 +36,13 @@ ARTIFACTS = ROOT / ".artifacts" / "bench"
 REPORT = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
-SERVERS = ("ours", "lean", "node")
-LABELS = {"ours": "ours (websocket-server)", "lean": "lean Rust reference", "node": "Node reference (express + ws)"}
+SERVERS = ("ours", "lean", "node", "bun")
+LABELS = {"ours": "ours (websocket-server)", "lean": "lean Rust reference", "node": "Node reference (express + ws)",
+          "bun": "Bun reference (Bun.serve, uWebSockets)"}
+BUN_REFERENCE = ROOT / "bench" / "bun-reference"
+# The Linux x64 build from npm (@oven/bun-linux-x64), pinned in bench/bun-reference/package-lock.json,
+# rather than whatever `bun` is on the PATH: every machine measures the same version.
+BUN = BUN_REFERENCE / "node_modules" / "@oven" / "bun-linux-x64" / "bin" / "bun"
 
 
 class Case:
@@ -132,6 +139,8 @@ def start_server(kind, redis_url=None, limits=None, path="/wss"):
         argv = [str(RELEASE / "websocket-server")]
     elif kind == "lean":
         argv = [str(RELEASE / "lean-reference")]
+    elif kind == "bun":
+        argv = [str(BUN), str(BUN_REFERENCE / "server.js")]
     else:
         argv = ["node", str(ROOT / "bench" / "node-reference" / "server.js")]
     return Process(kind, argv, env, port), f"ws://127.0.0.1:{port}{path}"
@@ -231,7 +240,8 @@ def machine():
     return {
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 1048576, 1),
         "kernel": platform.release(), "rustc": version(["rustc", "--version"]),
-        "node": version(["node", "--version"]), "redis": version(["redis-server", "--version"]),
+        "node": version(["node", "--version"]), "bun": version([str(BUN), "--version"]),
+        "redis": version(["redis-server", "--version"]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -334,7 +344,7 @@ def render(results, backplane, info, repeat):
     out = [BEGIN, "", f"Measured {info['date']} by `make bench` (median of {repeat} run{'s' if repeat > 1 else ''} "
            "per figure; a fresh server process per run).", "",
            f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Linux {info['kernel']}; "
-           f"{info['rustc']}; Node {info['node']}; {info['redis']}. The load generator runs on the same two cores "
+           f"{info['rustc']}; Node {info['node']}; Bun {info['bun']}; {info['redis']}. The load generator runs on the same two cores "
            "as the server, so every figure is the pair's, and the load generator's CPU seconds are shown beside the "
            "server's.", "", "### Targets", "", targets(results), ""]
     for case in CASES:
@@ -346,7 +356,7 @@ def render(results, backplane, info, repeat):
     if CHANNELS.key in results:
         command = "loadgen " + " ".join(CHANNELS.args) + " --url ws://127.0.0.1:PORT/v1/ws --server-pid PID --json"
         out += [f"### {CHANNELS.title}", "", settings(CHANNELS) + f"`{command}`", "",
-                "Our server only: the lean and Node references have no channels.", "",
+                "Our server only: the lean, Node and Bun references have no channels.", "",
                 table(["ours"], results[CHANNELS.key]), ""]
     out.append(END)
     return "\n".join(out)
@@ -377,6 +387,8 @@ def main():
             sys.exit(f"bench: {binary} is missing: run `make bench`, which builds it")
     if not (ROOT / "bench" / "node-reference" / "node_modules").exists():
         sys.exit("bench: bench/node-reference/node_modules is missing: run `make bench`, which installs it")
+    if not BUN.exists():
+        sys.exit(f"bench: {BUN.relative_to(ROOT)} is missing: run `make bench`, which installs it")
 
     wanted = set(options.only or [c.key for c in CASES] + ["backplane", CHANNELS.key])
     results, backplane = {}, None

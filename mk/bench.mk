@@ -9,8 +9,10 @@ bench-build:
 	@command -v node >/dev/null || { echo "node is missing: the Node reference needs Node 18+ (apt-get install nodejs npm)." >&2; exit 1; }
 	@command -v redis-server >/dev/null || { echo "redis-server is missing: the backplane case needs it (apt-get install redis-server)." >&2; exit 1; }
 	npm ci --prefix bench/node-reference --no-audit --no-fund --loglevel=error
+	@# Bun itself, as an npm package: its Linux x64 binary, run from bench/bun-reference/node_modules.
+	npm ci --prefix bench/bun-reference --no-audit --no-fund --loglevel=error
 
-bench: bench-build ## Run the benchmark matrix against our server and both references; writes BENCHMARKS.md (about 4 minutes)
+bench: bench-build ## Run the benchmark matrix against our server and the three references (lean Rust, Node, Bun); writes BENCHMARKS.md (about 5 minutes)
 	bench/run.py $(if $(BENCH_REPEAT),--repeat $(BENCH_REPEAT))
 
 # What `make loadtest` does unless told otherwise: 1,000 clients for 5 minutes, 10 of them sending
