@@ -57,7 +57,8 @@ use tracing::{info, warn};
 
 use crate::hub::channel::{wss_data, wss_envelope};
 use crate::hub::{
-    ChannelName, Fanout, HistoryLimits, HistorySource, Hub, Interest, Missed, Offset, Publication,
+    ChannelName, Fanout, HistoryLimits, HistorySource, Hub, Interest, Missed, Offset, POSITION_TTL,
+    Publication,
 };
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -79,8 +80,10 @@ const HEADER: usize = 24;
 /// Appends a message to its channel's history and publishes it, with its offset, in one step.
 /// KEYS: the stream, the hash of the epoch, the last position and what each origin last
 /// published. ARGV: the Redis channel, the header, the data, an epoch for a history that has
-/// none, messages kept (at least), milliseconds kept, the origin (hex) and sequence number, and
-/// for `broadcast` the previous version's channel and message. Returns the offset.
+/// none, messages kept (at least), milliseconds they are kept, the origin (hex) and sequence
+/// number, milliseconds the epoch and position are kept ([`POSITION_TTL`]: a quiet channel keeps
+/// its epoch between messages), and for `broadcast` the previous version's channel and message.
+/// Returns the offset.
 ///
 /// A batch sent again after a timeout (Redis may have run the first copy) is recognised by its
 /// origin and sequence number: it is neither kept nor published twice. The offset of the last
@@ -110,11 +113,11 @@ local now = redis.call('TIME')
 local ms = now[1] * 1000 + math.floor(now[2] / 1000)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '0-' .. position, 't', ms, 'd', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[9])
 local offset = epoch .. '-' .. position
 redis.call('PUBLISH', ARGV[1], ARGV[2] .. '#' .. offset .. ' ' .. ARGV[3])
-if ARGV[9] then
-  redis.call('PUBLISH', ARGV[9], ARGV[10])
+if ARGV[10] then
+  redis.call('PUBLISH', ARGV[10], ARGV[11])
 end
 return offset
 "#;
@@ -548,7 +551,8 @@ async fn publish(
             .arg(shared.history.size)
             .arg(ttl_ms)
             .arg(&origin)
-            .arg(*sequence);
+            .arg(*sequence)
+            .arg(POSITION_TTL.as_millis() as u64);
         if channel.is_broadcast() {
             command
                 .arg(&shared.names.broadcast)
@@ -894,6 +898,10 @@ impl Shared {
         };
         if u64::from_str_radix(&epoch, 16).ok() != Some(since.epoch()) || since.position() > last {
             return Ok(None);
+        }
+        // The client saw the channel's last message: nothing missed, whatever has expired since.
+        if since.position() == last {
+            return Ok(Some(Vec::new()));
         }
         let entries = parse_entries(since.epoch(), entries);
         let Some(entries) = entries else {

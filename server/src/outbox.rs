@@ -87,10 +87,11 @@ impl Outbox {
         }
     }
 
-    /// Evicts the outbox as if it had overflowed: for frames bound for it but held elsewhere.
-    pub fn evict(&self) {
-        self.lock().evicted = true;
-        self.ready.notify_one();
+    /// Whether `frames` more frames of `bytes` payload bytes in all fit beside what is queued.
+    pub fn has_room(&self, frames: usize, bytes: usize, limits: &QueueLimits) -> bool {
+        let state = self.lock();
+        state.frames.len() + frames <= limits.frames
+            && state.bytes as usize + bytes <= limits.bytes as usize
     }
 
     /// Queues `frame` if it fits in `limits`. A full outbox is evicted instead, and stays so: `Err`

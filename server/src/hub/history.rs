@@ -3,9 +3,10 @@
 //!
 //! Every message kept gets an [`Offset`]: the channel's epoch and its position in the channel.
 //! Positions count up from 1 within an epoch. A channel's epoch is drawn at random when its
-//! history begins, and its history ends when its last message is dropped (trimmed, expired, or
-//! pushed out by the byte cap): an offset from an epoch that is gone cannot be resumed, and the
-//! client is told so instead of being handed a gap.
+//! history begins; its messages go when trimmed, expired or pushed out by the byte cap, and its
+//! epoch and last position a day after its last message went (or sooner, under the byte cap):
+//! an offset from an epoch that is gone cannot be resumed, and the client is told so instead of
+//! being handed a gap.
 //!
 //! Memory is bounded three ways: `HISTORY_SIZE` messages per channel, `HISTORY_TTL` per message,
 //! and [`MAX_BYTES`] over the whole process, past which the oldest messages of any channel go
@@ -121,18 +122,30 @@ pub enum Replay<'a> {
 pub(super) struct History {
     limits: HistoryLimits,
     logs: HashMap<ChannelName, Log>,
-    /// Each channel with history, by the stamp of its oldest message: the oldest message of all
-    /// is the first one's, which is what expiry and the byte cap drop first.
+    /// Each channel with messages, by the stamp of its oldest one: the oldest message of all is
+    /// the first one's, which is what expiry and the byte cap drop first.
     oldest: BTreeSet<(u64, ChannelName)>,
+    /// Each channel whose messages are all gone, by when its last went: its epoch and position
+    /// are kept for [`POSITION_TTL`], so that a client that saw its last message resumes with
+    /// nothing missed instead of being told it lost some.
+    emptied: BTreeSet<(Instant, ChannelName)>,
     /// Stamps order messages across channels.
     next_stamp: u64,
     bytes: usize,
 }
 
+/// How long a channel's epoch and last position outlive its messages. A quiet channel (one
+/// message an hour, say) would otherwise start a new epoch at every message, and every client
+/// resuming on it would be told to reload although it missed nothing.
+pub const POSITION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
 #[derive(Debug)]
 struct Log {
     epoch: u64,
+    last_position: u64,
     entries: VecDeque<Entry>,
+    /// When its last message went, while it has none.
+    emptied_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -147,10 +160,6 @@ impl Log {
     fn oldest_stamp(&self) -> u64 {
         self.entries.front().map_or(0, |entry| entry.stamp)
     }
-
-    fn last_position(&self) -> u64 {
-        self.entries.back().map_or(0, |entry| entry.position)
-    }
 }
 
 impl History {
@@ -159,6 +168,7 @@ impl History {
             limits,
             logs: HashMap::new(),
             oldest: BTreeSet::new(),
+            emptied: BTreeSet::new(),
             next_stamp: 0,
             bytes: 0,
         }
@@ -183,20 +193,31 @@ impl History {
         self.expire(now);
         let stamp = self.next_stamp;
         self.next_stamp += 1;
-        if let Some(log) = self.logs.get(channel) {
-            self.oldest.remove(&(log.oldest_stamp(), channel.clone()));
-        } else {
-            self.bytes += LOG_OVERHEAD + channel.as_str().len();
-            let log = Log {
-                epoch: rand::random(),
-                entries: VecDeque::new(),
-            };
-            self.logs.insert(channel.clone(), log);
+        match self.logs.get_mut(channel) {
+            Some(log) => match log.emptied_at.take() {
+                Some(at) => {
+                    self.emptied.remove(&(at, channel.clone()));
+                }
+                None => {
+                    self.oldest.remove(&(log.oldest_stamp(), channel.clone()));
+                }
+            },
+            None => {
+                self.bytes += LOG_OVERHEAD + channel.as_str().len();
+                let log = Log {
+                    epoch: rand::random(),
+                    last_position: 0,
+                    entries: VecDeque::new(),
+                    emptied_at: None,
+                };
+                self.logs.insert(channel.clone(), log);
+            }
         }
         let log = self.logs.get_mut(channel).expect("inserted above");
+        log.last_position += 1;
         let offset = Offset {
             epoch: log.epoch,
-            position: log.last_position() + 1,
+            position: log.last_position,
         };
         log.entries.push_back(Entry {
             position: offset.position,
@@ -211,7 +232,7 @@ impl History {
             self.bytes -= ENTRY_OVERHEAD + trimmed.data.len();
         }
         self.oldest.insert((log.oldest_stamp(), channel.clone()));
-        while self.bytes > MAX_BYTES && self.drop_oldest() {}
+        while self.bytes > MAX_BYTES && self.shed(now) {}
         Some(offset)
     }
 
@@ -221,9 +242,17 @@ impl History {
         let Some(log) = self.logs.get(channel) else {
             return Replay::Lost;
         };
-        let first = log.entries.front().map_or(1, |entry| entry.position);
-        let caught_up = since.position >= first.saturating_sub(1);
-        if log.epoch != since.epoch || !caught_up || since.position > log.last_position() {
+        if log.epoch != since.epoch || since.position > log.last_position {
+            return Replay::Lost;
+        }
+        if since.position == log.last_position {
+            return Replay::Recovered(Vec::new());
+        }
+        let whole = log
+            .entries
+            .front()
+            .is_some_and(|first| since.position + 1 >= first.position);
+        if !whole {
             return Replay::Lost;
         }
         Replay::Recovered(
@@ -241,7 +270,8 @@ impl History {
         )
     }
 
-    /// Drops every message older than the time to live.
+    /// Drops every message older than the time to live, and every channel position older than
+    /// [`POSITION_TTL`].
     fn expire(&mut self, now: Instant) {
         while let Some((_, channel)) = self.oldest.first()
             && let Some(log) = self.logs.get(channel)
@@ -250,13 +280,28 @@ impl History {
                 .front()
                 .is_some_and(|entry| now.duration_since(entry.at) >= self.limits.ttl)
         {
-            self.drop_oldest();
+            self.drop_oldest(now);
+        }
+        while let Some((at, _)) = self.emptied.first()
+            && now.duration_since(*at) >= POSITION_TTL
+        {
+            self.forget_oldest_position();
         }
     }
 
-    /// Drops the oldest message of all; its channel's history ends with its last message.
+    /// Frees memory for the byte cap: a position nobody has messages for first, then the oldest
+    /// message of all. Returns whether there was anything to free.
+    fn shed(&mut self, now: Instant) -> bool {
+        if !self.emptied.is_empty() {
+            self.forget_oldest_position();
+            return true;
+        }
+        self.drop_oldest(now)
+    }
+
+    /// Drops the oldest message of all; a channel left without messages keeps its position.
     /// Returns whether there was one.
-    fn drop_oldest(&mut self) -> bool {
+    fn drop_oldest(&mut self, now: Instant) -> bool {
         let Some((_, channel)) = self.oldest.pop_first() else {
             return false;
         };
@@ -264,15 +309,23 @@ impl History {
             .logs
             .get_mut(&channel)
             .expect("every indexed channel has a log");
-        let dropped = log.entries.pop_front().expect("logs are never empty");
+        let dropped = log.entries.pop_front().expect("indexed logs have messages");
         self.bytes -= ENTRY_OVERHEAD + dropped.data.len();
         if log.entries.is_empty() {
-            self.logs.remove(&channel);
-            self.bytes -= LOG_OVERHEAD + channel.as_str().len();
+            log.emptied_at = Some(now);
+            self.emptied.insert((now, channel));
         } else {
             self.oldest.insert((log.oldest_stamp(), channel));
         }
         true
+    }
+
+    /// Forgets the channel whose messages went longest ago: its history ends, with its epoch.
+    fn forget_oldest_position(&mut self) {
+        if let Some((_, channel)) = self.emptied.pop_first() {
+            self.logs.remove(&channel);
+            self.bytes -= LOG_OVERHEAD + channel.as_str().len();
+        }
     }
 
     /// Bytes accounted to history, for the tests of the cap.
@@ -356,7 +409,7 @@ mod tests {
     }
 
     #[test]
-    fn expiry_ends_a_channels_history_and_its_epoch() {
+    fn expired_messages_go_but_the_position_stays_for_a_day() {
         let mut history = history(10, 5);
         let start = Instant::now();
         let a = name("a");
@@ -366,23 +419,34 @@ mod tests {
             .unwrap();
         // At 6 s the first is gone: a resume from before it is lost, one from it is whole.
         let later = start + Duration::from_secs(6);
-        assert_eq!(
-            history.replay(
-                "a",
-                Offset {
-                    position: 0,
-                    ..first
-                },
-                later
-            ),
-            Replay::Lost
-        );
+        let before_first = Offset {
+            position: 0,
+            ..first
+        };
+        assert_eq!(history.replay("a", before_first, later), Replay::Lost);
         assert_eq!(recovered(history.replay("a", first, later)), ["2"]);
-        // At 9 s both are gone, and so is the epoch: a new message starts another.
+        // At 9 s both are gone: from the last one nothing is missed; from the first, one is.
         let gone = start + Duration::from_secs(9);
-        assert_eq!(history.replay("a", second, gone), Replay::Lost);
+        assert!(recovered(history.replay("a", second, gone)).is_empty());
+        assert_eq!(history.replay("a", first, gone), Replay::Lost);
+        // The next message follows in the same epoch.
+        let third = history.record(&a, "3", gone).unwrap();
+        assert_eq!((third.epoch, third.position), (first.epoch, 3));
+        assert_eq!(recovered(history.replay("a", second, gone)), ["3"]);
+    }
+
+    #[test]
+    fn a_day_after_its_last_message_went_a_channels_epoch_ends() {
+        let mut history = history(10, 5);
+        let start = Instant::now();
+        let a = name("a");
+        let first = history.record(&a, "1", start).unwrap();
+        let emptied = start + Duration::from_secs(6);
+        assert!(recovered(history.replay("a", first, emptied)).is_empty());
+        let next_day = emptied + POSITION_TTL;
+        assert_eq!(history.replay("a", first, next_day), Replay::Lost);
         assert_eq!(history.bytes(), 0);
-        let next = history.record(&a, "3", gone).unwrap();
+        let next = history.record(&a, "2", next_day).unwrap();
         assert_ne!(next.epoch, first.epoch);
         assert_eq!(next.position, 1);
     }

@@ -29,7 +29,7 @@ mod history;
 
 pub use channel::{ChannelName, Form};
 pub use fanout::{Fanout, Interest, Publication};
-pub use history::{HistoryLimits, InvalidOffset, Offset};
+pub use history::{HistoryLimits, InvalidOffset, Offset, POSITION_TTL};
 
 /// What a channel's history held after an offset: every message that followed it, in order; or
 /// `None` when some of that is gone.
@@ -58,6 +58,10 @@ use crate::metrics::Metrics;
 use crate::outbox::{Evicted, Outbox, QueueLimits};
 use channel::Frames;
 use history::{History, Replay};
+
+/// Bytes kept free for a resume's `subscribed` frame when checking that its replay fits: the
+/// frame is built only once the answer is known, and a channel name is at most 128 bytes.
+const FIRST_FRAME_ROOM: usize = 256;
 
 /// Every channel with a subscriber in this process. One per process, shared by `Arc`.
 #[derive(Debug)]
@@ -97,18 +101,26 @@ enum MemberState {
     /// Counted as interest; receives nothing.
     Reserved,
     /// Resuming from the relay's history: messages are held, with their offsets, until the
-    /// replay is queued ahead of them.
-    #[expect(
-        clippy::box_collection,
-        reason = "every subscription has a member state: boxed, the rare holding one costs the others 8 bytes, not 24"
-    )]
-    Holding(Box<Vec<(Option<Offset>, Message)>>),
+    /// replay is queued ahead of them. Boxed, like the next: every subscription has a state, and
+    /// the rare large ones would make every other one larger.
+    Holding(Box<Held>),
     /// Resumed from the relay's history, which it read on another connection than the one live
-    /// messages come on: messages the replay already held may still be on their way. Those up to
-    /// this offset are dropped; the first one past it makes the member live.
-    Skipping(Box<Offset>),
+    /// messages come on: a message the replay held may still arrive live, and an own message
+    /// delivered locally after a Redis failure may arrive after later ones. Receives every
+    /// message, but none at or before the last offset it was given, in that epoch.
+    Resumed(Box<Offset>),
     /// Receives every message.
     Live,
+}
+
+/// Messages held for a resuming member.
+#[derive(Debug, Default)]
+struct Held {
+    frames: Vec<(Option<Offset>, Message)>,
+    /// More arrived than its queue could take: they were dropped, and the resume answers that
+    /// messages were lost (a slow history read on a busy channel must not evict the client, which
+    /// would come back for the same resume).
+    overflowed: bool,
 }
 
 /// A connection's place in the hub: the outbox its frames arrive in, and the channels it holds.
@@ -201,24 +213,32 @@ impl Hub {
             .members
             .retain(|_, member| match &mut member.state {
                 MemberState::Reserved => true,
-                MemberState::Skipping(through)
-                    if offset.is_some_and(|offset| offset.not_after(**through)) =>
-                {
+                // Held messages count against the queue they are bound for.
+                MemberState::Holding(held) => {
+                    if held.overflowed {
+                        // Lost already: the member goes live with the resume's answer.
+                    } else if held.frames.len() < limits.frames {
+                        let frame = frames.get(member.form, channel, data, offset);
+                        held.frames.push((offset, frame));
+                    } else {
+                        held.frames = Vec::new();
+                        held.overflowed = true;
+                    }
                     true
                 }
-                MemberState::Skipping(_) | MemberState::Live => {
-                    member.state = MemberState::Live;
+                MemberState::Resumed(last) => match offset {
+                    Some(offset) if offset.not_after(**last) => true,
+                    _ => {
+                        if let Some(offset) = offset {
+                            **last = offset;
+                        }
+                        let frame = frames.get(member.form, channel, data, offset);
+                        member.outbox.push(frame, limits).is_ok()
+                    }
+                },
+                MemberState::Live => {
                     let frame = frames.get(member.form, channel, data, offset);
                     member.outbox.push(frame, limits).is_ok()
-                }
-                // Held messages count against the queue they are bound for.
-                MemberState::Holding(held) if held.len() < limits.frames => {
-                    held.push((offset, frames.get(member.form, channel, data, offset)));
-                    true
-                }
-                MemberState::Holding(_) => {
-                    member.outbox.evict();
-                    false
                 }
             });
         let evicted = before - subscribers.members.len();
@@ -337,7 +357,8 @@ impl Subscriber {
             };
             let replay = replay.map(|messages| self.frames_of(&channel, messages));
             let member = self.member(&mut state.channels, &channel)?;
-            return self.queue_resumed(member, first, replay, Vec::new());
+            member.state = MemberState::Live;
+            return self.queue_resumed(first, replay, Vec::new());
         };
         {
             let mut state = self.hub.lock();
@@ -359,15 +380,22 @@ impl Subscriber {
         else {
             unreachable!("only this subscriber changes its own state")
         };
-        // Held messages the replay already holds (or the client saw) are left out.
+        // Messages were dropped while the replay was read: it would leave a gap.
+        let replay = replay.filter(|_| !held.overflowed);
+        // Held messages the replay already holds (or the client saw) are left out; the last
+        // offset queued guards against late copies.
+        let mut last = last_replayed;
         let held = held
+            .frames
             .into_iter()
             .filter(|(offset, _)| !offset.is_some_and(|offset| offset.not_after(last_replayed)))
-            .map(|(_, frame)| frame)
+            .map(|(offset, frame)| {
+                last = offset.unwrap_or(last);
+                frame
+            })
             .collect();
-        let recovered = self.queue_resumed(member, first, replay, held)?;
-        member.state = MemberState::Skipping(Box::new(last_replayed));
-        Ok(recovered)
+        member.state = MemberState::Resumed(Box::new(last));
+        self.queue_resumed(first, replay, held)
     }
 
     /// The frames of replayed messages.
@@ -390,24 +418,33 @@ impl Subscriber {
             .ok_or(Evicted)
     }
 
-    /// Makes `member` live behind `first`, the replay (if whole and it fits) and `held`, in that
-    /// order, under the hub's lock. Returns whether the replay was queued.
+    /// Queues `first`, the replay (if whole and it fits) and `held`, in that order, under the
+    /// hub's lock (so that no message of the channel comes between). Returns whether the replay
+    /// was queued.
     fn queue_resumed(
         &self,
-        member: &mut Member,
         first: impl FnOnce(bool) -> Message,
         replay: Option<Vec<Message>>,
         held: Vec<Message>,
     ) -> Result<bool, Evicted> {
-        member.state = MemberState::Live;
         let limits = &self.hub.queue_limits;
-        // All of it or none: a replay that overflows the outbox would evict the client, which
-        // would come back for the same replay. Told it lost messages, it reloads instead.
-        let replay = replay.filter(|frames| {
-            let bytes: usize = frames.iter().chain(&held).map(Message::len).sum();
-            frames.len() + held.len() < limits.frames && bytes <= limits.bytes as usize
-        });
+        // All of it or none, beside what the outbox already holds (other channels' resumes among
+        // it): a replay that overflows the outbox would evict the client, which would come back
+        // for the same replay. Told it lost messages, it reloads instead; and if even the held
+        // messages do not fit, they go too, as lost.
+        let fits = |frames: &[&Message]| {
+            let bytes: usize = frames.iter().map(|frame| frame.len()).sum();
+            // One more frame, and room for it, for `first`.
+            self.outbox
+                .has_room(frames.len() + 1, bytes + FIRST_FRAME_ROOM, limits)
+        };
+        let replay = replay.filter(|replay| fits(&replay.iter().chain(&held).collect::<Vec<_>>()));
         let recovered = replay.is_some();
+        let held = if recovered || fits(&held.iter().collect::<Vec<_>>()) {
+            held
+        } else {
+            Vec::new()
+        };
         self.outbox.push(first(recovered), limits)?;
         for frame in replay.into_iter().flatten().chain(held) {
             self.outbox.push(frame, limits)?;
@@ -643,7 +680,9 @@ mod tests {
             .await
             .unwrap();
         assert!(recovered);
-        // Message 3 was in the replay; its live copy comes after, on another connection.
+        // Message 3 was in the replay; its live copy comes after, on another connection, and a
+        // message without an offset (from a task of the previous version) before it.
+        hub.deliver_relayed(&name("a"), "\"old\"", None);
         hub.deliver_relayed(&name("a"), "3", Some(Offset::new(1, 3)));
         hub.deliver_relayed(&name("a"), "4", Some(Offset::new(1, 4)));
         hub.deliver_relayed(&name("a"), "5", Some(Offset::new(1, 5)));
@@ -652,11 +691,59 @@ mod tests {
             .iter()
             .map(|frame| frame.to_text().unwrap().to_owned())
             .collect();
-        assert_eq!(data.len(), 5, "{data:?}");
+        assert_eq!(data.len(), 6, "{data:?}");
         assert_eq!(data[0], "recovered true");
-        for (frame, n) in data[1..].iter().zip(2..) {
-            assert!(frame.contains(&format!(r#""data":{n}}}"#)), "{data:?}");
+        let expected = ["2", "3", "\"old\"", "4", "5"];
+        for (frame, n) in data[1..].iter().zip(expected) {
+            assert!(frame.ends_with(&format!(r#""data":{n}}}"#)), "{data:?}");
         }
+    }
+
+    /// A relay's history whose read takes until the test lets it go.
+    #[derive(Debug)]
+    struct SlowHistory(Arc<tokio::sync::Notify>);
+
+    impl HistorySource for SlowHistory {
+        fn missed<'a>(
+            &'a self,
+            _channel: &'a ChannelName,
+            _since: Offset,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Missed> + Send + 'a>> {
+            Box::pin(async move {
+                self.0.notified().await;
+                Some(Vec::new())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn more_live_messages_than_a_queue_holds_during_a_slow_resume_are_lost_not_an_eviction() {
+        let hub = hub(4);
+        let read = Arc::new(tokio::sync::Notify::new());
+        hub.read_history_from(Arc::new(SlowHistory(Arc::clone(&read))));
+        let mut resuming = hub.subscriber(Form::V1);
+        let resume = tokio::spawn(async move {
+            let recovered = resuming
+                .resume(name("a"), Offset::new(1, 1), |recovered| {
+                    Message::text(format!("recovered {recovered}"))
+                })
+                .await;
+            (recovered, resuming)
+        });
+        while hub.subscribers("a") == 0 {
+            tokio::task::yield_now().await;
+        }
+        for n in 2..10 {
+            hub.deliver_relayed(&name("a"), &n.to_string(), Some(Offset::new(1, n)));
+        }
+        read.notify_one();
+        let (recovered, resuming) = resume.await.unwrap();
+        assert_eq!(recovered, Ok(false));
+        hub.deliver_relayed(&name("a"), "10", Some(Offset::new(1, 10)));
+        let frames = taken(&resuming).await;
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[0].to_text().unwrap(), "recovered false");
+        assert!(frames[1].to_text().unwrap().ends_with(r#""data":10}"#));
     }
 
     #[tokio::test]
