@@ -37,8 +37,6 @@ REPORT = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 SERVERS = ("ours", "lean", "node", "bun")
-LABELS = {"ours": "ours (websocket-server)", "lean": "lean Rust reference", "node": "Node reference (express + ws)",
-          "bun": "Bun reference (Bun.serve, uWebSockets)"}
 BUN_REFERENCE = ROOT / "bench" / "bun-reference"
 # The Linux x64 build from npm (@oven/bun-linux-x64), pinned in bench/bun-reference/package-lock.json,
 # rather than whatever `bun` is on the PATH: every machine measures the same version.
