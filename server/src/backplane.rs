@@ -51,14 +51,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, timeout};
 use tracing::{info, warn};
 
 use crate::hub::channel::{wss_data, wss_envelope};
 use crate::hub::{
     ChannelName, Fanout, HistoryLimits, HistorySource, Hub, Interest, Missed, Offset, POSITION_TTL,
-    Publication,
+    Publication, Relayed,
 };
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -415,7 +415,7 @@ type Connecting = Pin<Box<dyn Future<Output = redis::RedisResult<Publisher>> + S
 /// Publishes queued messages in pipelined batches, in queue order, and falls back to local
 /// delivery whenever Redis cannot carry them. Reconnects in the background so that the queue keeps
 /// moving while Redis is away.
-async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Publication>) {
+async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Relayed>) {
     let mut connection: Option<Publisher> = None;
     let mut connecting: Option<Connecting> = Some(connect(&shared, Duration::ZERO));
     let mut backoff = RECONNECT_FIRST;
@@ -441,15 +441,18 @@ async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Publication
             first = inbox.recv() => {
                 let Some(first) = first else { return };
                 let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+                let mut answers = Vec::with_capacity(PUBLISH_BATCH);
                 let mut next = Some(first);
-                while let Some(publication) = next {
+                while let Some(Relayed { publication, answer }) = next {
                     sequence += 1;
                     batch.push((sequence, publication));
+                    answers.push(answer);
                     next = if batch.len() < PUBLISH_BATCH { inbox.try_recv().ok() } else { None };
                 }
                 let no_offsets = || std::iter::repeat(None);
                 let Some(redis) = connection.as_mut() else {
                     shared.deliver_locally(batch.iter().zip(no_offsets()), true);
+                    answer(answers, no_offsets());
                     continue;
                 };
                 // A channel's messages come back from Redis only if its subscription was live
@@ -468,6 +471,7 @@ async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Publication
                 }
                 if let Ok(offsets) = published {
                     let subscriber_down = !shared.subscribed.load(Ordering::SeqCst);
+                    answer(answers, offsets.iter().copied());
                     shared.deliver_locally(
                         batch
                             .iter()
@@ -481,9 +485,23 @@ async fn publish_loop(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Publication
                     connection = None;
                     shared.set_state(&shared.published, false, "publisher");
                     shared.deliver_locally(batch.iter().zip(no_offsets()), true);
+                    answer(answers, no_offsets());
                     connecting = Some(connect(&shared, backoff));
                 }
             }
+        }
+    }
+}
+
+/// Tells each publisher that asked the offset its message got.
+fn answer(
+    answers: Vec<Option<oneshot::Sender<Option<Offset>>>>,
+    offsets: impl Iterator<Item = Option<Offset>>,
+) {
+    for (answer, offset) in answers.into_iter().zip(offsets) {
+        if let Some(answer) = answer {
+            // A publisher that stopped waiting (its client went away) needs no answer.
+            let _ = answer.send(offset);
         }
     }
 }

@@ -169,15 +169,16 @@ impl PublishApi {
         match self.publish(headers, body).await {
             Ok(offsets) => {
                 self.metrics.messages_broadcast.inc_by(offsets.len() as u64);
-                // Offsets in request order, when this server's history gives them.
-                let body = if offsets.iter().all(Option::is_some) && !offsets.is_empty() {
-                    let offsets: Vec<String> =
-                        offsets.iter().flatten().map(Offset::to_string).collect();
-                    serde_json::json!({ "offsets": offsets }).to_string()
-                } else {
-                    "{}".to_owned()
-                };
-                json(StatusCode::OK, body)
+                // In request order; `null` for a message without one (history off, or Redis
+                // unreachable when it was published).
+                let offsets: Vec<Option<String>> = offsets
+                    .iter()
+                    .map(|offset| offset.map(|offset| offset.to_string()))
+                    .collect();
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({ "offsets": offsets }).to_string(),
+                )
             }
             Err(refusal) => {
                 self.metrics.publish_refused(refusal.code);
@@ -257,11 +258,7 @@ impl PublishApi {
                 "over this key's PUBLISH_MESSAGES_PER_SECOND; nothing was published",
             ));
         }
-        let mut offsets = Vec::with_capacity(count);
-        for publication in publications {
-            offsets.push(self.fanout.publish_for_offset(publication).await);
-        }
-        Ok(offsets)
+        Ok(self.fanout.publish_for_offsets(publications).await)
     }
 
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Publisher<'_>, Refusal> {

@@ -517,13 +517,20 @@ async fn channels_cross_tasks_and_each_task_subscribes_only_to_what_its_clients_
             "{got:?}"
         );
     }
-    // Over HTTP on C, which holds no `room` either: delivered on A, to each subscriber once.
-    let (status, _) = http_publish(task_c.addr, key, r#"{"channel":"room","data":"http"}"#).await;
+    // Over HTTP on C, which holds no `room` either: delivered on A, to each subscriber once, with
+    // the offset the request was answered.
+    let (status, body) =
+        http_publish(task_c.addr, key, r#"{"channel":"room","data":"http"}"#).await;
     assert_eq!(status, 200);
+    let answered: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let offset = answered["offsets"][0]
+        .as_str()
+        .expect("an offset")
+        .to_owned();
     for client in [&mut on_a, &mut also_on_a] {
         assert_eq!(
-            next_message(client).await,
-            r#"{"type":"message","channel":"room","data":"http"}"#
+            next_text(client).await,
+            format!(r#"{{"type":"message","channel":"room","offset":"{offset}","data":"http"}}"#)
         );
     }
     // C's client is not in `room`, and C never subscribed to it in Redis.

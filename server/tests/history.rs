@@ -323,7 +323,8 @@ async fn a_bad_since_or_history_off_is_an_error_and_subscribes_nothing() {
     publish(&mut publisher, "room", json!(1)).await;
     assert_quiet(&mut client).await;
 
-    let off = TestServer::start(&["--history-size", "0"]).await;
+    let key = "history-off-publish-key-0123456789abcdef";
+    let off = TestServer::start(&["--history-size", "0", "--publish-api-keys", key]).await;
     let mut client = open(&off).await;
     send(
         &mut client,
@@ -346,4 +347,7 @@ async fn a_bad_since_or_history_off_is_an_error_and_subscribes_nothing() {
         next_text(&mut client).await,
         r#"{"type":"message","channel":"room","data":2}"#
     );
+    // Over HTTP, a message without an offset is answered `null`.
+    let (status, body) = http_publish(off.addr, key, r#"{"channel":"room","data":3}"#).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"offsets":[null]}"#));
 }

@@ -16,6 +16,16 @@ pub struct Publication {
     pub data: Box<str>,
 }
 
+/// A message in a relay's queue, and where to answer its offset once the relay has published it
+/// (for `POST /v1/publish`; a WebSocket publish asks for none).
+#[derive(Debug)]
+pub struct Relayed {
+    /// The message.
+    pub publication: Publication,
+    /// Told the message's offset, or `None` when it got none (history off, or Redis unreachable).
+    pub answer: Option<oneshot::Sender<Option<Offset>>>,
+}
+
 /// What a relay hears from the hub, in the order it happened.
 #[derive(Debug)]
 pub enum Interest {
@@ -33,7 +43,7 @@ pub enum Fanout {
     Local(Arc<Hub>),
     /// Into a relay's bounded queue (the Redis backplane), which hands it to the hub of every
     /// task, this one's included.
-    Relay(mpsc::Sender<Publication>),
+    Relay(mpsc::Sender<Relayed>),
 }
 
 impl Fanout {
@@ -49,7 +59,10 @@ impl Fanout {
                 hub.publish(&publication.channel, &publication.data);
                 None
             }
-            Fanout::Relay(queue) => Some(Box::pin(queue.send(publication))),
+            Fanout::Relay(queue) => Some(Box::pin(queue.send(Relayed {
+                publication,
+                answer: None,
+            }))),
         };
         async move {
             if let Some(relayed) = relayed {
@@ -59,16 +72,33 @@ impl Fanout {
         }
     }
 
-    /// Publishes one message and returns its offset when it is known here: from this process's
-    /// history, without a relay. (Not [`publish`](Self::publish), whose future every idle
-    /// connection's task has room for: an offset would make that room larger.)
-    pub async fn publish_for_offset(&self, publication: Publication) -> Option<Offset> {
+    /// Publishes messages in order and returns each one's offset, in the same order (`None` for
+    /// one that got none). (Not [`publish`](Self::publish), whose future every idle connection's
+    /// task has room for: an offset would make that room larger.)
+    pub async fn publish_for_offsets(&self, publications: Vec<Publication>) -> Vec<Option<Offset>> {
         match self {
-            Fanout::Local(hub) => hub.publish(&publication.channel, &publication.data),
+            Fanout::Local(hub) => publications
+                .iter()
+                .map(|publication| hub.publish(&publication.channel, &publication.data))
+                .collect(),
             Fanout::Relay(queue) => {
-                // As in `publish`.
-                let _ = queue.send(publication).await;
-                None
+                // All handed over first, so they travel in one batch; then the answers.
+                let mut answers = Vec::with_capacity(publications.len());
+                for publication in publications {
+                    let (answer, offset) = oneshot::channel();
+                    let relayed = Relayed {
+                        publication,
+                        answer: Some(answer),
+                    };
+                    // As in `publish`: the relay outlives every publisher.
+                    let _ = queue.send(relayed).await;
+                    answers.push(offset);
+                }
+                let mut offsets = Vec::with_capacity(answers.len());
+                for offset in answers {
+                    offsets.push(offset.await.ok().flatten());
+                }
+                offsets
             }
         }
     }

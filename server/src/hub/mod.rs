@@ -28,7 +28,7 @@ mod fanout;
 mod history;
 
 pub use channel::{ChannelName, Form};
-pub use fanout::{Fanout, Interest, Publication};
+pub use fanout::{Fanout, Interest, Publication, Relayed};
 pub use history::{HistoryLimits, InvalidOffset, Offset, POSITION_TTL};
 
 /// What a channel's history held after an offset: every message that followed it, in order; or
