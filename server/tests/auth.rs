@@ -47,10 +47,11 @@ async fn with_token(server: &TestServer, path: &str, token: &str) -> Result<Clie
         .map(|(client, _)| client)
 }
 
-fn flags(jwks_url: &str) -> Vec<String> {
+/// Sign-in with the keys from `source` (`--auth-jwks-url` or `--auth-jwks-file`) at `location`.
+fn sign_in_flags(source: &str, location: &str) -> Vec<String> {
     [
-        "--auth-jwks-url",
-        jwks_url,
+        source,
+        location,
         "--auth-issuer",
         ISSUER,
         "--auth-audience",
@@ -58,6 +59,10 @@ fn flags(jwks_url: &str) -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec()
+}
+
+fn flags(jwks_url: &str) -> Vec<String> {
+    sign_in_flags("--auth-jwks-url", jwks_url)
 }
 
 async fn start(jwks_url: &str, extra: &[&str]) -> TestServer {
@@ -226,16 +231,7 @@ async fn a_rotated_key_is_fetched_on_first_sight_but_at_most_every_30_seconds() 
 }
 
 fn file_flags(file: &JwksFile) -> Vec<String> {
-    [
-        "--auth-jwks-file",
-        file.path(),
-        "--auth-issuer",
-        ISSUER,
-        "--auth-audience",
-        AUDIENCE,
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    sign_in_flags("--auth-jwks-file", file.path())
 }
 
 /// Polls until `token` opens `/v1/ws` (true) or `limit` has passed (false).

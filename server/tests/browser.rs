@@ -15,15 +15,12 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{AbortHandle, JoinHandle};
 
 /// A chromedriver on a loopback port of its choosing, killed when dropped together with the
 /// browsers it started.
@@ -152,81 +149,6 @@ impl Drop for ChromeDriver {
         for profile in self.profiles.lock().unwrap().drain(..) {
             let _ = std::fs::remove_dir_all(profile);
         }
-    }
-}
-
-/// A TCP relay on loopback in front of a server, the address a page is loaded from (and so where
-/// its WebSocket goes). `cut` ends every connection through it, as a lost network would (the page
-/// sees close 1006), and turns new ones away until `mend`: the page reconnects by itself to a
-/// server that kept running, history and all, which a restart in this process could not offer.
-struct Relay {
-    addr: SocketAddr,
-    state: Arc<Mutex<RelayState>>,
-    accepting: JoinHandle<()>,
-}
-
-struct RelayState {
-    open: bool,
-    target: SocketAddr,
-    connections: Vec<AbortHandle>,
-}
-
-impl Relay {
-    async fn start(target: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(RelayState {
-            open: true,
-            target,
-            connections: Vec::new(),
-        }));
-        let shared = Arc::clone(&state);
-        let accepting = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut state = shared.lock().unwrap();
-                if !state.open {
-                    continue; // dropped, so closed at once: the page's attempt fails
-                }
-                let target = state.target;
-                let relaying = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                state
-                    .connections
-                    .retain(|connection| !connection.is_finished());
-                state.connections.push(relaying.abort_handle());
-            }
-        });
-        Relay {
-            addr,
-            state,
-            accepting,
-        }
-    }
-
-    /// Drops every connection (both of its sockets) and turns new ones away.
-    fn cut(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.open = false;
-        for connection in state.connections.drain(..) {
-            connection.abort();
-        }
-    }
-
-    /// Relays new connections again, to `target`.
-    fn mend(&self, target: SocketAddr) {
-        let mut state = self.state.lock().unwrap();
-        state.open = true;
-        state.target = target;
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.accepting.abort();
-        self.cut();
     }
 }
 
@@ -538,13 +460,13 @@ async fn publish_all(server: &TestServer, channel: &str, messages: &[&str]) {
 }
 
 /// Drops the page's connection through `relay` and waits until the page shows it.
-async fn cut(relay: &Relay, page: &Browser) {
+async fn cut(relay: &Proxy, page: &Browser) {
     relay.cut();
     wait_for_text(page, "#state", |state| state.starts_with("closed (1006)")).await;
 }
 
 /// A page on `room:1` through a relay, which has listed `{"n":1}` (and so holds its offset).
-async fn page_on_room_1(driver: &ChromeDriver, relay: &Relay) -> Browser {
+async fn page_on_room_1(driver: &ChromeDriver, relay: &Proxy) -> Browser {
     let page = driver.open(&format!("http://{}/", relay.addr)).await;
     subscribed(&page, "broadcast").await;
     switch_channel(&page, "room:1").await;
@@ -557,7 +479,7 @@ async fn page_on_room_1(driver: &ChromeDriver, relay: &Relay) -> Browser {
 #[ignore = "needs chromium and chromedriver"]
 async fn a_page_that_lost_its_connection_lists_what_it_missed_once_in_order() {
     let server = TestServer::start(&[]).await;
-    let relay = Relay::start(server.addr).await;
+    let relay = Proxy::start(vec![server.addr]).await;
     let driver = ChromeDriver::start();
     let page = page_on_room_1(&driver, &relay).await;
 
@@ -614,7 +536,7 @@ async fn a_page_that_lost_its_connection_lists_what_it_missed_once_in_order() {
 #[ignore = "needs chromium and chromedriver"]
 async fn a_page_that_missed_more_than_the_history_holds_marks_messages_as_lost() {
     let server = TestServer::start(&["--history-size", "2"]).await;
-    let relay = Relay::start(server.addr).await;
+    let relay = Proxy::start(vec![server.addr]).await;
     let driver = ChromeDriver::start();
     let page = page_on_room_1(&driver, &relay).await;
 
@@ -648,7 +570,7 @@ async fn a_page_that_missed_more_than_the_history_holds_marks_messages_as_lost()
 async fn a_page_reconnecting_where_no_history_is_kept_subscribes_without_resuming() {
     let server = TestServer::start(&[]).await;
     let without_history = TestServer::start(&["--history-size", "0"]).await;
-    let relay = Relay::start(server.addr).await;
+    let relay = Proxy::start(vec![server.addr]).await;
     let driver = ChromeDriver::start();
     let page = page_on_room_1(&driver, &relay).await;
 

@@ -11,14 +11,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 /// The drill's size, from the environment (the short form by default).
@@ -46,46 +45,6 @@ impl Size {
             spread_seconds: read("DRILL_SPREAD", 3),
             rate: read("DRILL_RATE", 10 * channels as u64),
         }
-    }
-}
-
-/// A round-robin TCP proxy over the tasks, as the load balancer: a retired task gets no new
-/// connections, and the ones it has stay until it closes them.
-struct Proxy {
-    addr: SocketAddr,
-    retired: Arc<Mutex<Vec<SocketAddr>>>,
-}
-
-impl Proxy {
-    async fn start(tasks: Vec<SocketAddr>) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let retired: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
-        let out = Arc::clone(&retired);
-        tokio::spawn(async move {
-            let next = AtomicUsize::new(0);
-            while let Ok((mut client, _)) = listener.accept().await {
-                let serving: Vec<SocketAddr> = {
-                    let retired = out.lock().unwrap();
-                    tasks
-                        .iter()
-                        .copied()
-                        .filter(|t| !retired.contains(t))
-                        .collect()
-                };
-                let task = serving[next.fetch_add(1, Ordering::Relaxed) % serving.len()];
-                tokio::spawn(async move {
-                    if let Ok(mut upstream) = TcpStream::connect(task).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                });
-            }
-        });
-        Proxy { addr, retired }
-    }
-
-    fn retire(&self, task: SocketAddr) {
-        self.retired.lock().unwrap().push(task);
     }
 }
 

@@ -18,9 +18,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod in_process;
 pub mod jwt;
+mod proxy;
 mod redis_server;
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use in_process::{PATIENCE, TestServer, metric, refusing_address, wait_for_metric};
+#[allow(unused_imports)]
+pub use proxy::Proxy;
 #[allow(unused_imports)]
 pub use redis_server::Redis;
 
