@@ -990,9 +990,8 @@ fn parse_entries(epoch: u64, reply: redis::Value) -> Option<Vec<(Offset, u64, Bo
 mod tests {
     use std::collections::VecDeque;
 
-    use tokio_tungstenite::tungstenite::Message;
-
     use super::*;
+    use crate::frame::Frame;
     use crate::hub::{Form, HistoryLimits};
     use crate::outbox::QueueLimits;
 
@@ -1028,7 +1027,7 @@ mod tests {
         payload
     }
 
-    async fn received(subscriber: &crate::hub::Subscriber) -> Vec<Message> {
+    async fn received(subscriber: &crate::hub::Subscriber) -> Vec<Frame> {
         let mut batch = VecDeque::new();
         let waited = tokio::time::timeout(
             Duration::from_millis(50),

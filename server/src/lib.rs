@@ -14,7 +14,7 @@
 //! - [`auth`]: sign-in with JWTs from the team's identity provider.
 //! - [`limits`]: what one client may send (rate, JSON depth).
 //! - [`hub`]: channels and their subscribers, and the fan-out through them; [`outbox`]: each
-//!   connection's bounded queue.
+//!   connection's bounded queue; [`frame`]: the frames in it, encoded once for every recipient.
 //! - [`backplane`]: optional Redis pub/sub, a relay the fan-out uses so that a message reaches
 //!   the subscribers of its channel on every task.
 //!
@@ -29,6 +29,7 @@ pub mod backplane;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod frame;
 pub mod healthcheck;
 pub mod hub;
 pub mod limits;

@@ -257,6 +257,11 @@ impl<S> FrameMetered<S> {
             meter: FrameMeter::new(limits.messages_per_second, limits.message_burst),
         }
     }
+
+    /// The metered socket.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FrameMetered<S> {

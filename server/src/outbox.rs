@@ -14,7 +14,8 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::Message;
+
+use crate::frame::Frame;
 
 /// The queue between whoever produces a connection's frames and its writer.
 ///
@@ -42,9 +43,11 @@ pub struct QueueLimits {
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Message>,
+    frames: VecDeque<Frame>,
     /// Payload bytes queued; a u32 beside `evicted` costs no space.
     bytes: u32,
+    /// Control frames queued (the WebSocket layer's pongs); a u16 in the same padding.
+    control: u16,
     evicted: bool,
 }
 
@@ -55,7 +58,7 @@ impl State {
                 && self.bytes.saturating_add(bytes) <= limits.bytes)
     }
 
-    fn append(&mut self, frame: Message, bytes: u32) -> bool {
+    fn append(&mut self, frame: Frame, bytes: u32) -> bool {
         let was_empty = self.frames.is_empty();
         self.frames.push_back(frame);
         self.bytes = self.bytes.saturating_add(bytes);
@@ -65,9 +68,15 @@ impl State {
 
 /// A frame's payload bytes, as counted against `QueueLimits::bytes` (a control frame's are at most
 /// 125; a message is at most `MAX_MESSAGE_SIZE`, 64 MiB).
-fn payload_bytes(frame: &Message) -> u32 {
-    u32::try_from(frame.len()).unwrap_or(u32::MAX)
+fn payload_bytes(frame: &Frame) -> u32 {
+    u32::try_from(frame.payload().len()).unwrap_or(u32::MAX)
 }
+
+/// Control frames (pongs) an outbox holds at most. A client that pings faster than it reads would
+/// otherwise grow its queue of pongs for as long as the rate limit lets it ping; past this, the
+/// newest pong takes the place of the last one queued, which RFC 6455 (5.5.3) allows: a pong may
+/// answer only the most recent ping.
+pub const MAX_QUEUED_CONTROL_FRAMES: u16 = 32;
 
 /// The outbox was full once, so its client was let go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +105,7 @@ impl Outbox {
 
     /// Queues `frame` if it fits in `limits`. A full outbox is evicted instead, and stays so: `Err`
     /// from then on.
-    pub fn push(&self, frame: Message, limits: &QueueLimits) -> Result<(), Evicted> {
+    pub fn push(&self, frame: Frame, limits: &QueueLimits) -> Result<(), Evicted> {
         let bytes = payload_bytes(&frame);
         let mut state = self.lock();
         if state.evicted {
@@ -117,8 +126,35 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues a control frame (a pong), which no data limit holds back; at
+    /// [`MAX_QUEUED_CONTROL_FRAMES`] it replaces the last one queued instead.
+    pub fn push_control(&self, frame: Frame) -> Result<(), Evicted> {
+        let mut state = self.lock();
+        if state.evicted {
+            return Err(Evicted);
+        }
+        if state.control >= MAX_QUEUED_CONTROL_FRAMES {
+            if let Some(last) = state
+                .frames
+                .iter_mut()
+                .rev()
+                .find(|queued| !queued.is_data())
+            {
+                *last = frame;
+            }
+            return Ok(());
+        }
+        state.control += 1;
+        let was_empty = state.append(frame, 0);
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
     /// Queues `frame` if it fits in `limits` now; hands it back if not.
-    pub fn try_push(&self, frame: Message, limits: &QueueLimits) -> Result<(), Message> {
+    pub fn try_push(&self, frame: Frame, limits: &QueueLimits) -> Result<(), Frame> {
         let bytes = payload_bytes(&frame);
         let mut state = self.lock();
         if !state.has_room_for(limits, bytes) {
@@ -136,7 +172,7 @@ impl Outbox {
     ///
     /// # Panics
     /// On an outbox not made [`Outbox::with_backpressure`]: nothing would ever wake the wait.
-    pub async fn push_when_room(&self, mut frame: Message, limits: &QueueLimits) {
+    pub async fn push_when_room(&self, mut frame: Frame, limits: &QueueLimits) {
         let room = self
             .room
             .as_deref()
@@ -153,7 +189,7 @@ impl Outbox {
     }
 
     /// Waits until there are frames and moves all of them into `batch` (expected empty), in order.
-    pub async fn take_all(&self, batch: &mut VecDeque<Message>) -> Result<(), Evicted> {
+    pub async fn take_all(&self, batch: &mut VecDeque<Frame>) -> Result<(), Evicted> {
         loop {
             {
                 let mut state = self.lock();
@@ -163,6 +199,7 @@ impl Outbox {
                 if !state.frames.is_empty() {
                     std::mem::swap(&mut state.frames, batch);
                     state.bytes = 0;
+                    state.control = 0;
                     drop(state);
                     if let Some(room) = &self.room {
                         room.notify_one();
@@ -207,56 +244,82 @@ mod tests {
     #[tokio::test]
     async fn hands_over_everything_queued_in_order() {
         let outbox = Outbox::new();
-        outbox.push(Message::text("1"), &ROOMY).unwrap();
-        outbox.push(Message::text("2"), &ROOMY).unwrap();
+        outbox.push(Frame::text("1"), &ROOMY).unwrap();
+        outbox.push(Frame::text("2"), &ROOMY).unwrap();
         let mut batch = VecDeque::new();
         outbox.take_all(&mut batch).await.unwrap();
-        assert_eq!(batch, [Message::text("1"), Message::text("2")]);
+        assert_eq!(batch, [Frame::text("1"), Frame::text("2")]);
     }
 
     #[tokio::test]
     async fn a_push_into_a_full_outbox_evicts_it_for_good() {
         let outbox = Outbox::new();
-        outbox.push(Message::text("1"), &ONE_FRAME).unwrap();
-        assert_eq!(outbox.push(Message::text("2"), &ONE_FRAME), Err(Evicted));
+        outbox.push(Frame::text("1"), &ONE_FRAME).unwrap();
+        assert_eq!(outbox.push(Frame::text("2"), &ONE_FRAME), Err(Evicted));
         outbox.evicted().await;
         assert_eq!(outbox.take_all(&mut VecDeque::new()).await, Err(Evicted));
-        assert_eq!(outbox.push(Message::text("3"), &ONE_FRAME), Err(Evicted));
+        assert_eq!(outbox.push(Frame::text("3"), &ONE_FRAME), Err(Evicted));
     }
 
     #[tokio::test]
     async fn bytes_bound_the_queue_but_an_empty_one_takes_any_frame() {
         let outbox = Outbox::new();
         outbox
-            .push(Message::text("x".repeat(25)), &TEN_BYTES)
+            .push(Frame::text("x".repeat(25)), &TEN_BYTES)
             .unwrap();
-        assert_eq!(outbox.push(Message::text("y"), &TEN_BYTES), Err(Evicted));
+        assert_eq!(outbox.push(Frame::text("y"), &TEN_BYTES), Err(Evicted));
 
         let outbox = Outbox::new();
-        outbox.push(Message::text("123456"), &TEN_BYTES).unwrap();
-        outbox.push(Message::text("7890"), &TEN_BYTES).unwrap();
-        assert!(outbox.try_push(Message::text("!"), &TEN_BYTES).is_err());
+        outbox.push(Frame::text("123456"), &TEN_BYTES).unwrap();
+        outbox.push(Frame::text("7890"), &TEN_BYTES).unwrap();
+        assert!(outbox.try_push(Frame::text("!"), &TEN_BYTES).is_err());
         outbox.take_all(&mut VecDeque::new()).await.unwrap();
-        assert!(outbox.try_push(Message::text("!"), &TEN_BYTES).is_ok());
+        assert!(outbox.try_push(Frame::text("!"), &TEN_BYTES).is_ok());
+    }
+
+    #[tokio::test]
+    async fn control_frames_pass_data_limits_and_the_newest_replaces_the_last_past_theirs() {
+        let outbox = Outbox::new();
+        outbox.push(Frame::text("1"), &ONE_FRAME).unwrap();
+        let pong =
+            |n: u16| Frame::encoded(bytes::Bytes::from(vec![0x8a, 2, (n >> 8) as u8, n as u8]));
+        for n in 0..MAX_QUEUED_CONTROL_FRAMES + 10 {
+            outbox.push_control(pong(n)).unwrap();
+        }
+        let mut batch = VecDeque::new();
+        outbox.take_all(&mut batch).await.unwrap();
+        assert_eq!(batch.len(), 1 + usize::from(MAX_QUEUED_CONTROL_FRAMES));
+        assert_eq!(batch[0], Frame::text("1"));
+        assert_eq!(batch[batch.len() - 2], pong(MAX_QUEUED_CONTROL_FRAMES - 2));
+        assert_eq!(
+            batch[batch.len() - 1],
+            pong(MAX_QUEUED_CONTROL_FRAMES + 9),
+            "the newest last"
+        );
+        // Taken: room again.
+        outbox.push_control(pong(1)).unwrap();
+        batch.clear();
+        outbox.take_all(&mut batch).await.unwrap();
+        assert_eq!(batch, [pong(1)]);
     }
 
     #[tokio::test]
     async fn push_when_room_waits_for_the_writer() {
         let outbox = Arc::new(Outbox::with_backpressure());
-        outbox.push(Message::text("1"), &ONE_FRAME).unwrap();
+        outbox.push(Frame::text("1"), &ONE_FRAME).unwrap();
         let producer = tokio::spawn({
             let outbox = Arc::clone(&outbox);
-            async move { outbox.push_when_room(Message::text("2"), &ONE_FRAME).await }
+            async move { outbox.push_when_room(Frame::text("2"), &ONE_FRAME).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!producer.is_finished(), "waits while the outbox is full");
         let mut batch = VecDeque::new();
         outbox.take_all(&mut batch).await.unwrap();
-        assert_eq!(batch, [Message::text("1")]);
+        assert_eq!(batch, [Frame::text("1")]);
         producer.await.unwrap();
         batch.clear();
         outbox.take_all(&mut batch).await.unwrap();
-        assert_eq!(batch, [Message::text("2")]);
+        assert_eq!(batch, [Frame::text("2")]);
     }
 
     #[tokio::test]
@@ -270,7 +333,7 @@ mod tests {
             }
         });
         tokio::task::yield_now().await;
-        outbox.push(Message::text("1"), &ROOMY).unwrap();
+        outbox.push(Frame::text("1"), &ROOMY).unwrap();
         assert_eq!(writer.await.unwrap(), Ok(1));
     }
 }

@@ -294,22 +294,87 @@ fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// Reads one unmasked server frame: its opcode and payload.
+async fn server_frame(stream: &mut (impl AsyncReadExt + Unpin)) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).await.expect("a frame header");
+    assert_eq!(head[0] & 0xf0, 0x80, "final, no reserved bits");
+    assert_eq!(head[1] & 0x80, 0, "unmasked");
+    let length = match head[1] & 0x7f {
+        126 => u64::from(stream.read_u16().await.unwrap()),
+        127 => stream.read_u64().await.unwrap(),
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; length as usize];
+    stream.read_exact(&mut payload).await.unwrap();
+    (head[0] & 0x0f, payload)
+}
+
 /// Reads unmasked server frames from `stream` until a close frame; returns its code.
 async fn server_close_code(stream: &mut tokio::net::tcp::OwnedReadHalf) -> u16 {
     loop {
-        let mut head = [0u8; 2];
-        stream.read_exact(&mut head).await.expect("a frame header");
-        let length = match head[1] & 0x7f {
-            126 => u64::from(stream.read_u16().await.unwrap()),
-            127 => stream.read_u64().await.unwrap(),
-            n => u64::from(n),
-        };
-        let mut payload = vec![0u8; length as usize];
-        stream.read_exact(&mut payload).await.unwrap();
-        if head[0] & 0x0f == 8 {
+        let (opcode, payload) = server_frame(stream).await;
+        if opcode == 8 {
             return u16::from_be_bytes([payload[0], payload[1]]);
         }
     }
+}
+
+#[tokio::test]
+async fn frames_sent_along_with_the_upgrade_request_are_read_after_it() {
+    // A client may send its first frames without waiting for the 101 (they arrive in the same
+    // segment as the request head): the HTTP server has read them already, and they must not be
+    // lost on the way to the WebSocket layer.
+    let server = TestServer::start(&[]).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut request = upgrade_request("/echo", "HTTP/1.1", true, KEY, "13").into_bytes();
+    request.extend(client_frame(true, 1, b"first"));
+    request.extend(client_frame(true, 2, b"second"));
+    stream.write_all(&request).await.unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 101"));
+    for expected in [(1, &b"first"[..]), (2, b"second")] {
+        let frame = tokio::time::timeout(PATIENCE, server_frame(&mut stream))
+            .await
+            .expect("the echo");
+        assert_eq!((frame.0, &frame.1[..]), expected);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_pings_is_answered_in_order_up_to_the_most_recent() {
+    // RFC 6455, 5.5.3: pongs may be left out for pings answered by a later pong, but the most
+    // recent ping gets its own. However pongs pile up behind a client that pings faster than it
+    // reads, the last one answers its last ping, and the connection goes on.
+    const PINGS: u32 = 150;
+    let server = TestServer::start(&[]).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = upgrade_request("/echo", "HTTP/1.1", true, KEY, "13");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 101"));
+    let mut burst = Vec::new();
+    for n in 0..PINGS {
+        burst.extend(client_frame(true, 9, n.to_string().as_bytes()));
+    }
+    burst.extend(client_frame(true, 1, b"after"));
+    stream.write_all(&burst).await.unwrap();
+    let mut answered = Vec::new();
+    loop {
+        let (opcode, payload) = tokio::time::timeout(PATIENCE, server_frame(&mut stream))
+            .await
+            .expect("the pongs, then the echo");
+        match opcode {
+            0xa => answered.push(String::from_utf8(payload).unwrap().parse::<u32>().unwrap()),
+            1 => {
+                assert_eq!(payload, b"after");
+                break;
+            }
+            other => panic!("unexpected opcode {other}"),
+        }
+    }
+    assert!(answered.is_sorted() && !answered.is_empty(), "{answered:?}");
+    assert_eq!(answered.last(), Some(&(PINGS - 1)), "{answered:?}");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

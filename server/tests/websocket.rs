@@ -320,6 +320,45 @@ async fn drain_closes_every_client_with_1001_and_refuses_new_ones() {
 }
 
 #[tokio::test]
+async fn a_drain_first_delivers_what_a_slow_reader_is_owed_whole_then_closes_it_with_1001() {
+    // A client reading slowly has frames in flight: half of one on the wire, more queued. The
+    // drain's close frame comes after the rest of them, and every frame arrives whole.
+    // 9 MB: more than the kernel buffers for a socket (4 MB at most here), within the queue.
+    const MESSAGES: usize = 150;
+    let server = TestServer::start(&[
+        "--client-queue-bytes",
+        "67108864",
+        "--max-bytes-per-second",
+        "0",
+    ])
+    .await;
+    let mut slow = small_buffer_client(server.addr, &server.url("/wss")).await;
+    next_text(&mut slow).await;
+    let mut publisher = join(&server).await;
+    let filler = "x".repeat(60 * 1024);
+    for seq in 0..MESSAGES {
+        send_text(
+            &mut publisher,
+            format!(r#"{{"seq":{seq},"filler":"{filler}"}}"#),
+        )
+        .await;
+    }
+    // Everything was fanned out once the publisher has its own copies back.
+    for _ in 0..MESSAGES {
+        next_text(&mut publisher).await;
+    }
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for seq in 0..MESSAGES {
+        let message: serde_json::Value = serde_json::from_str(&next_text(&mut slow).await).unwrap();
+        assert_eq!(message["message"]["seq"], seq, "in order, none lost");
+    }
+    assert_eq!(close_code(&mut slow).await, 1001);
+    assert_eq!(close_code(&mut publisher).await, 1001);
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
 async fn the_demo_page_is_served_with_a_strict_content_security_policy() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start(&[]).await;

@@ -3,14 +3,19 @@
 
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures_util::{FutureExt, StreamExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::sleep;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite;
 
 use super::WebSocket;
+use super::socket::{write_frame, write_frames};
+use crate::frame::Frame;
 use crate::limits::OverRateLimit;
+use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
 
 /// How long a close handshake the server starts (other than on drain) may take before the socket
@@ -102,6 +107,21 @@ impl CloseReason {
         }
     }
 
+    /// Whether the client is owed what is queued for it before the close frame: when the server
+    /// ends a connection that still reads (the drain, a client's bad frame or expired token), but
+    /// not one that fell behind, stopped answering, or floods.
+    fn delivers_queued(self) -> bool {
+        matches!(
+            self,
+            CloseReason::ServerShutdown
+                | CloseReason::ServiceRestart
+                | CloseReason::ProtocolError
+                | CloseReason::InvalidUtf8
+                | CloseReason::MessageTooBig
+                | CloseReason::TokenExpired
+        )
+    }
+
     /// Whether the drain closed the connection: its close handshake may then last until the
     /// drain ends (`DRAIN_TIMEOUT`), rather than `CLOSE_HANDSHAKE_TIMEOUT`.
     fn is_drain(self) -> bool {
@@ -125,23 +145,56 @@ impl CloseReason {
     }
 }
 
+/// What the writer leaves to the close: its socket, the rest of the batch it was writing, and the
+/// outbox with what is queued behind it.
+pub(super) struct Unsent<'a> {
+    pub(super) socket: OwnedWriteHalf,
+    pub(super) batch: VecDeque<Frame>,
+    pub(super) outbox: &'a Outbox,
+}
+
 /// Ends the connection politely where that makes sense: the server's close frame and the client's
 /// reply for server-side reasons, the reply to the client's close frame, or nothing for a peer
 /// that is gone or silent. During a drain the wait lasts until the drain ends; otherwise up to
 /// `CLOSE_HANDSHAKE_TIMEOUT`.
 pub(super) async fn close(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut stream: SplitStream<WebSocket>,
+    unsent: Unsent<'_>,
+    mut stream: WebSocket,
     reason: CloseReason,
     mut shutdown: Shutdown,
 ) {
+    // From here on the WebSocket layer's own frames are the close handshake's, not the writer's:
+    // they go where this function picks them up (and are dropped once it has what it needs).
+    let replies = Arc::new(Outbox::new());
+    stream
+        .get_mut()
+        .get_mut()
+        .send_replies_to(Arc::clone(&replies));
+    let Unsent {
+        mut socket,
+        mut batch,
+        outbox,
+    } = unsent;
     let handshake = async {
+        // Before any frame of the close: the rest of an interrupted batch, whose first frame may
+        // be half written (anything after it would read as that frame's payload); then what the
+        // client is still owed. Nothing for a peer that is gone or silent: nothing more is sent.
+        if !matches!(reason, CloseReason::Abnormal | CloseReason::PongTimeout) {
+            if write_frames(&mut socket, &mut batch).await.is_err() {
+                return;
+            }
+            if reason.delivers_queued()
+                && let Some(Ok(())) = outbox.take_all(&mut batch).now_or_never()
+                && write_frames(&mut socket, &mut batch).await.is_err()
+            {
+                return;
+            }
+        }
         match reason.close_code() {
             // After our close frame, wait for the client's (the stream ends after it); a flooder
             // is not read from again.
             Some(code)
-                if sink
-                    .send(close_frame(code, reason.close_text()))
+                if write_frame(&mut socket, Frame::close(code, reason.close_text()))
                     .await
                     .is_ok() =>
             {
@@ -151,9 +204,14 @@ pub(super) async fn close(
                     while let Some(Ok(_)) = stream.next().await {}
                 }
             }
-            // Sends the reply the WebSocket layer queued when the client's close frame arrived.
+            // The WebSocket layer answers the client's close frame (the same code, or 1002 for one
+            // a client may not send) when it is next read from, and then ends the stream.
             None if reason == CloseReason::ClientClosed => {
-                let _ = sink.close().await;
+                let _ = stream.next().await;
+                let mut reply = VecDeque::new();
+                if let Some(Ok(())) = replies.take_all(&mut reply).now_or_never() {
+                    let _ = write_frames(&mut socket, &mut reply).await;
+                }
             }
             _ => {}
         }
@@ -163,13 +221,6 @@ pub(super) async fn close(
         _ = shutdown.terminating() => {}
         _ = sleep(CLOSE_HANDSHAKE_TIMEOUT), if !reason.is_drain() => {}
     }
-}
-
-fn close_frame(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: code.into(),
-        reason: reason.into(),
-    }))
 }
 
 #[cfg(test)]

@@ -1,33 +1,37 @@
 //! One WebSocket connection, from upgrade to close.
 //!
-//! Reading and writing run side by side in the connection's task: the [`reader`] holds each client
-//! message to the connection's rate limits and hands it to its route's [`protocol`](crate::protocol),
-//! which says what it means (a broadcast, an echo); the [`writer`] drains the connection's queue in
-//! batches (everything queued, then one flush), keeps the heartbeat, and watches for the three
-//! things that end a connection from the server's side: the drain, eviction as a slow consumer,
-//! and a silent peer. Whichever side finishes first decides the [`CloseReason`], which picks the
-//! close code, the metric label and the log line ([`close`]).
+//! Reading and writing run side by side in the connection's task, each with its own half of the
+//! TCP socket ([`socket`]): the [`reader`] holds each client message to the connection's rate
+//! limits and hands it to its route's [`protocol`](crate::protocol), which says what it means (a
+//! broadcast, an echo); the [`writer`] drains the connection's queue in batches (everything
+//! queued, in as few `writev` calls as the socket takes), keeps the heartbeat, and watches for the
+//! three things that end a connection from the server's side: the drain, eviction as a slow
+//! consumer, and a silent peer. Whichever side finishes first decides the [`CloseReason`], which
+//! picks the close code, the metric label and the log line ([`close`]).
 
 mod close;
 mod reader;
+mod socket;
 mod writer;
 
+use close::Unsent;
 pub use close::{CLOSE_HANDSHAKE_TIMEOUT, CloseReason};
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::{OnUpgrade, Parts};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tracing::info;
+use tracing::{error, info};
 
 use crate::auth::{Authenticator, Grant};
+use crate::frame::Frame;
 use crate::hub::{self, ChannelName, Fanout, Form, Hub};
 use crate::limits::{FrameMetered, RateLimits};
 use crate::metrics::Metrics;
@@ -37,10 +41,11 @@ use crate::protocol::{Route, wss};
 use crate::shutdown::Shutdown;
 use close::close;
 use reader::{Handler, Reader};
+use socket::ReadSide;
 use writer::{Departure, HeartbeatTimer, Writer};
 
-/// An upgraded WebSocket connection.
-pub type WebSocket = WebSocketStream<FrameMetered<TokioIo<Upgraded>>>;
+/// The reading side of an upgraded WebSocket connection (the writer writes frames itself).
+pub type WebSocket = WebSocketStream<FrameMetered<ReadSide>>;
 
 /// Heartbeat timing.
 #[derive(Debug, Clone, Copy)]
@@ -172,13 +177,13 @@ impl Context {
             let Ok(upgraded) = upgrade.await else {
                 return;
             };
-            let socket = WebSocketStream::from_raw_socket(
-                FrameMetered::new(TokioIo::new(upgraded), self.rate_limits),
-                Role::Server,
-                Some(self.websocket),
-            )
-            .await;
-            let (sink, mut stream) = socket.split();
+            // Every connection is served on a plain TCP socket (serve.rs): TLS ends at the load
+            // balancer.
+            let Ok(Parts { io, read_buf, .. }) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+                error!("an upgraded connection is not a TCP socket");
+                return;
+            };
+            let (read_half, write_half) = io.into_inner().into_split();
             // The opened-connections count doubles as a process-unique connection id.
             let id = self.metrics.connections_opened.inc() + 1;
             self.metrics.connections.inc();
@@ -210,8 +215,18 @@ impl Context {
                 Place::Channels(session) => Arc::clone(&session.subscriber().outbox),
                 Place::Echo(echo) => Arc::clone(&echo.outbox),
             };
+            let mut stream = WebSocketStream::from_raw_socket(
+                FrameMetered::new(
+                    ReadSide::new(read_buf, read_half, Arc::clone(&outbox)),
+                    self.rate_limits,
+                ),
+                Role::Server,
+                Some(self.websocket),
+            )
+            .await;
             let mut writer = Writer {
-                sink,
+                socket: write_half,
+                batch: VecDeque::new(),
                 shutdown: self.shutdown.clone(),
                 outbox: &outbox,
                 heartbeat: HeartbeatTimer::new(&self.heartbeat),
@@ -226,9 +241,7 @@ impl Context {
                 context: &self,
             };
             let reason = if route == Route::Broadcast
-                && writer
-                    .sink
-                    .send(Message::text(wss::GREETING))
+                && socket::write_frame(&mut writer.socket, Frame::text(wss::GREETING))
                     .await
                     .is_err()
             {
@@ -250,7 +263,17 @@ impl Context {
                     reason = writer.run() => reason,
                 };
                 // Boxed: only a closing connection needs this state.
-                Box::pin(close(writer.sink, stream, reason, writer.shutdown)).await;
+                Box::pin(close(
+                    Unsent {
+                        socket: writer.socket,
+                        batch: writer.batch,
+                        outbox: &outbox,
+                    },
+                    stream,
+                    reason,
+                    writer.shutdown,
+                ))
+                .await;
                 reason
             };
 

@@ -6,7 +6,6 @@ use std::task::Poll;
 use std::time::SystemTime;
 
 use futures_util::future::Either;
-use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -55,7 +54,7 @@ pub(super) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    pub(super) async fn run(mut self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
+    pub(super) async fn run(mut self, stream: &mut WebSocket) -> CloseReason {
         let mut limiter = RateLimiter::new(&self.context.rate_limits);
         // With sign-in, the connection ends when its token does. Boxed: only then is there one.
         let mut deadline = self.expires().map(|at| Box::pin(sleep_until(until(at))));

@@ -5,14 +5,13 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
-use futures_util::stream::SplitSink;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::{Sleep, sleep};
-use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::{Activity, CloseReason, Context, Heartbeat, WebSocket};
+use super::socket::write_frames;
+use super::{Activity, CloseReason, Context, Heartbeat};
+use crate::frame::Frame;
 use crate::outbox::Outbox;
-use crate::protocol::payload;
 use crate::shutdown::Shutdown;
 
 /// Frames' worth of batch buffer a connection keeps between batches.
@@ -20,7 +19,10 @@ const KEEP_BATCH_CAPACITY: usize = 64;
 
 /// The writing half and the events that can interrupt it.
 pub(super) struct Writer<'a> {
-    pub(super) sink: SplitSink<WebSocket, Message>,
+    pub(super) socket: OwnedWriteHalf,
+    /// The frames being written. Whatever is left of them when the connection ends goes out
+    /// before the close frame: the first may be half on the wire already.
+    pub(super) batch: VecDeque<Frame>,
     pub(super) shutdown: Shutdown,
     pub(super) outbox: &'a Outbox,
     pub(super) heartbeat: HeartbeatTimer,
@@ -39,10 +41,9 @@ pub(super) struct Writer<'a> {
 
 impl Writer<'_> {
     pub(super) async fn run(&mut self) -> CloseReason {
-        let mut batch = VecDeque::new();
         loop {
             if std::mem::take(&mut self.ping_owed) {
-                batch.push_back(Message::Ping(bytes::Bytes::new()));
+                self.batch.push_back(Frame::ping());
             } else {
                 tokio::select! {
                 biased;
@@ -56,10 +57,10 @@ impl Writer<'_> {
                     _ => match self.heartbeat.beat(&self.context.heartbeat, self.activity) {
                         Beat::Dead => return CloseReason::PongTimeout,
                         Beat::Alive => continue,
-                        Beat::Ping => batch.push_back(Message::Ping(bytes::Bytes::new())),
+                        Beat::Ping => self.batch.push_back(Frame::ping()),
                     },
                 },
-                taken = self.outbox.take_all(&mut batch) => {
+                taken = self.outbox.take_all(&mut self.batch) => {
                     if taken.is_err() {
                         return CloseReason::SlowConsumer;
                     }
@@ -68,21 +69,20 @@ impl Writer<'_> {
             }
             // Boxed: a batch in flight needs far more state than an idle connection, and every
             // connection's task is allocated at its largest state's size.
-            if let Err(reason) = Box::pin(self.write(&mut batch)).await {
+            if let Err(reason) = Box::pin(self.write()).await {
                 return reason;
             }
             // A burst may have grown the batch; an idle connection should not keep that memory.
-            if batch.capacity() > KEEP_BATCH_CAPACITY {
-                batch = VecDeque::new();
+            if self.batch.capacity() > KEEP_BATCH_CAPACITY {
+                self.batch = VecDeque::new();
             }
         }
     }
 
-    /// Writes the whole batch, then flushes once; gives up as soon as the drain closes the
-    /// connection, the client is evicted, or the client stays silent past the pong timeout while
-    /// the write is stuck.
-    async fn write(&mut self, batch: &mut VecDeque<Message>) -> Result<(), CloseReason> {
-        let written = write_batch(&mut self.sink, batch);
+    /// Writes the whole batch; gives up as soon as the drain closes the connection, the client is
+    /// evicted, or the client stays silent past the pong timeout while the write is stuck.
+    async fn write(&mut self) -> Result<(), CloseReason> {
+        let written = write_batch(&mut self.socket, &mut self.batch);
         tokio::pin!(written);
         loop {
             tokio::select! {
@@ -156,22 +156,19 @@ impl Departure {
     }
 }
 
-/// Feeds every frame of `batch` (emptying it), then flushes once. Returns the data frames and
-/// payload bytes written (pings are not counted).
+/// Writes every frame of `batch`, emptying it. Returns the data frames and payload bytes written
+/// (pings and pongs are not counted).
 async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
-    batch: &mut VecDeque<Message>,
-) -> Result<(u64, u64), tungstenite::Error> {
-    let mut frames = 0;
-    let mut bytes = 0;
-    while let Some(frame) = batch.pop_front() {
-        if frame.is_text() || frame.is_binary() {
-            frames += 1;
-            bytes += payload(&frame).len() as u64;
-        }
-        sink.feed(frame).await?;
-    }
-    sink.flush().await?;
+    socket: &mut OwnedWriteHalf,
+    batch: &mut VecDeque<Frame>,
+) -> std::io::Result<(u64, u64)> {
+    let (frames, bytes) = batch
+        .iter()
+        .filter(|frame| frame.is_data())
+        .fold((0, 0), |(frames, bytes), frame| {
+            (frames + 1, bytes + frame.payload().len() as u64)
+        });
+    write_frames(socket, batch).await?;
     Ok((frames, bytes))
 }
 

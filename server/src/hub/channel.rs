@@ -8,9 +8,8 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use tokio_tungstenite::tungstenite::Message;
-
 use super::Offset;
+use crate::frame::{Frame, TextFrameBuilder};
 
 /// The channel `/wss` clients share: what they send goes to everyone on it, and a `/v1/ws` client
 /// subscribed to it sees the same messages.
@@ -88,54 +87,100 @@ pub enum Form {
     V1,
 }
 
+/// Where an envelope is written: a `String`, or straight into the frame that carries it.
+trait Envelope {
+    fn put(&mut self, text: &str);
+}
+
+impl Envelope for String {
+    fn put(&mut self, text: &str) {
+        self.push_str(text);
+    }
+}
+
+impl Envelope for TextFrameBuilder {
+    fn put(&mut self, text: &str) {
+        self.push_str(text);
+    }
+}
+
+const WSS_OPEN: &str = r#"{"message":"#;
+
+fn write_wss_envelope(out: &mut impl Envelope, data: &str) {
+    out.put(WSS_OPEN);
+    out.put(data);
+    out.put("}");
+}
+
+fn write_v1_envelope(
+    out: &mut impl Envelope,
+    channel: &ChannelName,
+    data: &str,
+    offset: Option<Offset>,
+) {
+    out.put(r#"{"type":"message","channel":""#);
+    out.put(channel.as_str());
+    if let Some(offset) = offset {
+        out.put(r#"","offset":""#);
+        // An offset is hex digits, a dash and decimal digits: nothing to escape.
+        out.put(&offset.to_string());
+    }
+    out.put(r#"","data":"#);
+    out.put(data);
+    out.put("}");
+}
+
+/// Room for everything in a `/v1/ws` envelope but its channel name and data.
+const V1_ENVELOPE_ROOM: usize = 80;
+
 /// The `/wss` envelope of `data` (JSON as the publisher wrote it).
 pub fn wss_envelope(data: &str) -> String {
-    let mut framed = String::with_capacity(data.len() + 12);
-    framed.push_str(r#"{"message":"#);
-    framed.push_str(data);
-    framed.push('}');
-    framed
+    let mut envelope = String::with_capacity(data.len() + WSS_OPEN.len() + 1);
+    write_wss_envelope(&mut envelope, data);
+    envelope
 }
 
 /// The data inside a `/wss` envelope, if `envelope` is one.
 pub fn wss_data(envelope: &str) -> Option<&str> {
-    envelope.strip_prefix(r#"{"message":"#)?.strip_suffix('}')
+    envelope.strip_prefix(WSS_OPEN)?.strip_suffix('}')
 }
 
 /// The `/v1/ws` envelope of `data` published on `channel`, with its offset when history keeps it.
 pub fn v1_envelope(channel: &ChannelName, data: &str, offset: Option<Offset>) -> String {
-    let mut framed = String::with_capacity(data.len() + channel.as_str().len() + 80);
-    framed.push_str(r#"{"type":"message","channel":""#);
-    framed.push_str(channel.as_str());
-    if let Some(offset) = offset {
-        framed.push_str(r#"","offset":""#);
-        // An offset is hex digits, a dash and decimal digits: nothing to escape.
-        framed.push_str(&offset.to_string());
-    }
-    framed.push_str(r#"","data":"#);
-    framed.push_str(data);
-    framed.push('}');
-    framed
+    let mut envelope =
+        String::with_capacity(data.len() + channel.as_str().len() + V1_ENVELOPE_ROOM);
+    write_v1_envelope(&mut envelope, channel, data, offset);
+    envelope
 }
 
-/// The frame of one message for a subscriber speaking `form`.
+/// The frame of one message for a subscriber speaking `form`, its envelope written in place.
 pub(super) fn frame(
     form: Form,
     channel: &ChannelName,
     data: &str,
     offset: Option<Offset>,
-) -> Message {
-    Message::text(match form {
-        Form::Wss => wss_envelope(data),
-        Form::V1 => v1_envelope(channel, data, offset),
-    })
+) -> Frame {
+    match form {
+        Form::Wss => {
+            let mut frame = TextFrameBuilder::with_capacity(data.len() + WSS_OPEN.len() + 1);
+            write_wss_envelope(&mut frame, data);
+            frame.finish()
+        }
+        Form::V1 => {
+            let mut frame = TextFrameBuilder::with_capacity(
+                data.len() + channel.as_str().len() + V1_ENVELOPE_ROOM,
+            );
+            write_v1_envelope(&mut frame, channel, data, offset);
+            frame.finish()
+        }
+    }
 }
 
 /// One message's frames, built on first need and then shared (the bytes are reference-counted).
 #[derive(Default)]
 pub(super) struct Frames {
-    wss: Option<Message>,
-    v1: Option<Message>,
+    wss: Option<Frame>,
+    v1: Option<Frame>,
 }
 
 impl Frames {
@@ -145,7 +190,7 @@ impl Frames {
         channel: &ChannelName,
         data: &str,
         offset: Option<Offset>,
-    ) -> Message {
+    ) -> Frame {
         let slot = match form {
             Form::Wss => &mut self.wss,
             Form::V1 => &mut self.v1,
@@ -193,5 +238,19 @@ mod tests {
         );
         assert_eq!(wss_data(&wss_envelope("[1]")), Some("[1]"));
         assert_eq!(wss_data("[1]"), None);
+    }
+
+    #[test]
+    fn frames_carry_the_envelopes() {
+        let room = ChannelName::parse("room:1").unwrap();
+        let offset = Some(Offset::parse("00000000000000ff-7").unwrap());
+        assert_eq!(
+            frame(Form::Wss, &room, "[1]", offset).payload(),
+            wss_envelope("[1]").as_bytes()
+        );
+        assert_eq!(
+            frame(Form::V1, &room, "[1]", offset).payload(),
+            v1_envelope(&room, "[1]", offset).as_bytes()
+        );
     }
 }

@@ -51,8 +51,8 @@ use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
+use crate::frame::Frame;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::metrics::Metrics;
 use crate::outbox::{Evicted, Outbox, QueueLimits};
@@ -116,7 +116,7 @@ enum MemberState {
 /// Messages held for a resuming member.
 #[derive(Debug, Default)]
 struct Held {
-    frames: Vec<(Option<Offset>, Message)>,
+    frames: Vec<(Option<Offset>, Frame)>,
     /// More arrived than its queue could take: they were dropped, and the resume answers that
     /// messages were lost (a slow history read on a busy channel must not evict the client, which
     /// would come back for the same resume).
@@ -324,7 +324,7 @@ impl Subscriber {
     pub async fn join(
         &mut self,
         channel: ChannelName,
-        first: Option<Message>,
+        first: Option<Frame>,
     ) -> Result<(), Evicted> {
         self.reserve(channel.clone());
         self.wait_for_relay(&channel).await;
@@ -341,7 +341,7 @@ impl Subscriber {
         &mut self,
         channel: ChannelName,
         since: Offset,
-        first: impl FnOnce(bool) -> Message,
+        first: impl FnOnce(bool) -> Frame,
     ) -> Result<bool, Evicted> {
         self.reserve(channel.clone());
         self.wait_for_relay(&channel).await;
@@ -399,7 +399,7 @@ impl Subscriber {
     }
 
     /// The frames of replayed messages.
-    fn frames_of(&self, channel: &ChannelName, messages: Vec<(Offset, &str)>) -> Vec<Message> {
+    fn frames_of(&self, channel: &ChannelName, messages: Vec<(Offset, &str)>) -> Vec<Frame> {
         messages
             .into_iter()
             .map(|(offset, data)| channel::frame(self.form, channel, data, Some(offset)))
@@ -423,17 +423,17 @@ impl Subscriber {
     /// was queued.
     fn queue_resumed(
         &self,
-        first: impl FnOnce(bool) -> Message,
-        replay: Option<Vec<Message>>,
-        held: Vec<Message>,
+        first: impl FnOnce(bool) -> Frame,
+        replay: Option<Vec<Frame>>,
+        held: Vec<Frame>,
     ) -> Result<bool, Evicted> {
         let limits = &self.hub.queue_limits;
         // All of it or none, beside what the outbox already holds (other channels' resumes among
         // it): a replay that overflows the outbox would evict the client, which would come back
         // for the same replay. Told it lost messages, it reloads instead; and if even the held
         // messages do not fit, they go too, as lost.
-        let fits = |frames: &[&Message]| {
-            let bytes: usize = frames.iter().map(|frame| frame.len()).sum();
+        let fits = |frames: &[&Frame]| {
+            let bytes: usize = frames.iter().map(|frame| frame.payload().len()).sum();
             // One more frame, and room for it, for `first`.
             self.outbox
                 .has_room(frames.len() + 1, bytes + FIRST_FRAME_ROOM, limits)
@@ -499,7 +499,7 @@ impl Subscriber {
         self.channels.push(name);
     }
 
-    fn go_live(&self, channel: &ChannelName, first: Option<Message>) -> Result<(), Evicted> {
+    fn go_live(&self, channel: &ChannelName, first: Option<Frame>) -> Result<(), Evicted> {
         let mut state = self.hub.lock();
         let member = self.member(&mut state.channels, channel)?;
         member.state = MemberState::Live;
@@ -511,7 +511,7 @@ impl Subscriber {
 
     /// Leaves `channel`; `last` is queued after every message of it already queued. Returns
     /// whether the subscriber held it.
-    pub fn leave(&mut self, channel: &str, last: Option<Message>) -> Result<bool, Evicted> {
+    pub fn leave(&mut self, channel: &str, last: Option<Frame>) -> Result<bool, Evicted> {
         let Some(index) = self.channels.iter().position(|c| c.as_str() == channel) else {
             return Ok(false);
         };
@@ -528,7 +528,7 @@ impl Subscriber {
     }
 
     /// Queues a frame of the subscriber's own (a reply) behind what is already queued.
-    pub fn send(&self, frame: Message) -> Result<(), Evicted> {
+    pub fn send(&self, frame: Frame) -> Result<(), Evicted> {
         self.outbox.push(frame, &self.hub.queue_limits)
     }
 
@@ -577,7 +577,7 @@ mod tests {
         ChannelName::parse(name).unwrap()
     }
 
-    async fn taken(subscriber: &Subscriber) -> VecDeque<Message> {
+    async fn taken(subscriber: &Subscriber) -> VecDeque<Frame> {
         let mut batch = VecDeque::new();
         subscriber.outbox.take_all(&mut batch).await.unwrap();
         batch
@@ -595,15 +595,15 @@ mod tests {
         assert_eq!(
             taken(&old).await,
             [
-                Message::text(r#"{"message":1}"#),
-                Message::text(r#"{"message":[2]}"#)
+                Frame::text(r#"{"message":1}"#),
+                Frame::text(r#"{"message":[2]}"#)
             ]
         );
         assert_eq!(
             taken(&new).await,
             [
-                Message::text(r#"{"type":"message","channel":"broadcast","data":1}"#),
-                Message::text(r#"{"type":"message","channel":"broadcast","data":[2]}"#)
+                Frame::text(r#"{"type":"message","channel":"broadcast","data":1}"#),
+                Frame::text(r#"{"type":"message","channel":"broadcast","data":[2]}"#)
             ]
         );
     }
@@ -612,7 +612,7 @@ mod tests {
     async fn a_message_reaches_only_its_channel() {
         let hub = hub(8);
         let mut a = hub.subscriber(Form::V1);
-        a.join(name("a"), Some(Message::text("joined a")))
+        a.join(name("a"), Some(Frame::text("joined a")))
             .await
             .unwrap();
         let mut b = hub.subscriber(Form::V1);
@@ -675,7 +675,7 @@ mod tests {
         let mut resuming = hub.subscriber(Form::V1);
         let recovered = resuming
             .resume(name("a"), Offset::new(1, 1), |recovered| {
-                Message::text(format!("recovered {recovered}"))
+                Frame::text(format!("recovered {recovered}"))
             })
             .await
             .unwrap();
@@ -689,7 +689,7 @@ mod tests {
         let data: Vec<String> = taken(&resuming)
             .await
             .iter()
-            .map(|frame| frame.to_text().unwrap().to_owned())
+            .map(|frame| String::from_utf8(frame.payload().to_vec()).unwrap())
             .collect();
         assert_eq!(data.len(), 6, "{data:?}");
         assert_eq!(data[0], "recovered true");
@@ -725,7 +725,7 @@ mod tests {
         let resume = tokio::spawn(async move {
             let recovered = resuming
                 .resume(name("a"), Offset::new(1, 1), |recovered| {
-                    Message::text(format!("recovered {recovered}"))
+                    Frame::text(format!("recovered {recovered}"))
                 })
                 .await;
             (recovered, resuming)
@@ -742,8 +742,8 @@ mod tests {
         hub.deliver_relayed(&name("a"), "10", Some(Offset::new(1, 10)));
         let frames = taken(&resuming).await;
         assert_eq!(frames.len(), 2, "{frames:?}");
-        assert_eq!(frames[0].to_text().unwrap(), "recovered false");
-        assert!(frames[1].to_text().unwrap().ends_with(r#""data":10}"#));
+        assert_eq!(frames[0].payload(), b"recovered false");
+        assert!(frames[1].payload().ends_with(br#""data":10}"#));
     }
 
     #[tokio::test]
@@ -765,7 +765,7 @@ mod tests {
         member.join(name("a"), None).await.unwrap();
         member.join(name("b"), None).await.unwrap();
         assert_eq!(hub.channel_names().len(), 2);
-        assert_eq!(member.leave("a", Some(Message::text("left"))), Ok(true));
+        assert_eq!(member.leave("a", Some(Frame::text("left"))), Ok(true));
         assert_eq!(member.leave("a", None), Ok(false));
         assert!(!hub.holds("a") && hub.holds("b"));
         drop(member);

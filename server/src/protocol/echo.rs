@@ -2,22 +2,21 @@
 //! The echo queues in the connection's own outbox, so a client that does not read its echoes is
 //! held back (backpressure) instead of growing the queue.
 
-use tokio_tungstenite::tungstenite::Message;
-
+use crate::frame::Frame;
 use crate::outbox::{Outbox, QueueLimits};
 
-/// Queues `message` in the client's own outbox at once if there is room; otherwise the returned
+/// Queues `frame` in the client's own outbox at once if there is room; otherwise the returned
 /// future waits for room, holding only what waiting needs.
 pub fn deliver<'a>(
     outbox: &'a Outbox,
     limits: &'a QueueLimits,
-    message: Message,
+    frame: Frame,
 ) -> impl Future<Output = ()> + Send + 'a {
     // Boxed: only a client that does not read its echoes ever waits here.
     let waiting = outbox
-        .try_push(message, limits)
+        .try_push(frame, limits)
         .err()
-        .map(|message| Box::pin(outbox.push_when_room(message, limits)));
+        .map(|frame| Box::pin(outbox.push_when_room(frame, limits)));
     async move {
         if let Some(waiting) = waiting {
             waiting.await;

@@ -10,6 +10,7 @@ pub mod wss;
 use futures_util::future::Either;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::frame::Frame;
 use crate::hub::{Fanout, Publication};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, QueueLimits};
@@ -60,7 +61,7 @@ pub enum Handover<'a> {
     /// Published through the fan-out.
     Publish(&'a Fanout, Publication),
     /// Queued in the client's own outbox.
-    Echo(&'a Outbox, &'a QueueLimits, Message),
+    Echo(&'a Outbox, &'a QueueLimits, Frame),
 }
 
 impl<'a> Inbound<'a> {
@@ -71,7 +72,14 @@ impl<'a> Inbound<'a> {
             Inbound::Broadcast(fanout) => {
                 wss::accept(&message, metrics).map(|p| Handover::Publish(fanout, p))
             }
-            Inbound::Echo(outbox, limits) => Some(Handover::Echo(outbox, limits, message)),
+            // Framed here, once: the one copy an echo costs.
+            Inbound::Echo(outbox, limits) => {
+                let frame = match &message {
+                    Message::Text(text) => Frame::text(text.as_bytes()),
+                    _ => Frame::binary(payload(&message)),
+                };
+                Some(Handover::Echo(outbox, limits, frame))
+            }
         }
     }
 }
@@ -83,8 +91,8 @@ impl<'a> Handover<'a> {
     pub fn deliver(self) -> impl Future<Output = ()> + Send + 'a {
         match self {
             Handover::Publish(fanout, publication) => Either::Left(fanout.publish(publication)),
-            Handover::Echo(outbox, limits, message) => {
-                Either::Right(echo::deliver(outbox, limits, message))
+            Handover::Echo(outbox, limits, frame) => {
+                Either::Right(echo::deliver(outbox, limits, frame))
             }
         }
     }

@@ -16,9 +16,9 @@
 
 use std::borrow::Cow;
 
+use crate::frame::Frame;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
-use tokio_tungstenite::tungstenite::Message;
 
 use std::time::SystemTime;
 
@@ -368,25 +368,25 @@ fn is_string_or_number(id: &RawValue) -> bool {
         .is_some_and(|first| first == b'"' || first == b'-' || first.is_ascii_digit())
 }
 
-fn notice(kind: &str, channel: &ChannelName) -> Message {
-    Message::text(format!(r#"{{"type":"{kind}","channel":"{channel}"}}"#))
+fn notice(kind: &str, channel: &ChannelName) -> Frame {
+    Frame::text(format!(r#"{{"type":"{kind}","channel":"{channel}"}}"#))
 }
 
 /// The `subscribed` of a subscribe with `since`: whether every message after it follows.
-fn resumed(channel: &ChannelName, recovered: bool) -> Message {
-    Message::text(format!(
+fn resumed(channel: &ChannelName, recovered: bool) -> Frame {
+    Frame::text(format!(
         r#"{{"type":"subscribed","channel":"{channel}","recovered":{recovered}}}"#
     ))
 }
 
-fn ack(id: &RawValue) -> Message {
-    Message::text(format!(r#"{{"type":"ack","id":{}}}"#, id.get()))
+fn ack(id: &RawValue) -> Frame {
+    Frame::text(format!(r#"{{"type":"ack","id":{}}}"#, id.get()))
 }
 
-fn error(id: Id<'_>, code: Code, message: &str) -> Message {
+fn error(id: Id<'_>, code: Code, message: &str) -> Frame {
     let message = serde_json::to_string(message).expect("a string serializes");
     let code = code.label();
-    Message::text(match id {
+    Frame::text(match id {
         Some(id) => format!(
             r#"{{"type":"error","id":{},"code":"{code}","message":{message}}}"#,
             id.get()
@@ -441,8 +441,8 @@ mod tests {
     fn errors_escape_their_message() {
         let frame = error(None, Code::BadRequest, "say \"hi\"");
         assert_eq!(
-            frame.into_text().unwrap().as_str(),
-            r#"{"type":"error","code":"bad_request","message":"say \"hi\""}"#
+            frame.payload(),
+            br#"{"type":"error","code":"bad_request","message":"say \"hi\""}"#
         );
     }
 }
