@@ -28,7 +28,8 @@ const MAX_SLICES: usize = 64;
 /// The reading half as the WebSocket layer sees it.
 pub struct ReadSide {
     /// Bytes the client sent right behind its upgrade request, read with the request by the HTTP
-    /// server: they come first. Empty (no allocation) for nearly every client.
+    /// server: they come first. Empty for nearly every client, and then not a slice of the HTTP
+    /// server's read buffer: that would keep its 8 KiB for the connection's whole life.
     early: Bytes,
     socket: OwnedReadHalf,
     /// Where the WebSocket layer's own frames go: the connection's outbox.
@@ -39,7 +40,11 @@ impl ReadSide {
     /// The reading half, with the bytes already read from it and the outbox for pongs.
     pub fn new(early: Bytes, socket: OwnedReadHalf, replies: Arc<Outbox>) -> ReadSide {
         ReadSide {
-            early,
+            early: if early.is_empty() {
+                Bytes::new()
+            } else {
+                early
+            },
             socket,
             replies,
         }
@@ -62,6 +67,9 @@ impl AsyncRead for ReadSide {
             let take = this.early.len().min(buf.remaining());
             buf.put_slice(&this.early[..take]);
             this.early.advance(take);
+            if this.early.is_empty() {
+                this.early = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.socket).poll_read(cx, buf)
