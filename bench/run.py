@@ -11,7 +11,8 @@ server's CPU time and memory are read from /proc), and stops the server. The ser
   (bench/bun-reference), run by the Bun binary npm installs there.
 
 The backplane case runs ours alone, alone with Redis, and as two processes sharing one Redis. The
-channels case (`/v1/ws`) runs ours only: the references have no channels.
+channels case (`/v1/ws`) runs ours only: the references have no channels. The scale case holds as
+many idle connections to ours as one process may open here (19,000), through two heartbeat rounds.
 Results go to .artifacts/bench/results.json and between the markers in BENCHMARKS.md, with the
 machine, the commands and the performance targets. `make bench` builds everything first; this
 script only checks that the binaries are there.
@@ -79,6 +80,17 @@ BACKPLANE = Case("backplane", "Backplane: the full-speed broadcast (C=100, S=10,
 # Every message reaches 10 of the 10,000 clients, so each delivery is a frame of its own (broadcast
 # writes many per wake-up): deliveries/s is far below broadcast's. M=5,000 keeps the sending near
 # 4 s on two cores, after about 2 s of connecting and subscribing.
+# As many idle connections to one process as this machine allows: its hard open-file limit is
+# 20,000 per process (19,000 connections, 256 sockets in the HTTP phase and the server's own files
+# fit), with the default heartbeat running for two rounds (PING_INTERVAL 30 s). The connections come
+# from four loopback source addresses: one has about 28,000 ephemeral ports toward the server's
+# port, and the previous run's sockets linger in TIME_WAIT for a minute.
+SCALE_CONNECTIONS = 19_000
+SCALE = Case("scale", f"Scale: N={SCALE_CONNECTIONS:,} idle connections to one process, held 65 s with the default heartbeat",
+             ["idle", "-n", str(SCALE_CONNECTIONS), "--hold", "65s",
+              *[arg for n in range(2, 6) for arg in ("--source-address", f"127.0.0.{n}")]],
+             "server_bytes_per_connection", higher_is_better=False,
+             limits={"MAX_CONNECTIONS": str(SCALE_CONNECTIONS), "MAX_HTTP_CONNECTIONS": "256"})
 CHANNELS = Case("channels", "Channels: C=10,000 clients over 1,000 channels (10 subscribers each), S=10 senders, "
                 "M=5,000 messages each round robin over the channels, B=128 (500,000 deliveries)",
                 ["channels", "-c", "10000", "--channels", "1000", "-s", "10", "-m", "5000", "-b", "128"],
@@ -219,7 +231,10 @@ def summary(case, result):
         return (f"{result['deliveries_per_s']:,.0f} deliveries/s, p99 {result['latency']['p99_ms']:.2f} ms, "
                 f"server CPU {result['usage']['server_cpu_s']:.2f} s, lost {result['lost']}, dup {result['duplicated']}, {clean}")
     if result["scenario"] == "idle":
-        return f"{result['server_bytes_per_connection']:,.0f} B/connection, {result['handshakes_per_s']:,.0f} handshakes/s, {clean}"
+        idle_cpu = result.get("server_idle_cpu_per_s")
+        idle = "" if idle_cpu is None else f", idle CPU {idle_cpu * 1000:.2f} ms/s"
+        return (f"{result['server_bytes_per_connection']:,.0f} B/connection, {result['handshakes_per_s']:,.0f} handshakes/s"
+                f"{idle}, {clean}")
     return f"{result['handshakes_per_s']:,.0f} handshakes/s, p99 {result['handshake_latency']['p99_ms']:.2f} ms, {clean}"
 
 
@@ -280,9 +295,13 @@ def rows_for(result):
                      ("connecting and subscribing them", result["subscribe_seconds"], " s")]
         return rows
     if result["scenario"] == "idle":
+        idle_cpu = result.get("server_idle_cpu_per_s")
         return [("server bytes per idle connection", result["server_bytes_per_connection"], " B"),
-                ("handshakes/s (opening 10,000)", result["handshakes_per_s"], ""),
+                ("handshakes/s (opening them all)", result["handshakes_per_s"], ""),
+                ("time to open them all", result["connect_seconds"], " s"),
                 ("server RSS with all open", usage["server_rss_bytes"] / 1048576, " MiB"),
+                (f"server CPU while held, per second (over {result.get('idle_seconds', 0):.0f} s)",
+                 None if idle_cpu is None else idle_cpu * 1000, " ms"),
                 ("connected / errors", f"{result['connected']:,} / {result['errors']}", "")]
     lat = result["handshake_latency"]
     return [("handshakes/s", result["handshakes_per_s"], ""), ("handshake p50", lat["p50_ms"], " ms"),
@@ -327,6 +346,9 @@ def targets(results, backplane):
         ("broadcast_steady: server CPU ≤ 1.0 × bun", get("broadcast_steady", "ours", "usage.server_cpu_s") / get("broadcast_steady", "bun", "usage.server_cpu_s"), 1.0, False),
         ("idle: ≤ 2,048 B per connection at 10,000", get("idle", "ours", "server_bytes_per_connection"), 2048, False),
     ]
+    if SCALE.key in results:
+        checks.append((f"idle: ≤ 2,048 B per connection at {SCALE_CONNECTIONS:,}",
+                       get(SCALE.key, "ours", "server_bytes_per_connection"), 2048, False))
     ours_churn = get("churn", "ours", "handshakes_per_s")
     checks.append(("churn: handshakes/s ≥ 3 × node", ours_churn / get("churn", "node", "handshakes_per_s"), 3, True))
     checks.append(("churn: handshakes/s ≥ 1.0 × lean", ours_churn / get("churn", "lean", "handshakes_per_s"), 1.0, True))
@@ -342,6 +364,21 @@ def targets(results, backplane):
     lines.append(f"| nothing lost, duplicated or failed, every case and server | "
                  f"{'all clean' if not unclean else 'not clean: ' + ', '.join(unclean)} | {'yes' if not unclean else '**no**'} |")
     return "\n".join(lines)
+
+
+def projection(result, connections=100_000):
+    """What `connections` idle connections would take on one task, scaled from the scale case."""
+    per_connection = result["server_bytes_per_connection"]
+    held = result["connected"]
+    baseline = result["usage"]["server_rss_bytes"] - per_connection * held
+    memory_mib = (baseline + per_connection * connections) / 1048576
+    cpu = result["server_idle_cpu_per_s"] * connections / held
+    open_s = connections / result["handshakes_per_s"]
+    return (f"Projected for {connections:,} idle connections on one task, linearly from these figures: "
+            f"{memory_mib:,.0f} MiB of memory ({baseline / 1048576:,.0f} MiB at start plus "
+            f"{per_connection:,.0f} B each), {cpu * 100:.1f} % of one core for the heartbeat, and "
+            f"{open_s:,.0f} s to accept them all at this rate on one core of this machine. "
+            "The README's sizing advice turns this into task sizes.")
 
 
 def settings(case):
@@ -365,6 +402,14 @@ def render(results, backplane, info, repeat):
     if backplane:
         command = "loadgen " + " ".join(BACKPLANE.args) + " --url ws://127.0.0.1:PORT1/wss --url ws://127.0.0.1:PORT2/wss --server-pid PID1 --server-pid PID2 --json"
         out += [f"### {BACKPLANE.title}", "", settings(BACKPLANE) + f"`{command}`", "", table(list(backplane), backplane), ""]
+    if SCALE.key in results:
+        command = "loadgen " + " ".join(SCALE.args) + " --url ws://127.0.0.1:PORT/wss --server-pid PID --json"
+        scale = results[SCALE.key]["ours"]
+        out += [f"### {SCALE.title}", "", settings(SCALE) + f"`{command}`", "",
+                "Our server only, at this machine's limit of open files per process.", "",
+                table(["ours"], results[SCALE.key]), ""]
+        if scale.get("server_idle_cpu_per_s") is not None and scale["connected"]:
+            out += [projection(scale), ""]
     if CHANNELS.key in results:
         command = "loadgen " + " ".join(CHANNELS.args) + " --url ws://127.0.0.1:PORT/v1/ws --server-pid PID --json"
         out += [f"### {CHANNELS.title}", "", settings(CHANNELS) + f"`{command}`", "",
@@ -387,7 +432,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", "1")),
                         help="runs per figure, the median is kept (default: BENCH_REPEAT or 1)")
-    parser.add_argument("--only", choices=[c.key for c in CASES] + ["backplane", CHANNELS.key], action="append",
+    parser.add_argument("--only", choices=[c.key for c in CASES] + ["backplane", CHANNELS.key, SCALE.key], action="append",
                         help="run only these cases and print them (BENCHMARKS.md is written only by a full run)")
     parser.add_argument("--server", choices=SERVERS, action="append",
                         help="run only against these servers (a partial run: BENCHMARKS.md unchanged)")
@@ -409,7 +454,7 @@ def main():
     if not BUN.exists():
         sys.exit(f"bench: {BUN.relative_to(ROOT)} is missing: run `make bench`, which installs it")
 
-    wanted = set(options.only or [c.key for c in CASES] + ["backplane", CHANNELS.key])
+    wanted = set(options.only or [c.key for c in CASES] + ["backplane", CHANNELS.key, SCALE.key])
     results, backplane = {}, None
     for case in CASES:
         if case.key in wanted:
@@ -421,6 +466,9 @@ def main():
     if CHANNELS.key in wanted and (not options.server or "ours" in options.server):
         print(CHANNELS.title, flush=True)
         results[CHANNELS.key] = run_case(CHANNELS, ["ours"], options.repeat)
+    if SCALE.key in wanted and (not options.server or "ours" in options.server):
+        print(SCALE.title, flush=True)
+        results[SCALE.key] = run_case(SCALE, ["ours"], options.repeat)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "results.json").write_text(json.dumps({"machine": machine(), "cases": results, "backplane": backplane,

@@ -145,9 +145,17 @@ pub struct IdleArgs {
     #[arg(long, short = 'n', default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=200_000))]
     pub connections: u32,
 
-    /// How long to hold them once all are open; memory is read after the first second of it.
+    /// How long to hold them once all are open; memory is read after the first second of it, and
+    /// the server's CPU time over the rest (hold longer than its PING_INTERVAL to see the
+    /// heartbeat's cost).
     #[arg(long, default_value = "2s", value_parser = positive_duration)]
     pub hold: Duration,
+
+    /// Local addresses to open the connections from, in turn (repeatable), e.g. 127.0.0.2 and
+    /// 127.0.0.3 on loopback: one source address has about 28,000 ephemeral ports toward one
+    /// server port, fewer while earlier runs' sockets linger in TIME_WAIT.
+    #[arg(long = "source-address")]
+    pub source_addresses: Vec<std::net::IpAddr>,
 }
 
 /// `loadgen churn`.
@@ -374,6 +382,7 @@ mod tests {
             (&["broadcast", "--rate=-1"], "--rate"),
             (&["broadcast", "--clients", "0"], "--clients"),
             (&["idle", "--hold", "0s"], "--hold"),
+            (&["idle", "--source-address", "127.0.0"], "--source-address"),
             (&["churn", "--duration", "soon"], "--duration"),
             (
                 &["broadcast", "--clients", "2", "--senders", "3"],

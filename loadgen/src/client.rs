@@ -3,10 +3,12 @@
 //! `/wss`) or the subscription confirmed (on `/v1/ws`) before a connection counts as open.
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -46,8 +48,17 @@ impl std::fmt::Display for ConnectError {
 
 /// Connects to `url` and waits for the greeting, the first frame of the service's `/wss`.
 pub async fn connect(url: &str, timeout: Duration) -> Result<Socket, ConnectError> {
+    connect_from(url, None, timeout).await
+}
+
+/// [`connect`] from the local address `source` (the system's choice if `None`).
+pub async fn connect_from(
+    url: &str,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<Socket, ConnectError> {
     tokio::time::timeout(timeout, async {
-        let mut socket = handshake(url).await?;
+        let mut socket = handshake(url, source).await?;
         match socket.next().await {
             Some(Ok(Message::Text(_))) => Ok(socket),
             Some(Ok(other)) => Err(ConnectError::NoGreeting(format!("{other:?}"))),
@@ -61,7 +72,7 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<Socket, ConnectErro
 
 /// Connects to `url` without waiting for a greeting (`/echo` sends none).
 pub async fn open(url: &str, timeout: Duration) -> Result<Socket, ConnectError> {
-    tokio::time::timeout(timeout, handshake(url))
+    tokio::time::timeout(timeout, handshake(url, None))
         .await
         .unwrap_or(Err(ConnectError::TimedOut))
 }
@@ -74,7 +85,7 @@ pub async fn subscribe(
     timeout: Duration,
 ) -> Result<Socket, ConnectError> {
     tokio::time::timeout(timeout, async {
-        let mut socket = handshake(url).await?;
+        let mut socket = handshake(url, None).await?;
         let not_subscribed = ConnectError::NotSubscribed;
         let request = format!(r#"{{"type":"subscribe","channel":"{channel}"}}"#);
         socket
@@ -105,13 +116,55 @@ pub async fn subscribe(
     .unwrap_or(Err(ConnectError::TimedOut))
 }
 
-async fn handshake(url: &str) -> Result<Socket, ConnectError> {
+async fn handshake(url: &str, source: Option<IpAddr>) -> Result<Socket, ConnectError> {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let Some(source) = source else {
+        let (socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, None)
+                .await
+                .map_err(ConnectError::Handshake)?;
+        return Ok(socket);
+    };
+    let request = url.into_client_request().map_err(ConnectError::Handshake)?;
+    let stream = tcp_from(&request, source)
+        .await
+        .map_err(|err| ConnectError::Handshake(tungstenite::Error::Io(err)))?;
     let (socket, _) =
-        tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, None)
+        tokio_tungstenite::client_async_tls_with_config(request, stream, Some(config), None)
             .await
             .map_err(ConnectError::Handshake)?;
     Ok(socket)
+}
+
+/// A TCP connection to the request's host from `source`, Nagle off (as `connect_async` does).
+async fn tcp_from(
+    request: &tungstenite::handshake::client::Request,
+    source: IpAddr,
+) -> std::io::Result<TcpStream> {
+    let uri = request.uri();
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
+    let target = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|addr| addr.is_ipv4() == source.is_ipv4())
+        .ok_or_else(|| {
+            std::io::Error::other(format!("{host} has no address of {source}'s family"))
+        })?;
+    let socket = if source.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Opens `count` connections, `concurrency` at a time, spreading them over `urls` in turn.
@@ -122,8 +175,20 @@ pub async fn connect_many(
     concurrency: u32,
     timeout: Duration,
 ) -> Vec<Result<Socket, ConnectError>> {
+    connect_many_from(urls, &[], count, concurrency, timeout).await
+}
+
+/// [`connect_many`] from the local addresses `sources` in turn (the system's choice if empty).
+pub async fn connect_many_from(
+    urls: &[String],
+    sources: &[IpAddr],
+    count: u32,
+    concurrency: u32,
+    timeout: Duration,
+) -> Vec<Result<Socket, ConnectError>> {
     open_many(count, concurrency, |i| {
-        connect(&urls[i % urls.len()], timeout)
+        let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
+        connect_from(&urls[i % urls.len()], source, timeout)
     })
     .await
 }

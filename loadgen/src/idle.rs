@@ -1,5 +1,5 @@
 //! `loadgen idle`: opens N connections and holds them, to measure how fast the server accepts them
-//! and what an idle connection costs it in memory.
+//! and what an idle connection costs it: memory, and CPU time while held (its heartbeat).
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,11 @@ pub struct IdleResult {
     handshakes_per_s: f64,
     /// The growth of the server's resident memory per held connection (with --server-pid).
     server_bytes_per_connection: Option<f64>,
+    /// Seconds the connections were held after the memory was read.
+    idle_seconds: f64,
+    /// The server's CPU seconds per second over those (with --server-pid): what holding the
+    /// connections costs, pings and pongs included.
+    server_idle_cpu_per_s: Option<f64>,
     usage: PhaseUsage,
 }
 
@@ -55,6 +60,14 @@ impl std::fmt::Display for IdleResult {
                 bytes / 1024.0
             )?;
         }
+        if let Some(cpu) = self.server_idle_cpu_per_s {
+            writeln!(
+                f,
+                "  server CPU while idle: {:.2} ms per second, over {:.0} s",
+                cpu * 1000.0,
+                self.idle_seconds
+            )?;
+        }
         if !self.errors.none() {
             writeln!(f, "  {}", self.errors)?;
         }
@@ -67,8 +80,9 @@ pub async fn run(args: &IdleArgs) -> Result<IdleResult, String> {
     let common = &args.common;
     let phase = PhaseStart::now(&common.server_pids)?;
     let started = Instant::now();
-    let connections = client::connect_many(
+    let connections = client::connect_many_from(
         &common.urls,
+        &args.source_addresses,
         args.connections,
         common.connect_concurrency,
         common.connect_timeout,
@@ -113,7 +127,15 @@ pub async fn run(args: &IdleArgs) -> Result<IdleResult, String> {
         }
         _ => None,
     };
+    let idle = PhaseStart::now(&common.server_pids)?;
+    let idle_started = Instant::now();
     tokio::time::sleep(args.hold.saturating_sub(SETTLE)).await;
+    let idle_seconds = idle_started.elapsed().as_secs_f64();
+    let server_idle_cpu_per_s = idle
+        .end(&common.server_pids)?
+        .server_cpu_s
+        .filter(|_| idle_seconds >= 1.0)
+        .map(|cpu| cpu / idle_seconds);
     let _ = stop.send(true);
 
     for holder in holders {
@@ -133,6 +155,8 @@ pub async fn run(args: &IdleArgs) -> Result<IdleResult, String> {
         connect_seconds,
         handshakes_per_s: connected as f64 / connect_seconds,
         server_bytes_per_connection,
+        idle_seconds,
+        server_idle_cpu_per_s,
         usage,
     })
 }

@@ -265,6 +265,77 @@ async fn idle_holds_every_connection_and_reads_server_memory() {
     server.stop().await;
 }
 
+/// Established TCP connections from `source` to `port` on this host (IPv4, /proc/net/tcp).
+fn established_from(source: std::net::Ipv4Addr, port: u16) -> usize {
+    // Addresses in /proc/net/tcp are the in-memory u32, printed in hex: little-endian here.
+    let local = format!("{:08X}:", u32::from_le_bytes(source.octets()));
+    let remote = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields[1].starts_with(&local) && fields[2].ends_with(&remote) && fields[3] == "01"
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_spreads_connections_over_source_addresses_and_measures_the_held_cpu() {
+    let server = TestServer::start(&[]).await;
+    let url = server.url("/wss");
+    let pid = std::process::id().to_string();
+    let argv = [
+        "idle",
+        "-n",
+        "40",
+        "--hold",
+        "4s",
+        "--source-address",
+        "127.0.0.2",
+        "--source-address",
+        "127.0.0.3",
+        "--url",
+        &url,
+        "--server-pid",
+        &pid,
+        "--json",
+    ];
+    let run = tokio::spawn({
+        let argv: Vec<String> = argv.iter().map(|arg| arg.to_string()).collect();
+        async move {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            json_run(&argv, 0).await
+        }
+    });
+    let port = server.addr.port();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let spread = loop {
+        let spread = [
+            established_from([127, 0, 0, 2].into(), port),
+            established_from([127, 0, 0, 3].into(), port),
+        ];
+        if spread == [20, 20] || std::time::Instant::now() > deadline {
+            break spread;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        spread,
+        [20, 20],
+        "half of the connections from each address"
+    );
+    let result = run.await.unwrap();
+    assert_eq!(result["connected"], 40);
+    assert!(result["idle_seconds"].as_f64().unwrap() >= 2.5, "{result}");
+    assert!(
+        result["server_idle_cpu_per_s"].as_f64().unwrap() >= 0.0,
+        "{result}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_completes_handshakes() {
     let server = TestServer::start(&[]).await;
