@@ -377,7 +377,7 @@ def projection(result, connections=100_000):
     return (f"Projected for {connections:,} idle connections on one task, linearly from these figures: "
             f"{memory_mib:,.0f} MiB of memory ({baseline / 1048576:,.0f} MiB at start plus "
             f"{per_connection:,.0f} B each), {cpu * 100:.1f} % of one core for the heartbeat, and "
-            f"{open_s:,.0f} s to accept them all at this rate on one core of this machine. "
+            f"{open_s:,.0f} s to accept them all at this rate (this machine's two cores, shared with the load generator). "
             "The README's sizing advice turns this into task sizes.")
 
 
@@ -386,7 +386,8 @@ def settings(case):
     if not case.limits:
         return ""
     env = " ".join(f"{name}={value}" for name, value in case.limits.items())
-    return f"Our server with `{env}` (inbound rate limits off). "
+    unlimited = " (inbound rate limits off)" if all(case.limits.get(k) == v for k, v in UNLIMITED.items()) else ""
+    return f"Our server with `{env}`{unlimited}. "
 
 
 def render(results, backplane, info, repeat):
