@@ -6,13 +6,13 @@ use std::time::Duration;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::sleep;
 use tokio_tungstenite::tungstenite;
 
 use super::WebSocket;
-use super::socket::{write_frame, write_frames};
+use super::socket::{next_message, write_frame, write_frames};
 use crate::frame::Frame;
 use crate::limits::OverRateLimit;
 use crate::outbox::Outbox;
@@ -201,13 +201,13 @@ pub(super) async fn close(
                 if reason == CloseReason::RateLimited {
                     sleep(FLOODER_LINGER).await;
                 } else {
-                    while let Some(Ok(_)) = stream.next().await {}
+                    while let Some(Ok(_)) = next_message(&mut stream).await {}
                 }
             }
             // The WebSocket layer answers the client's close frame (the same code, or 1002 for one
             // a client may not send) when it is next read from, and then ends the stream.
             None if reason == CloseReason::ClientClosed => {
-                let _ = stream.next().await;
+                let _ = next_message(&mut stream).await;
                 let mut reply = VecDeque::new();
                 if let Some(Ok(())) = replies.take_all(&mut reply).now_or_never() {
                     let _ = write_frames(&mut socket, &mut reply).await;

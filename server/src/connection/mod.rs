@@ -26,7 +26,6 @@ use hyper::upgrade::{OnUpgrade, Parts};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{error, info};
 
@@ -41,11 +40,9 @@ use crate::protocol::{Route, wss};
 use crate::shutdown::Shutdown;
 use close::close;
 use reader::{Handler, Reader};
-use socket::ReadSide;
+pub use socket::WebSocket;
+use socket::{Polled, ReadSide};
 use writer::{Departure, HeartbeatTimer, Writer};
-
-/// The reading side of an upgraded WebSocket connection (the writer writes frames itself).
-pub type WebSocket = WebSocketStream<FrameMetered<ReadSide>>;
 
 /// Heartbeat timing.
 #[derive(Debug, Clone, Copy)]
@@ -215,15 +212,14 @@ impl Context {
                 Place::Channels(session) => Arc::clone(&session.subscriber().outbox),
                 Place::Echo(echo) => Arc::clone(&echo.outbox),
             };
-            let mut stream = WebSocketStream::from_raw_socket(
-                FrameMetered::new(
+            let mut stream = WebSocket::from_raw_socket(
+                Polled::new(FrameMetered::new(
                     ReadSide::new(read_buf, read_half, Arc::clone(&outbox)),
                     self.rate_limits,
-                ),
+                )),
                 Role::Server,
                 Some(self.websocket),
-            )
-            .await;
+            );
             let mut writer = Writer {
                 socket: write_half,
                 batch: VecDeque::new(),

@@ -5,12 +5,13 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::SystemTime;
 
+use futures_util::FutureExt;
 use futures_util::future::Either;
-use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::debug;
 
+use super::socket::poll_message;
 use super::{Activity, CloseReason, Context, EchoPlace, WebSocket};
 use crate::auth::Grant;
 use crate::hub::channel::BROADCAST;
@@ -72,7 +73,7 @@ impl<'a> Reader<'a> {
                     {
                         return Poll::Ready(None);
                     }
-                    stream.poll_next_unpin(cx).map(Some)
+                    poll_message(stream, cx).map(Some)
                 });
                 let frame = match next.await {
                     None => return CloseReason::TokenExpired,
