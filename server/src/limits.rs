@@ -258,6 +258,17 @@ impl<S> FrameMetered<S> {
         }
     }
 
+    /// Meters `inner` as [`FrameMetered::new`] does, counting first `prefix`: what the client sent
+    /// that was read before the socket was handed over (with its upgrade request), so that frame
+    /// boundaries are found from the first byte.
+    pub fn with_prefix(inner: S, limits: RateLimits, prefix: &[u8]) -> FrameMetered<S> {
+        let mut metered = FrameMetered::new(inner, limits);
+        // An error needs frames over the rate for OVER_LIMIT_GRACE, which bytes read at one
+        // moment cannot be.
+        let _ = metered.meter.feed(prefix);
+        metered
+    }
+
     /// The metered socket.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner

@@ -491,6 +491,34 @@ async fn a_socket_that_never_reads_its_responses_is_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_keeps_a_few_kilobytes_at_most() {
+    // What an idle connection holds for its whole life, measured from outside: a buffer kept by
+    // mistake (the HTTP server's 8 KiB read buffer once was) shows at once. The bound leaves room
+    // for this debug build's larger futures; `make bench` measures the release build.
+    const CONNECTIONS: usize = 1_000;
+    let server = Process::start(&[]).await;
+    let mut warm_up = Vec::new();
+    for _ in 0..100 {
+        warm_up.push(join_process(&server).await);
+    }
+    let before = server.rss_bytes();
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS {
+        held.push(join_process(&server).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per_connection = server.rss_bytes().saturating_sub(before) / CONNECTIONS as u64;
+    assert!(
+        per_connection < 5_000,
+        "{per_connection} bytes per idle connection"
+    );
+    assert_eq!(
+        server.metric("websocket_connections").await,
+        (CONNECTIONS + 100) as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_clients_that_never_read_hold_bounded_memory_and_are_not_evicted() {
     const HOARDERS: usize = 10;
     let server = Process::start(&[]).await;

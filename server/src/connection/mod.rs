@@ -181,6 +181,12 @@ impl Context {
                 return;
             };
             let (read_half, write_half) = io.into_inner().into_split();
+            // Bytes the client sent right behind its upgrade request, read with the request:
+            // tungstenite starts with them. Copied out (there are none, nearly always), and the
+            // HTTP server's read buffer let go: tungstenite would otherwise keep its 8 KiB as its
+            // own read buffer for the connection's life.
+            let early = read_buf.to_vec();
+            drop(read_buf);
             // The opened-connections count doubles as a process-unique connection id.
             let id = self.metrics.connections_opened.inc() + 1;
             self.metrics.connections.inc();
@@ -212,11 +218,13 @@ impl Context {
                 Place::Channels(session) => Arc::clone(&session.subscriber().outbox),
                 Place::Echo(echo) => Arc::clone(&echo.outbox),
             };
-            let mut stream = WebSocket::from_raw_socket(
-                Polled::new(FrameMetered::new(
-                    ReadSide::new(read_buf, read_half, Arc::clone(&outbox)),
+            let mut stream = WebSocket::from_partially_read(
+                Polled::new(FrameMetered::with_prefix(
+                    ReadSide::new(read_half, Arc::clone(&outbox)),
                     self.rate_limits,
+                    &early,
                 )),
+                early,
                 Role::Server,
                 Some(self.websocket),
             );

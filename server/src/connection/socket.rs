@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -131,27 +131,15 @@ const MAX_SLICES: usize = 64;
 
 /// The reading half as the WebSocket layer sees it.
 pub struct ReadSide {
-    /// Bytes the client sent right behind its upgrade request, read with the request by the HTTP
-    /// server: they come first. Empty for nearly every client, and then not a slice of the HTTP
-    /// server's read buffer: that would keep its 8 KiB for the connection's whole life.
-    early: Bytes,
     socket: OwnedReadHalf,
     /// Where the WebSocket layer's own frames go: the connection's outbox.
     replies: Arc<Outbox>,
 }
 
 impl ReadSide {
-    /// The reading half, with the bytes already read from it and the outbox for pongs.
-    pub fn new(early: Bytes, socket: OwnedReadHalf, replies: Arc<Outbox>) -> ReadSide {
-        ReadSide {
-            early: if early.is_empty() {
-                Bytes::new()
-            } else {
-                early
-            },
-            socket,
-            replies,
-        }
+    /// The reading half, and the outbox for pongs.
+    pub fn new(socket: OwnedReadHalf, replies: Arc<Outbox>) -> ReadSide {
+        ReadSide { socket, replies }
     }
 
     /// Sends the WebSocket layer's frames to `replies` from now on.
@@ -166,17 +154,7 @@ impl AsyncRead for ReadSide {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.early.is_empty() {
-            let take = this.early.len().min(buf.remaining());
-            buf.put_slice(&this.early[..take]);
-            this.early.advance(take);
-            if this.early.is_empty() {
-                this.early = Bytes::new();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.socket).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().socket).poll_read(cx, buf)
     }
 }
 
