@@ -16,6 +16,7 @@ const TEXT: u8 = 0x1;
 const BINARY: u8 = 0x2;
 const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
+const PONG: u8 = 0xa;
 
 /// The longest header of an unmasked frame: 2 bytes and a 64-bit length (RFC 6455, 5.2).
 const MAX_HEADER: usize = 10;
@@ -69,9 +70,10 @@ impl Frame {
         Frame(Bytes::from_static(&[FIN | CLOSE, 0]))
     }
 
-    /// Frames the WebSocket layer encoded itself (its pongs), taken as they are.
-    pub fn encoded(wire: Bytes) -> Frame {
-        Frame(wire)
+    /// A pong, carrying the payload of the ping it answers (RFC 6455, 5.5.3): at most 125
+    /// bytes, which the reader has checked.
+    pub fn pong(payload: &[u8]) -> Frame {
+        Frame::data(PONG, payload)
     }
 
     /// The bytes to write.
@@ -124,7 +126,7 @@ impl fmt::Debug for Frame {
             BINARY => "binary",
             CLOSE => "close",
             PING => "ping",
-            0xa => "pong",
+            PONG => "pong",
             _ => "other",
         };
         write!(

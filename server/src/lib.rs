@@ -50,11 +50,10 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{info, warn};
 
 use config::Config;
-use connection::Heartbeat;
+use connection::{Heartbeat, SizeLimits};
 use hub::{Fanout, HistoryLimits, Hub};
 use limits::RateLimits;
 use metrics::Metrics;
@@ -65,15 +64,6 @@ use serve::HttpLimits;
 /// Pending connections the kernel queues per listener. The default (128) drops connects in a burst
 /// of clients reconnecting at once, and each dropped SYN costs that client a one-second retry.
 const LISTEN_BACKLOG: u32 = 4096;
-
-/// Bytes tungstenite reads per call, and the buffer every connection holds for it. It is
-/// zero-filled on first use, so it is resident memory for every idle connection; larger frames
-/// grow it as they arrive.
-const READ_BUFFER: usize = 256;
-
-/// Bytes a connection buffers before writing them out mid-batch (a batch is flushed at its end
-/// anyway). It bounds what a connection keeps allocated after a burst.
-const WRITE_BUFFER: usize = 16 * 1024;
 
 /// How long in-flight plain HTTP requests, and connections cut at the drain deadline, may take to
 /// finish once the drain is over.
@@ -205,11 +195,11 @@ pub async fn run(config: &Config, listeners: Listeners, stop: impl Future<Output
             queue_limits,
             shutdown: shutdown.clone(),
             drain_spread: config.drain_spread(),
-            websocket: WebSocketConfig::default()
-                .read_buffer_size(READ_BUFFER)
-                .write_buffer_size(WRITE_BUFFER)
-                .max_message_size(Some(config.max_message_size as usize))
-                .max_frame_size(Some(config.max_frame_size as usize)),
+            // Both at most 64 MiB (config.rs).
+            size_limits: SizeLimits {
+                frame: config.max_frame_size as u32,
+                message: config.max_message_size as u32,
+            },
             auth: auth.clone(),
         }),
         permits: Arc::clone(&permits),

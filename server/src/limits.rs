@@ -5,12 +5,7 @@
 //! costs parsing however little it carries, and JSON nested thousands of levels deep crashes common
 //! recursive client parsers.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How long a client may stay over its rate limit before it is closed with 1008.
 pub const OVER_LIMIT_GRACE: Duration = Duration::from_secs(5);
@@ -212,170 +207,49 @@ fn clock_ms() -> u32 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u32
 }
 
-/// The read error a [`FrameMetered`] socket gives once its client has sent frames over the message
-/// rate for [`OVER_LIMIT_GRACE`].
+/// A client's frames over the message rate for [`OVER_LIMIT_GRACE`]: it is closed with 1008.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverRateLimit;
 
-impl std::fmt::Display for OverRateLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "frames over the rate limit for {OVER_LIMIT_GRACE:?}")
-    }
-}
-
-impl std::error::Error for OverRateLimit {}
-
-impl OverRateLimit {
-    /// Whether `err` is this error, as the WebSocket layer hands it on.
-    pub fn is(err: &io::Error) -> bool {
-        err.get_ref()
-            .is_some_and(|inner| inner.is::<OverRateLimit>())
-    }
-}
-
-/// The upgraded socket as the WebSocket layer reads it, with every frame counted as it arrives,
-/// from its header and without copying, against the message rate.
+/// Every frame a client sends, data, continuation or control, held to the message rate.
 ///
-/// The connection's reader sees only whole messages and control frames, so a client that sends a
-/// message's first fragment and then empty continuation frames forever would never be seen:
-/// nothing completes, so nothing counts, and the size limit is never reached. Counted here, every
-/// frame (data, continuation or control) takes a token of `MAX_MESSAGES_PER_SECOND`; a client over
-/// that for [`OVER_LIMIT_GRACE`] gets the read error [`OverRateLimit`], which the connection
-/// answers with 1008. Nothing is dropped here: whole messages are dropped by the reader's own
-/// limiter.
-#[derive(Debug)]
-pub struct FrameMetered<S> {
-    inner: S,
-    meter: FrameMeter,
-}
-
-impl<S> FrameMetered<S> {
-    /// Meters `inner` at `limits`' message rate (not at all if that is 0).
-    pub fn new(inner: S, limits: RateLimits) -> FrameMetered<S> {
-        FrameMetered {
-            inner,
-            meter: FrameMeter::new(limits.messages_per_second, limits.message_burst),
-        }
-    }
-
-    /// Meters `inner` as [`FrameMetered::new`] does, counting first `prefix`: what the client sent
-    /// that was read before the socket was handed over (with its upgrade request), so that frame
-    /// boundaries are found from the first byte.
-    pub fn with_prefix(inner: S, limits: RateLimits, prefix: &[u8]) -> FrameMetered<S> {
-        let mut metered = FrameMetered::new(inner, limits);
-        // An error needs frames over the rate for OVER_LIMIT_GRACE, which bytes read at one
-        // moment cannot be.
-        let _ = metered.meter.feed(prefix);
-        metered
-    }
-
-    /// The metered socket.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for FrameMetered<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let read = &buf.filled()[before..];
-        Poll::Ready(this.meter.feed(read).map_err(io::Error::other))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FrameMetered<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// Finds where frames start in a byte stream by reading only their headers (RFC 6455, 5.2: two
-/// bytes, the extended length, the masking key; the payload is skipped), and holds the frames to
-/// a token bucket.
+/// The connection's reader limits whole messages, so a client that sends a message's first
+/// fragment and then empty continuation frames forever would never be seen: nothing completes, so
+/// nothing counts, and the size limit is never reached. Counted here, every frame takes a token of
+/// `MAX_MESSAGES_PER_SECOND`; a client over that for [`OVER_LIMIT_GRACE`] is [`OverRateLimit`].
+/// Nothing is dropped here: whole messages are dropped by the reader's own limiter.
 ///
-/// It sits in every connection's socket for the connection's whole life, beside the WebSocket
-/// state, so it is kept to 32 bytes.
+/// It is in every connection for the connection's whole life, so it is kept to 20 bytes.
 #[derive(Debug)]
-struct FrameMeter {
-    /// The extended length being read, then the payload bytes still to skip.
-    count: u64,
+pub struct FrameRate {
     frames: Bucket,
     stretch: Stretch,
     rate: f32,
     burst: f32,
-    phase: ScanPhase,
-    /// Header bytes still to read in `ExtendedLength` and `MaskingKey`.
-    header_left: u8,
-    masked: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ScanPhase {
-    FirstByte,
-    Length,
-    ExtendedLength,
-    MaskingKey,
-    Payload,
-}
-
-impl FrameMeter {
-    fn new(rate: f32, burst: f32) -> FrameMeter {
-        FrameMeter {
-            count: 0,
-            frames: Bucket::full(burst),
+impl FrameRate {
+    /// A full bucket at `limits`' message rate (no limit if that is 0).
+    pub fn new(limits: &RateLimits) -> FrameRate {
+        FrameRate {
+            frames: Bucket::full(limits.message_burst),
             stretch: Stretch::new(clock_ms()),
-            rate,
-            burst,
-            phase: ScanPhase::FirstByte,
-            header_left: 0,
-            masked: false,
+            rate: limits.messages_per_second,
+            burst: limits.message_burst,
         }
     }
 
-    /// Consumes `bytes` read from the client; an error once its frames have been over the rate
-    /// for [`OVER_LIMIT_GRACE`].
-    fn feed(&mut self, bytes: &[u8]) -> Result<(), OverRateLimit> {
+    /// Counts a frame arriving now; an error once frames have been over the rate for
+    /// [`OVER_LIMIT_GRACE`].
+    pub fn admit(&mut self) -> Result<(), OverRateLimit> {
         if self.rate == 0.0 {
             return Ok(());
         }
-        match self.scan(bytes) {
-            0 => Ok(()),
-            frames => self.admit(frames, clock_ms()),
-        }
+        self.admit_at(1, clock_ms())
     }
 
     /// Takes a token for each of `frames` arriving at `now`.
-    fn admit(&mut self, frames: u32, now: u32) -> Result<(), OverRateLimit> {
+    fn admit_at(&mut self, frames: u32, now: u32) -> Result<(), OverRateLimit> {
         let elapsed = self.stretch.elapsed(now);
         if self.frames.refill(elapsed, self.rate, self.burst) {
             self.stretch.recovered();
@@ -391,77 +265,6 @@ impl FrameMeter {
             Verdict::Close => Err(OverRateLimit),
             Verdict::Accept | Verdict::Drop => Ok(()),
         }
-    }
-
-    /// Consumes `bytes`; returns how many frames began in them.
-    fn scan(&mut self, mut bytes: &[u8]) -> u32 {
-        let mut frames = 0;
-        while let Some((&byte, rest)) = bytes.split_first() {
-            match self.phase {
-                ScanPhase::Payload => {
-                    let skipped = bytes
-                        .len()
-                        .min(usize::try_from(self.count).unwrap_or(usize::MAX));
-                    self.count -= skipped as u64;
-                    bytes = &bytes[skipped..];
-                    if self.count == 0 {
-                        self.phase = ScanPhase::FirstByte;
-                    }
-                    continue;
-                }
-                ScanPhase::FirstByte => {
-                    frames += 1;
-                    self.phase = ScanPhase::Length;
-                }
-                ScanPhase::Length => {
-                    self.masked = byte & 0x80 != 0;
-                    match byte & 0x7f {
-                        126 => self.expect_extended_length(2),
-                        127 => self.expect_extended_length(8),
-                        length => self.length_known(u64::from(length)),
-                    }
-                }
-                ScanPhase::ExtendedLength => {
-                    self.count = self.count << 8 | u64::from(byte);
-                    self.header_left -= 1;
-                    if self.header_left == 0 {
-                        self.length_known(self.count);
-                    }
-                }
-                ScanPhase::MaskingKey => {
-                    self.header_left -= 1;
-                    if self.header_left == 0 {
-                        self.payload_begins();
-                    }
-                }
-            }
-            bytes = rest;
-        }
-        frames
-    }
-
-    fn expect_extended_length(&mut self, bytes: u8) {
-        self.phase = ScanPhase::ExtendedLength;
-        self.header_left = bytes;
-        self.count = 0;
-    }
-
-    fn length_known(&mut self, length: u64) {
-        self.count = length;
-        if self.masked {
-            self.phase = ScanPhase::MaskingKey;
-            self.header_left = 4;
-        } else {
-            self.payload_begins();
-        }
-    }
-
-    fn payload_begins(&mut self) {
-        self.phase = if self.count == 0 {
-            ScanPhase::FirstByte
-        } else {
-            ScanPhase::Payload
-        };
     }
 }
 
@@ -508,41 +311,21 @@ mod tests {
         byte_burst: 1_048_576.0,
     };
 
-    /// A masked client frame: FIN and `opcode`, the payload length as RFC 6455 encodes it.
-    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut bytes = vec![u8::from(fin) << 7 | opcode];
-        match payload.len() {
-            n @ 0..=125 => bytes.push(0x80 | n as u8),
-            n @ 126..=65_535 => {
-                bytes.push(0x80 | 126);
-                bytes.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                bytes.push(0x80 | 127);
-                bytes.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        bytes.extend_from_slice(&[1, 2, 3, 4]);
-        bytes.extend_from_slice(payload);
-        bytes
-    }
-
     #[test]
-    fn the_frame_meter_is_small() {
-        // It is in every connection's socket; 32 bytes keep the WebSocket state's allocation in
-        // mimalloc's 384-byte size class.
-        assert_eq!(std::mem::size_of::<FrameMeter>(), 32);
+    fn the_frame_rate_is_small() {
+        // It is in every connection for the connection's whole life.
+        assert_eq!(std::mem::size_of::<FrameRate>(), 20);
     }
 
     #[test]
     fn frames_over_the_rate_for_the_grace_period_are_an_error_and_bursts_are_not() {
         let grace = OVER_LIMIT_GRACE.as_millis() as u32;
-        let mut meter = FrameMeter::new(100.0, 200.0);
-        let start = meter.stretch.refilled_at;
+        let mut rate = FrameRate::new(&DEFAULTS);
+        let start = rate.stretch.refilled_at;
         // 1,000 frames a second: over from the 223rd millisecond on.
         let mut failed_at = None;
         for ms in 0..grace + 1_000 {
-            if meter.admit(1, start + ms).is_err() {
+            if rate.admit_at(1, start + ms).is_err() {
                 failed_at = Some(ms);
                 break;
             }
@@ -553,64 +336,10 @@ mod tests {
             "{failed_at}"
         );
         // Bursts of 250 every 3 s: over for a moment each time, never for 5 s.
-        let mut meter = FrameMeter::new(100.0, 200.0);
+        let mut rate = FrameRate::new(&DEFAULTS);
         for burst in 0..20 {
-            assert!(meter.admit(250, start + burst * 3_000).is_ok());
+            assert!(rate.admit_at(250, start + burst * 3_000).is_ok());
         }
-    }
-
-    #[test]
-    fn the_scan_counts_every_frame_however_the_bytes_are_cut() {
-        let mut stream = Vec::new();
-        stream.extend(frame(false, 1, b"he"));
-        for _ in 0..1_000 {
-            stream.extend(frame(false, 0, b""));
-        }
-        stream.extend(frame(true, 0, b"llo"));
-        stream.extend(frame(true, 9, b"ping"));
-        stream.extend(frame(true, 2, &[7; 300]));
-        stream.extend(frame(true, 2, &[7; 70_000]));
-        for chunk in [1, 2, 3, 7, 256, stream.len()] {
-            let mut meter = FrameMeter::new(100.0, 200.0);
-            let frames: u32 = stream.chunks(chunk).map(|bytes| meter.scan(bytes)).sum();
-            assert_eq!(frames, 1_005, "read {chunk} bytes at a time");
-            assert_eq!(meter.phase, ScanPhase::FirstByte);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_frame_flood_is_a_read_error_after_the_grace_period() {
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let mut metered = FrameMetered::new(server, DEFAULTS);
-        let mut client = client;
-        let empty_continuation = frame(false, 0, b"");
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let start = Instant::now();
-            while start.elapsed() < OVER_LIMIT_GRACE + Duration::from_secs(2) {
-                if client
-                    .write_all(&empty_continuation.repeat(100))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        });
-        let started = Instant::now();
-        let mut buf = [0u8; 256];
-        let err = loop {
-            use tokio::io::AsyncReadExt;
-            match metered.read(&mut buf).await {
-                Ok(0) => panic!("the flood ended before the limit closed it"),
-                Ok(_) => continue,
-                Err(err) => break err,
-            }
-        };
-        assert!(OverRateLimit::is(&err), "{err}");
-        assert!(started.elapsed() >= OVER_LIMIT_GRACE);
-        writer.abort();
     }
 
     #[test]

@@ -46,7 +46,7 @@ struct State {
     frames: VecDeque<Frame>,
     /// Payload bytes queued; a u32 beside `evicted` costs no space.
     bytes: u32,
-    /// Control frames queued (the WebSocket layer's pongs); a u16 in the same padding.
+    /// Control frames queued (pongs); a u16 in the same padding.
     control: u16,
     evicted: bool,
 }
@@ -281,8 +281,7 @@ mod tests {
     async fn control_frames_pass_data_limits_and_the_newest_replaces_the_last_past_theirs() {
         let outbox = Outbox::new();
         outbox.push(Frame::text("1"), &ONE_FRAME).unwrap();
-        let pong =
-            |n: u16| Frame::encoded(bytes::Bytes::from(vec![0x8a, 2, (n >> 8) as u8, n as u8]));
+        let pong = |n: u16| Frame::pong(&n.to_be_bytes());
         for n in 0..MAX_QUEUED_CONTROL_FRAMES + 10 {
             outbox.push_control(pong(n)).unwrap();
         }

@@ -324,7 +324,7 @@ async fn server_close_code(stream: &mut tokio::net::tcp::OwnedReadHalf) -> u16 {
 async fn frames_sent_along_with_the_upgrade_request_are_read_after_it() {
     // A client may send its first frames without waiting for the 101 (they arrive in the same
     // segment as the request head): the HTTP server has read them already, and they must not be
-    // lost on the way to the WebSocket layer.
+    // lost on the way to the connection's reader.
     let server = TestServer::start(&[]).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let mut request = upgrade_request("/echo", "HTTP/1.1", true, KEY, "13").into_bytes();

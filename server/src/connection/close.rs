@@ -1,20 +1,16 @@
 //! Why a connection ended, and ending it: the close code and text the server sends (RFC 6455,
 //! 7.4.1), and how long the close handshake may take.
 
-use std::time::Duration;
-
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::sleep;
-use tokio_tungstenite::tungstenite;
 
-use super::WebSocket;
-use super::socket::{next_message, write_frame, write_frames};
+use super::incoming::{Incoming, Received};
+use super::socket::{write_frame, write_frames};
 use crate::frame::Frame;
-use crate::limits::OverRateLimit;
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
 
@@ -130,19 +126,6 @@ impl CloseReason {
             CloseReason::ServerShutdown | CloseReason::ServiceRestart
         )
     }
-
-    pub(super) fn from_read_error(err: &tungstenite::Error) -> CloseReason {
-        use tungstenite::error::ProtocolError::ResetWithoutClosingHandshake;
-        match err {
-            tungstenite::Error::Capacity(_) => CloseReason::MessageTooBig,
-            // What tungstenite reports when the TCP stream ends with no close frame.
-            tungstenite::Error::Protocol(ResetWithoutClosingHandshake) => CloseReason::Abnormal,
-            tungstenite::Error::Protocol(_) => CloseReason::ProtocolError,
-            tungstenite::Error::Utf8(_) => CloseReason::InvalidUtf8,
-            tungstenite::Error::Io(err) if OverRateLimit::is(err) => CloseReason::RateLimited,
-            _ => CloseReason::Abnormal,
-        }
-    }
 }
 
 /// What the writer leaves to the close: its socket, the rest of the batch it was writing, and the
@@ -159,17 +142,10 @@ pub(super) struct Unsent<'a> {
 /// `CLOSE_HANDSHAKE_TIMEOUT`.
 pub(super) async fn close(
     unsent: Unsent<'_>,
-    mut stream: WebSocket,
+    mut incoming: Incoming,
     reason: CloseReason,
     mut shutdown: Shutdown,
 ) {
-    // From here on the WebSocket layer's own frames are the close handshake's, not the writer's:
-    // they go where this function picks them up (and are dropped once it has what it needs).
-    let replies = Arc::new(Outbox::new());
-    stream
-        .get_mut()
-        .get_mut()
-        .send_replies_to(Arc::clone(&replies));
     let Unsent {
         mut socket,
         mut batch,
@@ -201,17 +177,19 @@ pub(super) async fn close(
                 if reason == CloseReason::RateLimited {
                     sleep(FLOODER_LINGER).await;
                 } else {
-                    while let Some(Ok(_)) = next_message(&mut stream).await {}
+                    // Whatever the client still sends is read past (and not answered: no frame
+                    // may follow a close frame), up to its own close frame or the stream's end.
+                    while let Ok(received) = incoming.next().await {
+                        if received == Received::Close {
+                            break;
+                        }
+                    }
                 }
             }
-            // The WebSocket layer answers the client's close frame (the same code, or 1002 for one
-            // a client may not send) when it is next read from, and then ends the stream.
+            // The answer to the client's close frame: the same code, or 1002 for one a client may
+            // not send.
             None if reason == CloseReason::ClientClosed => {
-                let _ = next_message(&mut stream).await;
-                let mut reply = VecDeque::new();
-                if let Some(Ok(())) = replies.take_all(&mut reply).now_or_never() {
-                    let _ = write_frames(&mut socket, &mut reply).await;
-                }
+                let _ = write_frame(&mut socket, incoming.close_reply()).await;
             }
             _ => {}
         }

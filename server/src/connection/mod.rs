@@ -1,15 +1,16 @@
 //! One WebSocket connection, from upgrade to close.
 //!
 //! Reading and writing run side by side in the connection's task, each with its own half of the
-//! TCP socket ([`socket`]): the [`reader`] holds each client message to the connection's rate
-//! limits and hands it to its route's [`protocol`](crate::protocol), which says what it means (a
-//! broadcast, an echo); the [`writer`] drains the connection's queue in batches (everything
+//! TCP socket ([`socket`]): the [`reader`] takes each frame the client sends from [`incoming`],
+//! holds each message to the connection's rate limits and hands it to its route's
+//! [`protocol`](crate::protocol), which says what it means (a broadcast, an echo); the [`writer`] drains the connection's queue in batches (everything
 //! queued, in as few `writev` calls as the socket takes), keeps the heartbeat, and watches for the
 //! three things that end a connection from the server's side: the drain, eviction as a slow
 //! consumer, and a silent peer. Whichever side finishes first decides the [`CloseReason`], which
 //! picks the close code, the metric label and the log line ([`close`]).
 
 mod close;
+mod incoming;
 mod reader;
 mod socket;
 mod writer;
@@ -26,22 +27,21 @@ use hyper::upgrade::{OnUpgrade, Parts};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{error, info};
 
 use crate::auth::{Authenticator, Grant};
 use crate::frame::Frame;
 use crate::hub::{self, ChannelName, Fanout, Form, Hub};
-use crate::limits::{FrameMetered, RateLimits};
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, QueueLimits};
 use crate::protocol::v1::Session;
 use crate::protocol::{Route, wss};
 use crate::shutdown::Shutdown;
 use close::close;
+use incoming::Incoming;
+pub use incoming::SizeLimits;
 use reader::{Handler, Reader};
-pub use socket::WebSocket;
-use socket::{Polled, ReadSide};
 use writer::{Departure, HeartbeatTimer, Writer};
 
 /// Heartbeat timing.
@@ -74,8 +74,8 @@ pub struct Context {
     pub shutdown: Shutdown,
     /// The time over which the drain spreads the closes of `/v1/ws` connections (`DRAIN_SPREAD`).
     pub drain_spread: Duration,
-    /// Limits and buffer sizes of every WebSocket.
-    pub websocket: WebSocketConfig,
+    /// The largest frame and message a client may send.
+    pub size_limits: SizeLimits,
     /// Sign-in, when configured (a `/v1/ws` refresh checks its token with it).
     pub auth: Option<Arc<Authenticator>>,
 }
@@ -181,10 +181,9 @@ impl Context {
                 return;
             };
             let (read_half, write_half) = io.into_inner().into_split();
-            // Bytes the client sent right behind its upgrade request, read with the request:
-            // tungstenite starts with them. Copied out (there are none, nearly always), and the
-            // HTTP server's read buffer let go: tungstenite would otherwise keep its 8 KiB as its
-            // own read buffer for the connection's life.
+            // Bytes the client sent right behind its upgrade request, read with the request: the
+            // reader starts with them. Copied out (there are none, nearly always), so that the
+            // HTTP server's 8 KiB read buffer is let go.
             let early = read_buf.to_vec();
             drop(read_buf);
             // The opened-connections count doubles as a process-unique connection id.
@@ -218,16 +217,7 @@ impl Context {
                 Place::Channels(session) => Arc::clone(&session.subscriber().outbox),
                 Place::Echo(echo) => Arc::clone(&echo.outbox),
             };
-            let mut stream = WebSocket::from_partially_read(
-                Polled::new(FrameMetered::with_prefix(
-                    ReadSide::new(read_half, Arc::clone(&outbox)),
-                    self.rate_limits,
-                    &early,
-                )),
-                early,
-                Role::Server,
-                Some(self.websocket),
-            );
+            let mut incoming = Incoming::new(read_half, early, self.size_limits, &self.rate_limits);
             let mut writer = Writer {
                 socket: write_half,
                 batch: VecDeque::new(),
@@ -263,7 +253,8 @@ impl Context {
                         context: &self,
                         activity: &activity,
                         handler,
-                    }.run(&mut stream) => reason,
+                        replies: &outbox,
+                    }.run(&mut incoming) => reason,
                     reason = writer.run() => reason,
                 };
                 // Boxed: only a closing connection needs this state.
@@ -273,7 +264,7 @@ impl Context {
                         batch: writer.batch,
                         outbox: &outbox,
                     },
-                    stream,
+                    incoming,
                     reason,
                     writer.shutdown,
                 ))

@@ -8,16 +8,16 @@ use std::time::SystemTime;
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use tokio::time::{Instant, sleep_until};
-use tokio_tungstenite::tungstenite::{self, Message};
-use tracing::debug;
 
-use super::socket::poll_message;
-use super::{Activity, CloseReason, Context, EchoPlace, WebSocket};
+use super::incoming::{Incoming, Received};
+use super::{Activity, CloseReason, Context, EchoPlace};
 use crate::auth::Grant;
+use crate::frame::Frame;
 use crate::hub::channel::BROADCAST;
 use crate::limits::{RateLimiter, Verdict};
+use crate::outbox::Outbox;
 use crate::protocol::v1::Session;
-use crate::protocol::{Handover, Inbound, payload};
+use crate::protocol::{Handover, Inbound};
 
 /// The monotonic moment of a wall-clock one (a token's `exp` is wall-clock time).
 fn until(at: SystemTime) -> Instant {
@@ -30,8 +30,8 @@ enum Next<'a> {
     Read,
     /// Makes this handover (a broadcast, or an echo), then reads on.
     Deliver(Handover<'a>),
-    /// Hands this frame to the `/v1/ws` session, then reads on.
-    Channels(Message),
+    /// Hands the message to the `/v1/ws` session, then reads on.
+    Channels,
     /// Stops: the connection is over.
     Stop(CloseReason),
 }
@@ -52,10 +52,12 @@ pub(super) struct Reader<'a> {
     pub(super) context: &'a Context,
     pub(super) activity: &'a Activity,
     pub(super) handler: Handler<'a>,
+    /// Where the pongs go: the connection's outbox, for the writer to send in order.
+    pub(super) replies: &'a Outbox,
 }
 
 impl<'a> Reader<'a> {
-    pub(super) async fn run(mut self, stream: &mut WebSocket) -> CloseReason {
+    pub(super) async fn run(mut self, incoming: &mut Incoming) -> CloseReason {
         let mut limiter = RateLimiter::new(&self.context.rate_limits);
         // With sign-in, the connection ends when its token does. Boxed: only then is there one.
         let mut deadline = self.expires().map(|at| Box::pin(sleep_until(until(at))));
@@ -73,28 +75,29 @@ impl<'a> Reader<'a> {
                     {
                         return Poll::Ready(None);
                     }
-                    poll_message(stream, cx).map(Some)
+                    incoming.poll_next(cx).map(Some)
                 });
-                let frame = match next.await {
+                let received = match next.await {
                     None => return CloseReason::TokenExpired,
-                    Some(None) => return CloseReason::Abnormal,
-                    Some(Some(frame)) => frame,
+                    Some(Err(reason)) => return reason,
+                    Some(Ok(received)) => received,
                 };
                 self.activity.heard();
-                match self.receive(frame, &mut limiter) {
+                match self.receive(received, incoming, &mut limiter) {
                     Next::Read => continue,
                     Next::Stop(reason) => return reason,
                     Next::Deliver(handover) => Either::Left(handover.deliver().map(Ok)),
-                    Next::Channels(message) => {
+                    Next::Channels => {
                         let Handler::Channels(session) = &mut self.handler else {
-                            unreachable!("only a /v1/ws reader hands frames to a session")
+                            unreachable!("only a /v1/ws reader hands messages to a session")
                         };
                         let context = self.context;
-                        // Boxed with the frame it reads: a subscribe may wait for Redis, a
-                        // refresh for the identity provider's keys.
-                        Either::Right(Box::pin(async move {
-                            session.receive(payload(&message), context).await
-                        }))
+                        let payload = incoming.payload();
+                        // Boxed: a subscribe may wait for Redis, a refresh for the identity
+                        // provider's keys. The message stays in the reader's buffer meanwhile.
+                        Either::Right(Box::pin(
+                            async move { session.receive(payload, context).await },
+                        ))
                     }
                 }
             };
@@ -121,26 +124,27 @@ impl<'a> Reader<'a> {
 
     fn receive(
         &mut self,
-        frame: Result<Message, tungstenite::Error>,
+        received: Received,
+        incoming: &Incoming,
         limiter: &mut RateLimiter,
     ) -> Next<'a> {
-        let message = match frame {
-            Ok(message) => message,
-            Err(err) => {
-                debug!(error = %err, "read failed");
-                return Next::Stop(CloseReason::from_read_error(&err));
+        // Pongs only count as signs of life. Both, like every frame, counted toward the rate
+        // limit as they arrived (`FrameRate`).
+        let message = match received {
+            Received::Close => return Next::Stop(CloseReason::ClientClosed),
+            Received::Ping => {
+                // An outbox that takes no more is evicted, which the writer acts on.
+                let _ = self.replies.push_control(Frame::pong(incoming.payload()));
+                return Next::Read;
             }
+            Received::Pong => return Next::Read,
+            Received::Text | Received::Binary => match incoming.message(received) {
+                Some(message) => message,
+                None => return Next::Read,
+            },
         };
-        if message.is_close() {
-            return Next::Stop(CloseReason::ClientClosed);
-        }
-        // Pings are answered by the WebSocket layer; pongs only count as signs of life. Both,
-        // like every frame, counted toward the rate limit as they arrived (`FrameMetered`).
-        if !(message.is_text() || message.is_binary()) {
-            return Next::Read;
-        }
         let metrics = &*self.context.metrics;
-        let size = payload(&message).len();
+        let size = message.payload().len();
         self.activity.received.fetch_add(1, Ordering::Relaxed);
         metrics.messages_received.inc();
         metrics.bytes_received.inc_by(size as u64);
@@ -149,7 +153,7 @@ impl<'a> Reader<'a> {
             Verdict::Drop => {
                 metrics.messages_dropped("rate_limited", 1);
                 if let Handler::Channels(session) = &self.handler
-                    && session.rate_limited(payload(&message)).is_err()
+                    && session.rate_limited(message.payload()).is_err()
                 {
                     return Next::Stop(CloseReason::SlowConsumer);
                 }
@@ -161,7 +165,7 @@ impl<'a> Reader<'a> {
             }
         }
         let inbound = match &self.handler {
-            Handler::Channels(_) => return Next::Channels(message),
+            Handler::Channels(_) => return Next::Channels,
             Handler::Echo(echo) => Inbound::Echo(&echo.outbox, &self.context.queue_limits),
             Handler::Broadcast(Some(grant)) if !grant.may_publish(BROADCAST) => {
                 metrics.messages_dropped("forbidden", 1);

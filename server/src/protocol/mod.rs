@@ -8,19 +8,28 @@ pub mod v1;
 pub mod wss;
 
 use futures_util::future::Either;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::frame::Frame;
 use crate::hub::{Fanout, Publication};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, QueueLimits};
 
-/// The payload of a data frame (empty for control frames).
-pub fn payload(message: &Message) -> &[u8] {
-    match message {
-        Message::Text(text) => text.as_bytes(),
-        Message::Binary(bytes) => bytes,
-        _ => &[],
+/// A data message a client sent, as the connection's reader hands it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Text, valid UTF-8.
+    Text(&'a str),
+    /// Binary.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Message<'a> {
+    /// The payload, as bytes.
+    pub fn payload(&self) -> &'a [u8] {
+        match self {
+            Message::Text(text) => text.as_bytes(),
+            Message::Binary(bytes) => bytes,
+        }
     }
 }
 
@@ -67,16 +76,16 @@ pub enum Handover<'a> {
 impl<'a> Inbound<'a> {
     /// What the route makes of an admitted data message: the handover to make, or `None` when it
     /// is dropped (and counted as such).
-    pub fn accept(self, message: Message, metrics: &Metrics) -> Option<Handover<'a>> {
+    pub fn accept(self, message: Message<'_>, metrics: &Metrics) -> Option<Handover<'a>> {
         match self {
             Inbound::Broadcast(fanout) => {
-                wss::accept(&message, metrics).map(|p| Handover::Publish(fanout, p))
+                wss::accept(message, metrics).map(|p| Handover::Publish(fanout, p))
             }
             // Framed here, once: the one copy an echo costs.
             Inbound::Echo(outbox, limits) => {
-                let frame = match &message {
-                    Message::Text(text) => Frame::text(text.as_bytes()),
-                    _ => Frame::binary(payload(&message)),
+                let frame = match message {
+                    Message::Text(text) => Frame::text(text),
+                    Message::Binary(bytes) => Frame::binary(bytes),
                 };
                 Some(Handover::Echo(outbox, limits, frame))
             }

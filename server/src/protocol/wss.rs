@@ -2,9 +2,8 @@
 //! client sends reaches every client as `{"message": <the JSON as sent>}`.
 
 use serde_json::value::RawValue;
-use tokio_tungstenite::tungstenite::Message;
 
-use super::payload;
+use super::Message;
 use crate::hub::{ChannelName, Publication};
 use crate::limits;
 use crate::metrics::Metrics;
@@ -50,8 +49,8 @@ pub fn data(payload: &[u8]) -> Result<&str, Refused> {
 
 /// What a client's message publishes on the `broadcast` channel, counted as broadcast; `None`
 /// (counted as dropped, by reason) when it is not one JSON value within the depth limit.
-pub fn accept(message: &Message, metrics: &Metrics) -> Option<Publication> {
-    match data(payload(message)) {
+pub fn accept(message: Message<'_>, metrics: &Metrics) -> Option<Publication> {
+    match data(message.payload()) {
         Ok(data) => {
             metrics.messages_broadcast.inc();
             Some(Publication {
