@@ -178,7 +178,9 @@ pub(super) async fn close(
                     sleep(FLOODER_LINGER).await;
                 } else {
                     // Whatever the client still sends is read past (and not answered: no frame
-                    // may follow a close frame), up to its own close frame or the stream's end.
+                    // may follow a close frame), up to its own close frame or the stream's end;
+                    // after a frame that failed the connection, nothing more is read (RFC 6455,
+                    // 7.1.7: the connection may simply be dropped).
                     while let Ok(received) = incoming.next().await {
                         if received == Received::Close {
                             break;

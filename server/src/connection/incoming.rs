@@ -24,7 +24,7 @@ use crate::protocol::Message;
 
 /// Bytes asked of the socket at least, per read: a page. A larger frame is read as it arrives,
 /// its room grown at most [`MAX_READ_GROWTH`] at a time, so that a header claiming a frame of the
-/// largest size allowed reserves no more than the bytes that actually come.
+/// largest size allowed reserves at most that much beyond the bytes that actually came.
 const READ_CHUNK: usize = 4096;
 const MAX_READ_GROWTH: usize = 64 * 1024;
 
@@ -207,6 +207,13 @@ impl Incoming {
             }
             self.buffer.drain(..self.parsed);
             self.parsed = 0;
+            // The room a large frame grew is let go once what is left needs far less (a few
+            // bytes of the next frame must not keep a 64 MiB buffer for the connection's life);
+            // within a frame the need stays that frame's size, so nothing is copied twice.
+            let needed = (self.buffer.len() + wanted).max(READ_CHUNK);
+            if self.buffer.capacity() > 4 * needed {
+                self.buffer.shrink_to(self.buffer.len());
+            }
             self.buffer
                 .reserve(wanted.clamp(READ_CHUNK, MAX_READ_GROWTH));
             match self.socket.try_read_buf(&mut self.buffer) {
@@ -672,6 +679,32 @@ mod tests {
         let pending = std::future::poll_fn(|cx| Poll::Ready(incoming.poll_next(cx).is_pending()));
         assert!(pending.await);
         assert_eq!(incoming.buffer.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_room_a_large_frame_grew_is_let_go_when_a_few_bytes_are_left() {
+        let limits = SizeLimits {
+            frame: 64 << 20,
+            message: 64 << 20,
+        };
+        let (mut client, mut incoming, _write_half) = pair(limits).await;
+        let big = frame(true, BINARY, &vec![7; 8 << 20]);
+        let writer = tokio::spawn(async move {
+            client.write_all(&big).await.unwrap();
+            // The first byte of the next frame's header.
+            client.write_all(&[0x82]).await.unwrap();
+            client
+        });
+        assert_eq!(incoming.next().await, Ok(Received::Binary));
+        let _client = writer.await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let pending = std::future::poll_fn(|cx| Poll::Ready(incoming.poll_next(cx).is_pending()));
+        assert!(pending.await);
+        assert!(
+            incoming.buffer.capacity() <= 2 * READ_CHUNK,
+            "{}",
+            incoming.buffer.capacity()
+        );
     }
 
     #[tokio::test]

@@ -174,23 +174,28 @@ impl Context {
             let Ok(upgraded) = upgrade.await else {
                 return;
             };
-            // Every connection is served on a plain TCP socket (serve.rs): TLS ends at the load
-            // balancer.
-            let Ok(Parts { io, read_buf, .. }) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-                error!("an upgraded connection is not a TCP socket");
-                return;
+            // In a block: what only the start needs keeps no room in the task for the
+            // connection's life.
+            let (read_half, write_half, early, id) = {
+                // Every connection is served on a plain TCP socket (serve.rs): TLS ends at the
+                // load balancer.
+                let Ok(Parts { io, read_buf, .. }) = upgraded.downcast::<TokioIo<TcpStream>>()
+                else {
+                    error!("an upgraded connection is not a TCP socket");
+                    return;
+                };
+                let (read_half, write_half) = io.into_inner().into_split();
+                // Bytes the client sent right behind its upgrade request, read with the request:
+                // the reader starts with them. Copied out (there are none, nearly always), so that
+                // the HTTP server's 8 KiB read buffer is let go.
+                let early = read_buf.to_vec();
+                // The opened-connections count doubles as a process-unique connection id.
+                let id = self.metrics.connections_opened.inc() + 1;
+                self.metrics.connections.inc();
+                let subject = grant.as_ref().and_then(|grant| grant.subject.as_deref());
+                info!(conn = id, client = %client, route = route.label(), sub = subject, "connection opened");
+                (read_half, write_half, early, id)
             };
-            let (read_half, write_half) = io.into_inner().into_split();
-            // Bytes the client sent right behind its upgrade request, read with the request: the
-            // reader starts with them. Copied out (there are none, nearly always), so that the
-            // HTTP server's 8 KiB read buffer is let go.
-            let early = read_buf.to_vec();
-            drop(read_buf);
-            // The opened-connections count doubles as a process-unique connection id.
-            let id = self.metrics.connections_opened.inc() + 1;
-            self.metrics.connections.inc();
-            let subject = grant.as_ref().and_then(|grant| grant.subject.as_deref());
-            info!(conn = id, client = %client, route = route.label(), sub = subject, "connection opened");
 
             let activity = Activity::new();
             // `/wss` clients join `broadcast` before the greeting, so that everything published

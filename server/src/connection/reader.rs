@@ -57,58 +57,67 @@ pub(super) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    pub(super) async fn run(mut self, incoming: &mut Incoming) -> CloseReason {
-        let mut limiter = RateLimiter::new(&self.context.rate_limits);
-        // With sign-in, the connection ends when its token does. Boxed: only then is there one.
-        let mut deadline = self.expires().map(|at| Box::pin(sleep_until(until(at))));
-        loop {
-            // Decided by a plain function, and only the future to wait on kept past this block
-            // (a local, and a match's scrutinee, keep their room in the task to the end of their
-            // scope), so that a reader waiting holds only what it waits with: every connection's
-            // task is allocated at its largest state's size.
-            let pending = {
-                // One future for both, polled by hand: a `select!` here would cost every
-                // connection's task its state, sign-in or not.
-                let next = std::future::poll_fn(|cx| {
-                    if let Some(deadline) = deadline.as_mut()
-                        && deadline.as_mut().poll(cx).is_ready()
-                    {
-                        return Poll::Ready(None);
+    /// Reads until the connection ends, and says why it did. An async block rather than an async
+    /// fn, which would keep a second copy of the reader in every connection's task.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps a second copy of its arguments"
+    )]
+    pub(super) fn run(mut self, incoming: &mut Incoming) -> impl Future<Output = CloseReason> {
+        async move {
+            let mut limiter = RateLimiter::new(&self.context.rate_limits);
+            // With sign-in, the connection ends when its token does. Boxed: only then is there one.
+            let mut deadline = self.expires().map(|at| Box::pin(sleep_until(until(at))));
+            loop {
+                // Decided by a plain function, and only the future to wait on kept past this block
+                // (a local, and a match's scrutinee, keep their room in the task to the end of their
+                // scope), so that a reader waiting holds only what it waits with: every connection's
+                // task is allocated at its largest state's size.
+                let pending = {
+                    // One future for both, polled by hand: a `select!` here would cost every
+                    // connection's task its state, sign-in or not.
+                    let next = std::future::poll_fn(|cx| {
+                        if let Some(deadline) = deadline.as_mut()
+                            && deadline.as_mut().poll(cx).is_ready()
+                        {
+                            return Poll::Ready(None);
+                        }
+                        incoming.poll_next(cx).map(Some)
+                    });
+                    let received = match next.await {
+                        None => return CloseReason::TokenExpired,
+                        Some(Err(reason)) => return reason,
+                        Some(Ok(received)) => received,
+                    };
+                    self.activity.heard();
+                    match self.receive(received, incoming, &mut limiter) {
+                        Next::Read => continue,
+                        Next::Stop(reason) => return reason,
+                        Next::Deliver(handover) => Either::Left(handover.deliver().map(Ok)),
+                        Next::Channels => {
+                            let Handler::Channels(session) = &mut self.handler else {
+                                unreachable!("only a /v1/ws reader hands messages to a session")
+                            };
+                            let context = self.context;
+                            let payload = incoming.payload();
+                            // Boxed: a subscribe may wait for Redis, a refresh for the identity
+                            // provider's keys. The message stays in the reader's buffer meanwhile.
+                            Either::Right(Box::pin(async move {
+                                session.receive(payload, context).await
+                            }))
+                        }
                     }
-                    incoming.poll_next(cx).map(Some)
-                });
-                let received = match next.await {
-                    None => return CloseReason::TokenExpired,
-                    Some(Err(reason)) => return reason,
-                    Some(Ok(received)) => received,
                 };
-                self.activity.heard();
-                match self.receive(received, incoming, &mut limiter) {
-                    Next::Read => continue,
-                    Next::Stop(reason) => return reason,
-                    Next::Deliver(handover) => Either::Left(handover.deliver().map(Ok)),
-                    Next::Channels => {
-                        let Handler::Channels(session) = &mut self.handler else {
-                            unreachable!("only a /v1/ws reader hands messages to a session")
-                        };
-                        let context = self.context;
-                        let payload = incoming.payload();
-                        // Boxed: a subscribe may wait for Redis, a refresh for the identity
-                        // provider's keys. The message stays in the reader's buffer meanwhile.
-                        Either::Right(Box::pin(
-                            async move { session.receive(payload, context).await },
-                        ))
-                    }
+                if pending.await.is_err() {
+                    return CloseReason::SlowConsumer;
                 }
-            };
-            if pending.await.is_err() {
-                return CloseReason::SlowConsumer;
-            }
-            // A refresh moves the end of the connection.
-            if let Handler::Channels(session) = &mut self.handler
-                && let (Some(deadline), Some(at)) = (deadline.as_mut(), session.take_refreshed())
-            {
-                deadline.as_mut().reset(until(at));
+                // A refresh moves the end of the connection.
+                if let Handler::Channels(session) = &mut self.handler
+                    && let (Some(deadline), Some(at)) =
+                        (deadline.as_mut(), session.take_refreshed())
+                {
+                    deadline.as_mut().reset(until(at));
+                }
             }
         }
     }

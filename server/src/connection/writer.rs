@@ -14,9 +14,6 @@ use crate::frame::Frame;
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
 
-/// Frames' worth of batch buffer a connection keeps between batches.
-const KEEP_BATCH_CAPACITY: usize = 64;
-
 /// The writing half and the events that can interrupt it.
 pub(super) struct Writer<'a> {
     pub(super) socket: OwnedWriteHalf,
@@ -71,10 +68,6 @@ impl Writer<'_> {
             // connection's task is allocated at its largest state's size.
             if let Err(reason) = Box::pin(self.write()).await {
                 return reason;
-            }
-            // A burst may have grown the batch; an idle connection should not keep that memory.
-            if self.batch.capacity() > KEEP_BATCH_CAPACITY {
-                self.batch = VecDeque::new();
             }
         }
     }
