@@ -8,7 +8,10 @@ server's CPU time and memory are read from /proc), and stops the server. The ser
 - lean: `lean-reference`, a hand-written tokio-tungstenite server (bench/lean-reference);
 - node: the replaced design's stack, express + ws (bench/node-reference);
 - bun: the fastest JavaScript stack, Bun.serve (uWebSockets) with its native topic publish
-  (bench/bun-reference), run by the Bun binary npm installs there.
+  (bench/bun-reference), run by the Bun binary npm installs there;
+- ours-1t: ours with WORKER_THREADS=1, one thread serving connections as Bun and Node do: the
+  load generator shares this machine's two cores, so the default's second thread mostly competes
+  with it; the targets are held against ours.
 
 The backplane case runs ours alone, alone with Redis, and as two processes sharing one Redis. The
 channels case (`/v1/ws`) runs ours only: the references have no channels. The scale case holds as
@@ -37,7 +40,7 @@ ARTIFACTS = ROOT / ".artifacts" / "bench"
 REPORT = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
-SERVERS = ("ours", "lean", "node", "bun")
+SERVERS = ("ours", "lean", "node", "bun", "ours-1t")
 BUN_REFERENCE = ROOT / "bench" / "bun-reference"
 # The Linux x64 build from npm (@oven/bun-linux-x64), pinned in bench/bun-reference/package-lock.json,
 # rather than whatever `bun` is on the PATH: every machine measures the same version.
@@ -141,8 +144,10 @@ class Process:
 def start_server(kind, redis_url=None, limits=None, path="/wss"):
     port = free_port()
     env = {"HOST": "127.0.0.1", "PORT": str(port)}
-    if kind == "ours":
+    if kind in ("ours", "ours-1t"):
         env.update(METRICS_PORT=str(free_port()), MAX_CONNECTIONS="18000", LOG_LEVEL="info", LOG_FORMAT="json")
+        if kind == "ours-1t":
+            env["WORKER_THREADS"] = "1"
         env.update(limits or {})
         if redis_url:
             env["REDIS_URL"] = redis_url
@@ -195,7 +200,7 @@ def run_case(case, kinds, repeat):
                 server.stop()
     medians = {kind: median_run(case, runs[kind]) for kind in kinds}
     for kind, result in medians.items():
-        print(f"  {kind:5} {summary(case, result)}", flush=True)
+        print(f"  {kind:7} {summary(case, result)}", flush=True)
     return medians
 
 

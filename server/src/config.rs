@@ -126,6 +126,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_http_connections: u32,
 
+    /// Threads that serve connections; 0: one per CPU the process may use. A fan-out's writes
+    /// spread over them; on a machine whose cores something else also uses, fewer threads spend
+    /// less CPU per delivery (BENCHMARKS.md).
+    #[arg(long, env = "WORKER_THREADS", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub worker_threads: u16,
+
     /// Proxies in front of the server that append to X-Forwarded-For (2 behind CloudFront and an
     /// ALB): the client address logged is that many entries from the right, which no client can
     /// forge. 0: the TCP peer.

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         mut config,
     } = Cli::load();
     match command {
-        Some(Command::Healthcheck) => runtime(false).block_on(healthcheck::run(&config)),
+        Some(Command::Healthcheck) => runtime(None).block_on(healthcheck::run(&config)),
         None => {
             let fitted = config::raise_open_file_limit()
                 .map_err(|err| format!("cannot read or raise the open-file limit: {err}"))
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             if let Some(warning) = warning {
                 tracing::warn!("{warning}");
             }
-            runtime(true).block_on(async {
+            runtime(Some(config.worker_threads)).block_on(async {
                 let listeners = match Listeners::bind(&config) {
                     Ok(listeners) => listeners,
                     Err(err) => {
@@ -43,11 +43,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
-    let mut builder = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
+/// The server's runtime, on `worker_threads` threads (0: one per CPU the process may use), or on
+/// the calling thread alone (`None`: the health check).
+fn runtime(worker_threads: Option<u16>) -> tokio::runtime::Runtime {
+    let mut builder = match worker_threads {
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if threads > 0 {
+                builder.worker_threads(usize::from(threads));
+            }
+            builder
+        }
+        None => tokio::runtime::Builder::new_current_thread(),
     };
     builder
         .enable_all()

@@ -395,6 +395,8 @@ fn every_bad_setting_is_refused_with_one_line_naming_it() {
         ("HEADER_READ_TIMEOUT", "0", "HEADER_READ_TIMEOUT"),
         ("HTTP_IDLE_TIMEOUT", "never", "HTTP_IDLE_TIMEOUT"),
         ("MAX_HTTP_CONNECTIONS", "0", "MAX_HTTP_CONNECTIONS"),
+        ("WORKER_THREADS", "2000", "WORKER_THREADS"),
+        ("WORKER_THREADS", "-1", "WORKER_THREADS"),
         ("TRUSTED_PROXY_HOPS", "17", "TRUSTED_PROXY_HOPS"),
         // Longer than HTTP_IDLE_TIMEOUT (75 s), which bounds every head too.
         ("HEADER_READ_TIMEOUT", "80s", "HEADER_READ_TIMEOUT"),
@@ -481,6 +483,7 @@ fn help_lists_every_setting() {
         "HEADER_READ_TIMEOUT",
         "HTTP_IDLE_TIMEOUT",
         "MAX_HTTP_CONNECTIONS",
+        "WORKER_THREADS",
         "TRUSTED_PROXY_HOPS",
     ] {
         assert!(

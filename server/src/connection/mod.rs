@@ -223,10 +223,10 @@ impl Context {
                 Place::Echo(echo) => Arc::clone(&echo.outbox),
             };
             let mut incoming = Incoming::new(read_half, early, self.size_limits, &self.rate_limits);
+            let mut shutdown = self.shutdown.clone();
             let mut writer = Writer {
                 socket: write_half,
                 batch: VecDeque::new(),
-                shutdown: self.shutdown.clone(),
                 outbox: &outbox,
                 heartbeat: HeartbeatTimer::new(&self.heartbeat),
                 ping_owed: false,
@@ -260,7 +260,7 @@ impl Context {
                         handler,
                         replies: &outbox,
                     }.run(&mut incoming) => reason,
-                    reason = writer.run() => reason,
+                    reason = writer.run(&mut shutdown) => reason,
                 };
                 // Boxed: only a closing connection needs this state.
                 Box::pin(close(
@@ -271,7 +271,7 @@ impl Context {
                     },
                     incoming,
                     reason,
-                    writer.shutdown,
+                    shutdown,
                 ))
                 .await;
                 reason

@@ -2,6 +2,7 @@
 //! that interrupt a write (the drain, eviction, a silent peer).
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,6 @@ pub(super) struct Writer<'a> {
     /// The frames being written. Whatever is left of them when the connection ends goes out
     /// before the close frame: the first may be half on the wire already.
     pub(super) batch: VecDeque<Frame>,
-    pub(super) shutdown: Shutdown,
     pub(super) outbox: &'a Outbox,
     pub(super) heartbeat: HeartbeatTimer,
     /// A ping fell due while a batch was stuck: it goes out first thing after, its pong deadline
@@ -37,7 +37,11 @@ pub(super) struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    pub(super) async fn run(&mut self) -> CloseReason {
+    pub(super) async fn run(&mut self, shutdown: &mut Shutdown) -> CloseReason {
+        // One wait for the drain for the connection's whole life: made anew at every batch, it
+        // would join and leave the drain signal's waiters each time (a tenth of the server's CPU
+        // at a steady 50,000 deliveries/s: 1.65 s against 1.48 s).
+        let mut draining = std::pin::pin!(shutdown.draining());
         loop {
             if std::mem::take(&mut self.ping_owed) {
                 self.batch.push_back(Frame::ping());
@@ -45,7 +49,7 @@ impl Writer<'_> {
                 tokio::select! {
                 biased;
                 // Once leaving, `draining` would complete at every turn of the loop.
-                _ = self.shutdown.draining(), if self.departure != Departure::Leaving => match self.departure.drain_started(self.context.drain_spread, &mut self.heartbeat) {
+                _ = draining.as_mut(), if self.departure != Departure::Leaving => match self.departure.drain_started(self.context.drain_spread, &mut self.heartbeat) {
                     Some(reason) => return reason,
                     None => continue,
                 },
@@ -66,7 +70,7 @@ impl Writer<'_> {
             }
             // Boxed: a batch in flight needs far more state than an idle connection, and every
             // connection's task is allocated at its largest state's size.
-            if let Err(reason) = Box::pin(self.write()).await {
+            if let Err(reason) = Box::pin(self.write(draining.as_mut())).await {
                 return reason;
             }
         }
@@ -74,7 +78,10 @@ impl Writer<'_> {
 
     /// Writes the whole batch; gives up as soon as the drain closes the connection, the client is
     /// evicted, or the client stays silent past the pong timeout while the write is stuck.
-    async fn write(&mut self) -> Result<(), CloseReason> {
+    async fn write(
+        &mut self,
+        mut draining: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), CloseReason> {
         let written = write_batch(&mut self.socket, &mut self.batch);
         tokio::pin!(written);
         loop {
@@ -87,7 +94,7 @@ impl Writer<'_> {
                     self.context.metrics.bytes_sent.inc_by(bytes);
                     return Ok(());
                 }
-                _ = self.shutdown.draining(), if self.departure != Departure::Leaving => {
+                _ = draining.as_mut(), if self.departure != Departure::Leaving => {
                     if let Some(reason) = self.departure.drain_started(self.context.drain_spread, &mut self.heartbeat) {
                         return Err(reason);
                     }
