@@ -309,9 +309,13 @@ def rows_for(result):
                  None if idle_cpu is None else idle_cpu * 1000, " ms"),
                 ("connected / errors", f"{result['connected']:,} / {result['errors']}", "")]
     lat = result["handshake_latency"]
+    cores = os.cpu_count() or 1
+    busy = (usage["server_cpu_s"] + usage["loadgen_cpu_s"]) / (cores * result["seconds"])
     return [("handshakes/s", result["handshakes_per_s"], ""), ("handshake p50", lat["p50_ms"], " ms"),
             ("handshake p99", lat["p99_ms"], " ms"), ("server CPU", usage["server_cpu_s"], " s"),
+            ("server CPU per handshake", usage["server_cpu_s"] / result["handshakes"] * 1e6, " µs"),
             ("load generator CPU", usage["loadgen_cpu_s"], " s"),
+            (f"the {cores} cores busy with server and load generator", busy * 100, " %"),
             ("handshakes / errors", f"{result['handshakes']:,} / {result['errors']}", "")]
 
 
