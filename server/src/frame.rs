@@ -12,17 +12,23 @@ use std::fmt;
 use bytes::{Buf, Bytes};
 
 const FIN: u8 = 0x80;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xa;
+
+/// Frame opcodes (RFC 6455, 5.2), for the frames the server writes and those it reads.
+pub(crate) mod opcode {
+    pub(crate) const CONTINUATION: u8 = 0x0;
+    pub(crate) const TEXT: u8 = 0x1;
+    pub(crate) const BINARY: u8 = 0x2;
+    pub(crate) const CLOSE: u8 = 0x8;
+    pub(crate) const PING: u8 = 0x9;
+    pub(crate) const PONG: u8 = 0xa;
+}
+use opcode::{BINARY, CLOSE, PING, PONG, TEXT};
 
 /// The longest header of an unmasked frame: 2 bytes and a 64-bit length (RFC 6455, 5.2).
 const MAX_HEADER: usize = 10;
 
 /// The most a control frame may carry (RFC 6455, 5.5).
-const MAX_CONTROL_PAYLOAD: usize = 125;
+pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// One or more complete frames, as written on the wire.
 #[derive(Clone, PartialEq, Eq)]

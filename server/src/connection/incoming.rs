@@ -18,7 +18,8 @@ use std::task::{Context, Poll, ready};
 use tokio::net::tcp::OwnedReadHalf;
 
 use super::CloseReason;
-use crate::frame::Frame;
+use crate::frame::opcode::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
+use crate::frame::{Frame, MAX_CONTROL_PAYLOAD};
 use crate::limits::{FrameRate, RateLimits};
 use crate::protocol::Message;
 
@@ -27,16 +28,6 @@ use crate::protocol::Message;
 /// largest size allowed reserves at most that much beyond the bytes that actually came.
 const READ_CHUNK: usize = 4096;
 const MAX_READ_GROWTH: usize = 64 * 1024;
-
-/// The most a control frame may carry (RFC 6455, 5.5).
-const MAX_CONTROL_PAYLOAD: u64 = 125;
-
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xa;
 
 /// The sizes a client's frames and messages may reach (`MAX_FRAME_SIZE`, `MAX_MESSAGE_SIZE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,7 +296,7 @@ impl Incoming {
             .as_ref()
             .map_or(0, |f| f.payload.len() as u64);
         match header.opcode {
-            CLOSE | PING | PONG if !header.fin || header.len > MAX_CONTROL_PAYLOAD => {
+            CLOSE | PING | PONG if !header.fin || header.len > MAX_CONTROL_PAYLOAD as u64 => {
                 Err(CloseReason::ProtocolError)
             }
             CLOSE | PING | PONG => Ok(()),
