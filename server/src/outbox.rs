@@ -204,6 +204,9 @@ impl Outbox {
     /// at every batch was about 8 % of the server's CPU at full-speed broadcast, in reallocations
     /// and the page faults of the memory they took), and both queues let it go as soon as there
     /// is nothing to take: an idle connection keeps at most [`IDLE_ROOM`] frames' worth.
+    ///
+    /// Only the connection's writer may wait here or in [`Outbox::evicted`]: the outbox keeps one
+    /// waker, and a second task waiting would take the writer's wake-ups.
     pub fn take_all<'a>(
         &'a self,
         batch: &'a mut VecDeque<Frame>,
@@ -216,6 +219,8 @@ impl Outbox {
         cx: &mut Context<'_>,
         batch: &mut VecDeque<Frame>,
     ) -> Poll<Result<(), Evicted>> {
+        // Swapped in, frames left in the batch would be queued again and sent twice.
+        debug_assert!(batch.is_empty(), "take_all with frames still in the batch");
         // Registered before looking: a push after the look finds the outbox empty and wakes it.
         self.ready.register(cx.waker());
         let mut state = self.lock();
