@@ -342,6 +342,35 @@ async fn frames_sent_along_with_the_upgrade_request_are_read_after_it() {
 }
 
 #[tokio::test]
+async fn fragments_past_the_message_size_are_closed_with_1009_and_others_go_on() {
+    // Every fragment is within MAX_FRAME_SIZE; together they pass MAX_MESSAGE_SIZE at the
+    // eleventh. The limit is on the message, so the eleventh fragment ends the connection.
+    let server =
+        TestServer::start(&["--max-message-size", "1000", "--max-frame-size", "100"]).await;
+    let mut listener = join(&server).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = upgrade_request("/echo", "HTTP/1.1", true, KEY, "13");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 101"));
+    let mut fragments = client_frame(false, 2, &[7; 100]);
+    for _ in 0..10 {
+        fragments.extend(client_frame(false, 0, &[7; 100]));
+    }
+    stream.write_all(&fragments).await.unwrap();
+    let (opcode, payload) = tokio::time::timeout(PATIENCE, server_frame(&mut stream))
+        .await
+        .expect("the close frame");
+    assert_eq!(opcode, 8);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1009);
+    send_text(&mut listener, r#"{"still":"served"}"#).await;
+    assert_eq!(
+        next_text(&mut listener).await,
+        r#"{"message":{"still":"served"}}"#
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_burst_of_pings_is_answered_in_order_up_to_the_most_recent() {
     // RFC 6455, 5.5.3: pongs may be left out for pings answered by a later pong, but the most
     // recent ping gets its own. However pongs pile up behind a client that pings faster than it
