@@ -12,7 +12,6 @@
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;

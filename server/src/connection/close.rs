@@ -179,7 +179,7 @@ pub(super) async fn close(
                 } else {
                     // Whatever the client still sends is read past (and not answered: no frame
                     // may follow a close frame), up to its own close frame or the stream's end;
-                    // after a frame that failed the connection, nothing more is read (RFC 6455,
+                    // after a frame the reader could not parse, nothing more is read (RFC 6455,
                     // 7.1.7: the connection may simply be dropped).
                     while let Ok(received) = incoming.next().await {
                         if received == Received::Close {

@@ -41,7 +41,7 @@ pub struct SizeLimits {
 /// What the client sent: its payload is [`Incoming::payload`] until the next read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
-    /// A text message, valid UTF-8.
+    /// A text message ([`Incoming::message`] checks its UTF-8).
     Text,
     /// A binary message.
     Binary,
@@ -168,13 +168,17 @@ impl Incoming {
         }
     }
 
-    /// The data message the last read returned, if it returned one.
-    pub fn message(&self, received: Received) -> Option<Message<'_>> {
+    /// The data message the last read returned: [`Received::Text`] or [`Received::Binary`], or
+    /// `None` for a control frame. A text message's UTF-8 is checked here, once (a fragmented
+    /// one's was also checked fragment by fragment as it came, so that it fails at the fragment
+    /// that breaks it); text that is not UTF-8 is [`CloseReason::InvalidUtf8`].
+    pub fn message(&self, received: Received) -> Result<Option<Message<'_>>, CloseReason> {
         match received {
-            // Checked when it was parsed.
-            Received::Text => std::str::from_utf8(self.payload()).ok().map(Message::Text),
-            Received::Binary => Some(Message::Binary(self.payload())),
-            _ => None,
+            Received::Text => std::str::from_utf8(self.payload())
+                .map(|text| Some(Message::Text(text)))
+                .map_err(|_| CloseReason::InvalidUtf8),
+            Received::Binary => Ok(Some(Message::Binary(self.payload()))),
+            Received::Ping | Received::Pong | Received::Close => Ok(None),
         }
     }
 
@@ -203,7 +207,7 @@ impl Incoming {
             // within a frame the need stays that frame's size, so nothing is copied twice.
             let needed = (self.buffer.len() + wanted).max(READ_CHUNK);
             if self.buffer.capacity() > 4 * needed {
-                self.buffer.shrink_to(self.buffer.len());
+                self.buffer.shrink_to(self.buffer.len() + READ_CHUNK);
             }
             self.buffer
                 .reserve(wanted.clamp(READ_CHUNK, MAX_READ_GROWTH));
@@ -277,12 +281,8 @@ impl Incoming {
                 self.fragments = Some(fragments);
                 return Ok(Parsed::Consumed);
             }
-            TEXT => {
-                if std::str::from_utf8(payload).is_err() {
-                    return Err(CloseReason::InvalidUtf8);
-                }
-                Received::Text
-            }
+            // Its UTF-8 is checked when it is taken (`message`).
+            TEXT => Received::Text,
             _ => Received::Binary,
         };
         self.handed = handed;
@@ -453,6 +453,17 @@ mod tests {
         bytes
     }
 
+    /// The largest limits the configuration allows.
+    const LARGEST: SizeLimits = SizeLimits {
+        frame: 64 << 20,
+        message: 64 << 20,
+    };
+
+    /// Whether the reader, polled once, waits for more bytes.
+    async fn waits(incoming: &mut Incoming) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(incoming.poll_next(cx).is_pending())).await
+    }
+
     /// A connected pair on loopback: the client's socket, and the server's reading half.
     async fn pair(limits: SizeLimits) -> (TcpStream, Incoming, tokio::net::tcp::OwnedWriteHalf) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -488,7 +499,12 @@ mod tests {
         });
         let mut seen = Vec::new();
         loop {
-            match incoming.next().await {
+            // As the connection's reader takes them: a message through `message`.
+            match incoming
+                .next()
+                .await
+                .and_then(|received| incoming.message(received).map(|_| received))
+            {
                 Ok(received) => seen.push(Ok((received, incoming.payload().to_vec()))),
                 Err(reason) => {
                     seen.push(Err(reason));
@@ -667,18 +683,13 @@ mod tests {
         client.write_all(&frame(true, PONG, b"")).await.unwrap();
         assert_eq!(incoming.next().await, Ok(Received::Pong));
         assert!(incoming.buffer.capacity() > 0);
-        let pending = std::future::poll_fn(|cx| Poll::Ready(incoming.poll_next(cx).is_pending()));
-        assert!(pending.await);
+        assert!(waits(&mut incoming).await);
         assert_eq!(incoming.buffer.capacity(), 0);
     }
 
     #[tokio::test]
     async fn the_room_a_large_frame_grew_is_let_go_when_a_few_bytes_are_left() {
-        let limits = SizeLimits {
-            frame: 64 << 20,
-            message: 64 << 20,
-        };
-        let (mut client, mut incoming, _write_half) = pair(limits).await;
+        let (mut client, mut incoming, _write_half) = pair(LARGEST).await;
         let big = frame(true, BINARY, &vec![7; 8 << 20]);
         let writer = tokio::spawn(async move {
             client.write_all(&big).await.unwrap();
@@ -689,8 +700,7 @@ mod tests {
         assert_eq!(incoming.next().await, Ok(Received::Binary));
         let _client = writer.await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let pending = std::future::poll_fn(|cx| Poll::Ready(incoming.poll_next(cx).is_pending()));
-        assert!(pending.await);
+        assert!(waits(&mut incoming).await);
         assert!(
             incoming.buffer.capacity() <= 2 * READ_CHUNK,
             "{}",
@@ -700,17 +710,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_header_claiming_a_huge_frame_reserves_only_what_comes() {
-        let limits = SizeLimits {
-            frame: 64 << 20,
-            message: 64 << 20,
-        };
-        let (mut client, mut incoming, _write_half) = pair(limits).await;
+        let (mut client, mut incoming, _write_half) = pair(LARGEST).await;
         let header = &frame(true, BINARY, &vec![0; 60 << 20])[..14];
         client.write_all(header).await.unwrap();
         client.write_all(&[0; 100]).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let pending = std::future::poll_fn(|cx| Poll::Ready(incoming.poll_next(cx).is_pending()));
-        assert!(pending.await);
+        assert!(waits(&mut incoming).await);
         assert!(
             incoming.buffer.capacity() <= 2 * MAX_READ_GROWTH,
             "{}",

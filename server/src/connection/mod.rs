@@ -3,11 +3,12 @@
 //! Reading and writing run side by side in the connection's task, each with its own half of the
 //! TCP socket ([`socket`]): the [`reader`] takes each frame the client sends from [`incoming`],
 //! holds each message to the connection's rate limits and hands it to its route's
-//! [`protocol`](crate::protocol), which says what it means (a broadcast, an echo); the [`writer`] drains the connection's queue in batches (everything
-//! queued, in as few `writev` calls as the socket takes), keeps the heartbeat, and watches for the
-//! three things that end a connection from the server's side: the drain, eviction as a slow
-//! consumer, and a silent peer. Whichever side finishes first decides the [`CloseReason`], which
-//! picks the close code, the metric label and the log line ([`close`]).
+//! [`protocol`](crate::protocol), which says what it means (a broadcast, an echo); the [`writer`]
+//! drains the connection's queue in batches (everything queued, in as few `writev` calls as the
+//! socket takes), keeps the heartbeat, and watches for the three things that end a connection from
+//! the server's side: the drain, eviction as a slow consumer, and a silent peer. Whichever side
+//! finishes first decides the [`CloseReason`], which picks the close code, the metric label and
+//! the log line ([`close`]).
 
 mod close;
 mod incoming;

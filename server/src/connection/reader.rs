@@ -148,8 +148,9 @@ impl<'a> Reader<'a> {
             }
             Received::Pong => return Next::Read,
             Received::Text | Received::Binary => match incoming.message(received) {
-                Some(message) => message,
-                None => return Next::Read,
+                Ok(Some(message)) => message,
+                Ok(None) => return Next::Read,
+                Err(reason) => return Next::Stop(reason),
             },
         };
         let metrics = &*self.context.metrics;

@@ -35,8 +35,12 @@ impl Refused {
 ///
 /// Text and binary frames are treated alike, as the replaced Node server did (it parsed whatever
 /// bytes arrived).
-pub fn data(payload: &[u8]) -> Result<&str, Refused> {
-    let text = std::str::from_utf8(payload).map_err(|_| Refused::InvalidJson)?;
+pub fn data(message: Message<'_>) -> Result<&str, Refused> {
+    let text = match message {
+        // Checked by the reader.
+        Message::Text(text) => text,
+        Message::Binary(bytes) => std::str::from_utf8(bytes).map_err(|_| Refused::InvalidJson)?,
+    };
     // serde_json's recursion limit does not apply to a RawValue, which it skips over without
     // recursing, so depth is checked on its own.
     let value: &RawValue = serde_json::from_str(text).map_err(|_| Refused::InvalidJson)?;
@@ -50,7 +54,7 @@ pub fn data(payload: &[u8]) -> Result<&str, Refused> {
 /// What a client's message publishes on the `broadcast` channel, counted as broadcast; `None`
 /// (counted as dropped, by reason) when it is not one JSON value within the depth limit.
 pub fn accept(message: Message<'_>, metrics: &Metrics) -> Option<Publication> {
-    match data(message.payload()) {
+    match data(message) {
         Ok(data) => {
             metrics.messages_broadcast.inc();
             Some(Publication {
@@ -71,8 +75,14 @@ mod tests {
 
     use crate::hub::channel::wss_envelope;
 
+    /// The envelope of `payload` sent as a binary frame, which a text frame of the same bytes
+    /// (when they are UTF-8) must get too.
     fn envelope(payload: &[u8]) -> Result<String, Refused> {
-        data(payload).map(wss_envelope)
+        let binary = data(Message::Binary(payload)).map(wss_envelope);
+        if let Ok(text) = std::str::from_utf8(payload) {
+            assert_eq!(data(Message::Text(text)).map(wss_envelope), binary);
+        }
+        binary
     }
 
     #[test]
