@@ -12,7 +12,7 @@ bench-build:
 	@# Bun itself, as an npm package: its Linux x64 binary, run from bench/bun-reference/node_modules.
 	npm ci --prefix bench/bun-reference --no-audit --no-fund --loglevel=error
 
-bench: bench-build ## Run the benchmark matrix against our server (also on one thread) and the three references (lean Rust, Node, Bun); writes BENCHMARKS.md (about 6 minutes)
+bench: bench-build ## Run the benchmark matrix against our server (also on one thread) and the three references (lean Rust, Node, Bun); writes BENCHMARKS.md (16 minutes with BENCH_REPEAT=3 on 2 cores)
 	bench/run.py $(if $(BENCH_REPEAT),--repeat $(BENCH_REPEAT))
 
 # What `make loadtest` does unless told otherwise: 1,000 clients for 5 minutes, 10 of them sending
