@@ -61,6 +61,7 @@ use crate::hub::{
     Publication, Relayed,
 };
 use crate::metrics::Metrics;
+use crate::outbox::Batching;
 use crate::shutdown::Shutdown;
 
 /// First wait before reconnecting; doubled on each failure up to `RECONNECT_CAP`.
@@ -256,8 +257,10 @@ pub fn start(
         hub.read_history_from(Arc::clone(&shared) as Arc<dyn HistorySource>);
     }
     let (queue, inbox) = mpsc::channel(PUBLISH_QUEUE);
-    tokio::spawn(publish_loop(Arc::clone(&shared), inbox));
-    tokio::spawn(subscribe_loop(shared, interests, shutdown));
+    // Batching: what one wake-up brings (a batch from Redis, or messages delivered locally while
+    // Redis is away) goes to each idle recipient in one system call.
+    tokio::spawn(Batching::new(publish_loop(Arc::clone(&shared), inbox)));
+    tokio::spawn(Batching::new(subscribe_loop(shared, interests, shutdown)));
     Fanout::Relay(queue)
 }
 

@@ -30,6 +30,10 @@ const MAX_HEADER: usize = 10;
 /// The most a control frame may carry (RFC 6455, 5.5).
 pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
 
+/// Frames handed to the kernel in one `writev` at most (Linux takes up to 1,024 slices per call;
+/// 64 frames of a broadcast are already far more than a socket buffer takes at once).
+pub const MAX_SLICES: usize = 64;
+
 /// One or more complete frames, as written on the wire.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame(Bytes);
@@ -95,6 +99,11 @@ impl Frame {
     /// Whether the (first) frame is a text or binary message.
     pub fn is_data(&self) -> bool {
         matches!(self.opcode(), TEXT | BINARY)
+    }
+
+    /// Whether the (first) frame is a pong.
+    pub fn is_pong(&self) -> bool {
+        self.opcode() == PONG
     }
 
     fn opcode(&self) -> u8 {

@@ -25,6 +25,7 @@ use crate::auth::{self, Authenticator, Carrier, Grant};
 use crate::connection;
 use crate::hub::channel::BROADCAST;
 use crate::metrics::Metrics;
+use crate::outbox::Batching;
 use crate::protocol::Route;
 use crate::publish::PublishApi;
 use crate::serve::{PeerAddr, UpgradeSlot};
@@ -331,7 +332,15 @@ fn admit(
         Some(SignedIn { grant, carrier }) => (Some(grant), Some(carrier)),
         None => (None, None),
     };
-    tokio::spawn(context.serve(handshake.upgrade, route, client.into(), permit, grant));
+    // Batching: a burst of messages the client sends is written to each idle recipient in one
+    // system call.
+    tokio::spawn(Batching::new(context.serve(
+        handshake.upgrade,
+        route,
+        client.into(),
+        permit,
+        grant,
+    )));
     let mut response =
         warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS).into_response();
     let headers = response.headers_mut();

@@ -38,6 +38,7 @@ use warp::http::{Request, header};
 use warp::reply::Response;
 
 use crate::metrics::Metrics;
+use crate::outbox::Batching;
 use crate::shutdown::Shutdown;
 
 /// Largest request head (request line and headers) accepted; a larger one gets 431. A WebSocket
@@ -139,7 +140,9 @@ pub async fn serve<F>(
             .with_upgrades();
         let metrics = Arc::clone(&metrics);
         let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        // Batching: the messages of one `POST /v1/publish` go to each idle recipient in one system
+        // call.
+        tokio::spawn(Batching::new(async move {
             let _place = place;
             let deadline = tokio::time::sleep(limits.header_read_timeout);
             tokio::pin!(connection, deadline, crowded_out);
@@ -184,7 +187,7 @@ pub async fn serve<F>(
             if let Some(reason) = ended {
                 metrics.http_connection_closed(reason);
             }
-        });
+        }));
     }
     drop(listener);
     let _ = tokio::time::timeout(grace, phase.emptied()).await;

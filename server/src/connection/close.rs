@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
 use tokio::time::sleep;
 
 use super::incoming::{Incoming, Received};
@@ -128,10 +128,10 @@ impl CloseReason {
     }
 }
 
-/// What the writer leaves to the close: its socket, the rest of the batch it was writing, and the
+/// What the writer leaves to the close: the socket, the rest of the batch it was writing, and the
 /// outbox with what is queued behind it.
 pub(super) struct Unsent<'a> {
-    pub(super) socket: OwnedWriteHalf,
+    pub(super) socket: &'a TcpStream,
     pub(super) batch: VecDeque<Frame>,
     pub(super) outbox: &'a Outbox,
 }
@@ -142,26 +142,29 @@ pub(super) struct Unsent<'a> {
 /// `CLOSE_HANDSHAKE_TIMEOUT`.
 pub(super) async fn close(
     unsent: Unsent<'_>,
-    mut incoming: Incoming,
+    mut incoming: Incoming<'_>,
     reason: CloseReason,
     mut shutdown: Shutdown,
 ) {
     let Unsent {
-        mut socket,
+        socket,
         mut batch,
         outbox,
     } = unsent;
+    // From here on only the close writes: no frame may follow the close frame. A frame a
+    // producer is writing directly at this moment is done within its one system call.
+    outbox.reclaim(&mut batch).await;
     let handshake = async {
         // Before any frame of the close: the rest of an interrupted batch, whose first frame may
         // be half written (anything after it would read as that frame's payload); then what the
         // client is still owed. Nothing for a peer that is gone or silent: nothing more is sent.
         if !matches!(reason, CloseReason::Abnormal | CloseReason::PongTimeout) {
-            if write_frames(&mut socket, &mut batch).await.is_err() {
+            if write_frames(socket, &mut batch).await.is_err() {
                 return;
             }
             if reason.delivers_queued()
-                && let Some(Ok(())) = outbox.take_all(&mut batch).now_or_never()
-                && write_frames(&mut socket, &mut batch).await.is_err()
+                && let Some(Ok(_)) = outbox.take_all(&mut batch).now_or_never()
+                && write_frames(socket, &mut batch).await.is_err()
             {
                 return;
             }
@@ -170,7 +173,7 @@ pub(super) async fn close(
             // After our close frame, wait for the client's (the stream ends after it); a flooder
             // is not read from again.
             Some(code)
-                if write_frame(&mut socket, Frame::close(code, reason.close_text()))
+                if write_frame(socket, Frame::close(code, reason.close_text()))
                     .await
                     .is_ok() =>
             {
@@ -191,7 +194,7 @@ pub(super) async fn close(
             // The answer to the client's close frame: the same code, or 1002 for one a client may
             // not send.
             None if reason == CloseReason::ClientClosed => {
-                let _ = write_frame(&mut socket, incoming.close_reply()).await;
+                let _ = write_frame(socket, incoming.close_reply()).await;
             }
             _ => {}
         }

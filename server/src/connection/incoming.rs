@@ -15,7 +15,7 @@
 
 use std::task::{Context, Poll, ready};
 
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
 
 use super::CloseReason;
 use crate::frame::opcode::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
@@ -77,10 +77,10 @@ enum Handed {
     Fragments,
 }
 
-/// The connection's reading half.
+/// The connection's reading side.
 #[derive(Debug)]
-pub struct Incoming {
-    socket: OwnedReadHalf,
+pub struct Incoming<'a> {
+    socket: &'a TcpStream,
     /// Bytes read and not yet parsed, from `parsed` on; no allocation while there are none.
     buffer: Vec<u8>,
     parsed: usize,
@@ -105,15 +105,15 @@ struct Header {
     len: u64,
 }
 
-impl Incoming {
+impl<'a> Incoming<'a> {
     /// The reading half of `socket`, starting with `early`, the bytes read with the upgrade
     /// request.
     pub fn new(
-        socket: OwnedReadHalf,
+        socket: &'a TcpStream,
         early: Vec<u8>,
         limits: SizeLimits,
         rates: &RateLimits,
-    ) -> Incoming {
+    ) -> Incoming<'a> {
         Incoming {
             socket,
             buffer: early,
@@ -197,7 +197,7 @@ impl Incoming {
     /// allocates nothing, and a buffer left empty is let go.
     fn fill(&mut self, cx: &mut Context<'_>, wanted: usize) -> Poll<Result<(), CloseReason>> {
         loop {
-            if ready!(self.socket.as_ref().poll_read_ready(cx)).is_err() {
+            if ready!(self.socket.poll_read_ready(cx)).is_err() {
                 return Poll::Ready(Err(CloseReason::Abnormal));
             }
             self.buffer.drain(..self.parsed);
@@ -460,24 +460,21 @@ mod tests {
     };
 
     /// Whether the reader, polled once, waits for more bytes.
-    async fn waits(incoming: &mut Incoming) -> bool {
+    async fn waits(incoming: &mut Incoming<'_>) -> bool {
         std::future::poll_fn(|cx| Poll::Ready(incoming.poll_next(cx).is_pending())).await
     }
 
-    /// A connected pair on loopback: the client's socket, and the server's reading half.
-    async fn pair(limits: SizeLimits) -> (TcpStream, Incoming, tokio::net::tcp::OwnedWriteHalf) {
+    /// A connected pair on loopback: the client's socket, and the server's reader. The server's
+    /// socket is leaked, so that it lives as long as the test's reader borrows it.
+    async fn pair(limits: SizeLimits) -> (TcpStream, Incoming<'static>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (read_half, write_half) = server.into_split();
+        let server: &'static TcpStream = Box::leak(Box::new(server));
         let rates = RateLimits::new(0, 1, 0, 1);
-        (
-            client,
-            Incoming::new(read_half, Vec::new(), limits, &rates),
-            write_half,
-        )
+        (client, Incoming::new(server, Vec::new(), limits, &rates))
     }
 
     /// Everything the reader makes of `bytes`, written `chunk` bytes at a time, up to its error.
@@ -486,7 +483,7 @@ mod tests {
         chunk: usize,
         limits: SizeLimits,
     ) -> Vec<Result<(Received, Vec<u8>), CloseReason>> {
-        let (mut client, mut incoming, _write_half) = pair(limits).await;
+        let (mut client, mut incoming) = pair(limits).await;
         let bytes = bytes.to_vec();
         let writer = tokio::spawn(async move {
             for piece in bytes.chunks(chunk) {
@@ -667,7 +664,7 @@ mod tests {
                 Frame::close(1002, "protocol error"),
             ),
         ] {
-            let (mut client, mut incoming, _write_half) = pair(LIMITS).await;
+            let (mut client, mut incoming) = pair(LIMITS).await;
             client
                 .write_all(&frame(true, CLOSE, &payload))
                 .await
@@ -679,7 +676,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_with_nothing_to_read_holds_no_buffer() {
-        let (mut client, mut incoming, _write_half) = pair(LIMITS).await;
+        let (mut client, mut incoming) = pair(LIMITS).await;
         client.write_all(&frame(true, PONG, b"")).await.unwrap();
         assert_eq!(incoming.next().await, Ok(Received::Pong));
         assert!(incoming.buffer.capacity() > 0);
@@ -689,7 +686,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_room_a_large_frame_grew_is_let_go_when_a_few_bytes_are_left() {
-        let (mut client, mut incoming, _write_half) = pair(LARGEST).await;
+        let (mut client, mut incoming) = pair(LARGEST).await;
         let big = frame(true, BINARY, &vec![7; 8 << 20]);
         let writer = tokio::spawn(async move {
             client.write_all(&big).await.unwrap();
@@ -710,7 +707,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_header_claiming_a_huge_frame_reserves_only_what_comes() {
-        let (mut client, mut incoming, _write_half) = pair(LARGEST).await;
+        let (mut client, mut incoming) = pair(LARGEST).await;
         let header = &frame(true, BINARY, &vec![0; 60 << 20])[..14];
         client.write_all(header).await.unwrap();
         client.write_all(&[0; 100]).await.unwrap();

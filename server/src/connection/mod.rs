@@ -1,12 +1,14 @@
 //! One WebSocket connection, from upgrade to close.
 //!
-//! Reading and writing run side by side in the connection's task, each with its own half of the
-//! TCP socket ([`socket`]): the [`reader`] takes each frame the client sends from [`incoming`],
-//! holds each message to the connection's rate limits and hands it to its route's
+//! Reading and writing run side by side in the connection's task, on the TCP socket its outbox
+//! holds ([`socket`]): the [`reader`] takes each frame the client sends from [`incoming`], holds
+//! each message to the connection's rate limits and hands it to its route's
 //! [`protocol`](crate::protocol), which says what it means (a broadcast, an echo); the [`writer`]
-//! drains the connection's queue in batches (everything queued, in as few `writev` calls as the
-//! socket takes), keeps the heartbeat, and watches for the three things that end a connection from
-//! the server's side: the drain, eviction as a slow consumer, and a silent peer. Whichever side
+//! drains what the connection's queue holds in batches (everything queued, in as few `writev`
+//! calls as the socket takes; a frame pushed while it waits with nothing queued is written by its
+//! producer, see [`outbox`](crate::outbox)), keeps the heartbeat, and watches for the three things
+//! that end a connection from the server's side: the drain, eviction as a slow consumer, and a
+//! silent peer. Whichever side
 //! finishes first decides the [`CloseReason`], which picks the close code, the metric label and
 //! the log line ([`close`]).
 
@@ -90,7 +92,6 @@ pub(crate) struct Activity {
     opened_ms: u64,
     last_heard_ms: AtomicU64,
     pub(crate) received: AtomicU64,
-    pub(crate) sent: AtomicU64,
 }
 
 /// Milliseconds since the process's first connection.
@@ -107,7 +108,6 @@ impl Activity {
             opened_ms: now,
             last_heard_ms: AtomicU64::new(now),
             received: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
         }
     }
 
@@ -177,7 +177,7 @@ impl Context {
             };
             // In a block: what only the start needs keeps no room in the task for the
             // connection's life.
-            let (read_half, write_half, early, id) = {
+            let (stream, early, id) = {
                 // Every connection is served on a plain TCP socket (serve.rs): TLS ends at the
                 // load balancer.
                 let Ok(Parts { io, read_buf, .. }) = upgraded.downcast::<TokioIo<TcpStream>>()
@@ -185,7 +185,7 @@ impl Context {
                     error!("an upgraded connection is not a TCP socket");
                     return;
                 };
-                let (read_half, write_half) = io.into_inner().into_split();
+                let stream = io.into_inner();
                 // Bytes the client sent right behind its upgrade request, read with the request:
                 // the reader starts with them. Copied out (there are none, nearly always), so that
                 // the HTTP server's 8 KiB read buffer is let go.
@@ -195,7 +195,7 @@ impl Context {
                 self.metrics.connections.inc();
                 let subject = grant.as_ref().and_then(|grant| grant.subject.as_deref());
                 info!(conn = id, client = %client, route = route.label(), sub = subject, "connection opened");
-                (read_half, write_half, early, id)
+                (stream, early, id)
             };
 
             let activity = Activity::new();
@@ -223,14 +223,16 @@ impl Context {
                 Place::Channels(session) => Arc::clone(&session.subscriber().outbox),
                 Place::Echo(echo) => Arc::clone(&echo.outbox),
             };
-            let mut incoming = Incoming::new(read_half, early, self.size_limits, &self.rate_limits);
+            // The outbox holds the socket from now on: producers write to it directly while the
+            // writer waits with nothing queued.
+            let socket = outbox.attach(stream, Arc::clone(&self.metrics));
+            let mut incoming = Incoming::new(socket, early, self.size_limits, &self.rate_limits);
             let mut shutdown = self.shutdown.clone();
             let mut writer = Writer {
-                socket: write_half,
+                socket,
                 batch: VecDeque::new(),
                 outbox: &outbox,
                 heartbeat: HeartbeatTimer::new(&self.heartbeat),
-                ping_owed: false,
                 // `/v1/ws` clients are told to reconnect, and when, one by one; the `/wss` wire
                 // contract is 1001 as the drain starts.
                 departure: match route {
@@ -241,7 +243,7 @@ impl Context {
                 context: &self,
             };
             let reason = if route == Route::Broadcast
-                && socket::write_frame(&mut writer.socket, Frame::text(wss::GREETING))
+                && socket::write_frame(socket, Frame::text(wss::GREETING))
                     .await
                     .is_err()
             {
@@ -266,7 +268,7 @@ impl Context {
                 // Boxed: only a closing connection needs this state.
                 Box::pin(close(
                     Unsent {
-                        socket: writer.socket,
+                        socket,
                         batch: writer.batch,
                         outbox: &outbox,
                     },
@@ -287,7 +289,7 @@ impl Context {
                 reason = reason.label(),
                 duration_ms = activity.age_ms(),
                 received = activity.received.load(Ordering::Relaxed),
-                sent = activity.sent.load(Ordering::Relaxed),
+                sent = outbox.sent(),
                 "connection closed"
             );
             drop(permit);

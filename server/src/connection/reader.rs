@@ -1,6 +1,7 @@
 //! The reading half of a connection: every frame the client sends, held to the connection's rate
 //! limits, then handed to its route's protocol.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::SystemTime;
@@ -53,7 +54,7 @@ pub(super) struct Reader<'a> {
     pub(super) activity: &'a Activity,
     pub(super) handler: Handler<'a>,
     /// Where the pongs go: the connection's outbox, for the writer to send in order.
-    pub(super) replies: &'a Outbox,
+    pub(super) replies: &'a Arc<Outbox>,
 }
 
 impl<'a> Reader<'a> {
@@ -63,7 +64,7 @@ impl<'a> Reader<'a> {
         clippy::manual_async_fn,
         reason = "an async fn keeps a second copy of its arguments"
     )]
-    pub(super) fn run(mut self, incoming: &mut Incoming) -> impl Future<Output = CloseReason> {
+    pub(super) fn run(mut self, incoming: &mut Incoming<'_>) -> impl Future<Output = CloseReason> {
         async move {
             let mut limiter = RateLimiter::new(&self.context.rate_limits);
             // With sign-in, the connection ends when its token does. Boxed: only then is there one.
@@ -134,7 +135,7 @@ impl<'a> Reader<'a> {
     fn receive(
         &mut self,
         received: Received,
-        incoming: &Incoming,
+        incoming: &Incoming<'_>,
         limiter: &mut RateLimiter,
     ) -> Next<'a> {
         // Pongs only count as signs of life. Both, like every frame, counted toward the rate

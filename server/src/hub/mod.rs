@@ -9,7 +9,9 @@
 //! subscriber has one bounded queue for all its channels. The hub never waits on a queue: a
 //! subscriber whose queue is full is evicted on the spot and told so, so a slow client never slows
 //! the publisher or anyone else, and the memory a client can pin is bounded by its queue. One lock
-//! around the channels gives every subscriber of a channel the same order of messages.
+//! around the channels gives every subscriber of a channel the same order of messages. A frame for
+//! a subscriber whose writer is idle is written by the publisher itself ([`outbox`](crate::outbox)),
+//! after that lock is released.
 //!
 //! A subscriber enters a channel in two steps, so that a relay can be told first: reserved (it
 //! counts as interest in the channel but receives nothing yet), then live (its first frame, the
@@ -55,7 +57,7 @@ use crate::frame::Frame;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
-use crate::outbox::{Evicted, Outbox, QueueLimits};
+use crate::outbox::{BatchScope, Evicted, Outbox, QueueLimits};
 use channel::Frames;
 use history::{History, Replay};
 
@@ -183,6 +185,9 @@ impl Hub {
     /// every live subscriber of `channel`; a subscriber whose outbox is full is evicted and leaves
     /// the channel. Returns the message's offset, when history keeps it.
     pub fn publish(&self, channel: &ChannelName, data: &str) -> Option<Offset> {
+        // Ended after the lock: a broadcast to a thousand idle clients is a thousand system calls,
+        // which must not hold up every other publisher.
+        let _batch = BatchScope::enter();
         let mut state = self.lock();
         let offset = state.history.record(channel, data, Instant::now());
         self.deliver(&mut state, channel, data, offset);
@@ -192,10 +197,14 @@ impl Hub {
     /// Queues a message a relay brought (with the offset its history gave it, if any) for every
     /// live subscriber of `channel`, as [`publish`](Self::publish) does.
     pub fn deliver_relayed(&self, channel: &ChannelName, data: &str, offset: Option<Offset>) {
+        let _batch = BatchScope::enter();
         let mut state = self.lock();
         self.deliver(&mut state, channel, data, offset);
     }
 
+    /// Pushes the message to every live subscriber of `channel`, under the lock that orders the
+    /// channel's messages (frames for idle subscribers are written when the caller's batch scope
+    /// ends, after the lock).
     fn deliver(
         &self,
         state: &mut State,

@@ -7,6 +7,8 @@ pub mod echo;
 pub mod v1;
 pub mod wss;
 
+use std::sync::Arc;
+
 use futures_util::future::Either;
 
 use crate::frame::Frame;
@@ -62,7 +64,7 @@ pub enum Inbound<'a> {
     /// To every client on `broadcast`, through the fan-out (`/wss`).
     Broadcast(&'a Fanout),
     /// Back to the same client, through its own outbox and within these limits.
-    Echo(&'a Outbox, &'a QueueLimits),
+    Echo(&'a Arc<Outbox>, &'a QueueLimits),
 }
 
 /// An admitted message and where it goes.
@@ -70,7 +72,7 @@ pub enum Handover<'a> {
     /// Published through the fan-out.
     Publish(&'a Fanout, Publication),
     /// Queued in the client's own outbox.
-    Echo(&'a Outbox, &'a QueueLimits, Frame),
+    Echo(&'a Arc<Outbox>, &'a QueueLimits, Frame),
 }
 
 impl<'a> Inbound<'a> {
