@@ -209,10 +209,10 @@ thread_local! {
 }
 
 /// Publishes (inner scopes) a scope lets wait before it writes what they claimed. Frames pushed
-/// behind a claimed one wait for it, and a publisher that reads a burst of thousands of messages in
-/// one poll would otherwise fill its recipients' queues (and have them evicted) before writing any.
-/// At 32, the queue of a recipient that keeps up stays far below `CLIENT_QUEUE_SIZE`'s minimum,
-/// and one `writev` still carries up to 32 of its messages.
+/// behind a claimed one wait for it, so a publisher that reads a burst of thousands of messages in
+/// one poll would otherwise hold every recipient's queue until the end of the burst; at 32, one
+/// `writev` still carries up to 32 of a recipient's messages. (A queue that fills behind a frame
+/// its own thread claimed is written at once instead of evicted, whatever `CLIENT_QUEUE_SIZE` is.)
 const PUBLISHES_PER_WRITE: usize = 32;
 
 /// While one lives, frames claimed for direct writes on this thread wait; when the outermost ends,
