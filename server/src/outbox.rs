@@ -397,20 +397,34 @@ impl Outbox {
         if self.claim(&mut state) {
             return Ok(Some(frame));
         }
-        if !state.has_room_for(limits, bytes)
-            && matches!(state.holder, Holder::Producer { .. })
-            && self.claimed_here()
-        {
-            // Full behind a frame this thread claimed and has not written yet: the client may
-            // well keep up, it has just not been written to. Written now, and the queue with it.
+        if !state.has_room_for(limits, bytes) && matches!(state.holder, Holder::Producer { .. }) {
             drop(state);
-            write_claimed_frames();
-            state = self.lock();
-            if state.evicted {
-                return Err(Evicted);
-            }
-            if self.claim(&mut state) {
-                return Ok(Some(frame));
+            if self.write_claim_made_here() {
+                // Full behind a frame this thread claimed and had not written yet: the client may
+                // well keep up, it had just not been written to. Written now, and the queue with
+                // it; only this client's, as the caller may hold the hub's lock.
+                state = self.lock();
+                if state.evicted {
+                    return Err(Evicted);
+                }
+                if self.claim(&mut state) {
+                    return Ok(Some(frame));
+                }
+            } else {
+                // Full behind another thread's claim, which that thread writes once its publish
+                // is done: the client has not been written to meanwhile, so its queue may hold up
+                // to twice its limits until then.
+                state = self.lock();
+                let doubled = QueueLimits {
+                    frames: limits.frames.saturating_mul(2),
+                    bytes: limits.bytes.saturating_mul(2),
+                };
+                if matches!(state.holder, Holder::Producer { .. })
+                    && state.has_room_for(&doubled, bytes)
+                {
+                    state.append(frame, bytes);
+                    return Ok(None);
+                }
             }
         }
         if !state.has_room_for(limits, bytes) {
@@ -427,9 +441,20 @@ impl Outbox {
         Ok(None)
     }
 
-    /// Whether this thread claimed a frame of this outbox and has yet to write it.
-    fn claimed_here(self: &Arc<Self>) -> bool {
-        CLAIMED.with_borrow(|claimed| claimed.iter().any(|(outbox, _)| Arc::ptr_eq(outbox, self)))
+    /// Writes the frame of this outbox this thread claimed and has yet to write, if there is one;
+    /// returns whether there was.
+    fn write_claim_made_here(self: &Arc<Self>) -> bool {
+        let mine = CLAIMED.with_borrow_mut(|claimed| {
+            let index = claimed
+                .iter()
+                .position(|(outbox, _)| Arc::ptr_eq(outbox, self))?;
+            Some(claimed.swap_remove(index).1)
+        });
+        let Some(frame) = mine else {
+            return false;
+        };
+        self.write_claimed(frame).count_in(&self.attached().metrics);
+        true
     }
 
     /// Takes the socket for a frame about to be pushed, if it may be written directly now.
@@ -523,8 +548,9 @@ impl Outbox {
         sent
     }
 
-    /// Writes or queues a control frame (a ping, a pong), which no data limit holds back; at
-    /// [`MAX_QUEUED_CONTROL_FRAMES`] pongs queued, a pong replaces the last one instead.
+    /// Writes or queues a control frame (a ping, a pong), which no data limit holds back. A pong
+    /// queues behind what is queued (at [`MAX_QUEUED_CONTROL_FRAMES`] pongs queued, it replaces
+    /// the last one instead); a ping goes ahead of it.
     pub fn push_control(self: &Arc<Self>, frame: Frame) -> Result<(), Evicted> {
         let mut state = self.lock();
         if state.evicted {
@@ -551,8 +577,20 @@ impl Outbox {
                 return Ok(());
             }
             state.pongs += 1;
+            let wake = state.append(frame, 0);
+            drop(state);
+            if wake {
+                self.ready.wake();
+            }
+            return Ok(());
         }
-        let wake = state.append(frame, 0);
+        // A ping (the heartbeat's) goes first, behind only a frame that has begun: its pong
+        // deadline runs from now, so a client that was slow for a moment is not judged on a
+        // ping still queued behind a backlog.
+        let was_empty = state.frames.is_empty();
+        let first = usize::from(state.front_begun);
+        state.frames.insert(first, frame);
+        let wake = was_empty && !matches!(state.holder, Holder::Producer { .. });
         drop(state);
         if wake {
             self.ready.wake();
@@ -895,6 +933,57 @@ mod tests {
                 .expect("the client reads: not evicted");
         }
         drop(scope);
+        let all = wire(&frames.iter().collect::<Vec<_>>());
+        assert_eq!(read(&mut client, all.len()).await, all);
+    }
+
+    #[tokio::test]
+    async fn a_ping_goes_ahead_of_a_backlog() {
+        let (outbox, _client) = served().await;
+        outbox.push(Frame::text("1"), &ROOMY).unwrap();
+        outbox.push_control(Frame::pong(b"p")).unwrap();
+        outbox.push_control(Frame::ping()).unwrap();
+        let mut batch = VecDeque::new();
+        writer_takes(&outbox, &mut batch).unwrap();
+        assert_eq!(batch, [Frame::ping(), Frame::text("1"), Frame::pong(b"p")]);
+    }
+
+    #[tokio::test]
+    async fn a_queue_full_behind_another_threads_claim_holds_up_to_twice_its_limits() {
+        let (outbox, mut client) = served().await;
+        let mut batch = VecDeque::new();
+        writer_takes(&outbox, &mut batch);
+        let two = QueueLimits {
+            frames: 2,
+            bytes: u32::MAX,
+        };
+        let frames: Vec<Frame> = (0..5).map(|n| Frame::text(n.to_string())).collect();
+        // Another thread claims the socket and has not written yet when this one pushes.
+        let (claimed, claim_made) = std::sync::mpsc::channel();
+        let (write, written) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn({
+            let (outbox, first) = (Arc::clone(&outbox), frames[0].clone());
+            move || {
+                let scope = BatchScope::enter();
+                outbox.push(first, &two).unwrap();
+                claimed.send(()).unwrap();
+                written.recv().unwrap();
+                drop(scope);
+            }
+        });
+        claim_made.recv().unwrap();
+        for frame in &frames[1..] {
+            outbox
+                .push(frame.clone(), &two)
+                .expect("not the client's fault yet");
+        }
+        assert_eq!(
+            outbox.push(Frame::text("5"), &two),
+            Err(Evicted),
+            "past twice the limits"
+        );
+        write.send(()).unwrap();
+        other.join().unwrap();
         let all = wire(&frames.iter().collect::<Vec<_>>());
         assert_eq!(read(&mut client, all.len()).await, all);
     }

@@ -151,10 +151,11 @@ pub(super) async fn close(
         mut batch,
         outbox,
     } = unsent;
-    // From here on only the close writes: no frame may follow the close frame. A frame a
-    // producer is writing directly at this moment is done within its one system call.
-    outbox.reclaim(&mut batch).await;
     let handshake = async {
+        // From here on only the close writes: no frame may follow the close frame. A frame a
+        // producer claimed is written when its publish is done (and the wait is bounded below
+        // like the rest of the close).
+        outbox.reclaim(&mut batch).await;
         // Before any frame of the close: the rest of an interrupted batch, whose first frame may
         // be half written (anything after it would read as that frame's payload); then what the
         // client is still owed. Nothing for a peer that is gone or silent: nothing more is sent.
