@@ -58,6 +58,9 @@ fn runtime(worker_threads: Option<u16>) -> tokio::runtime::Runtime {
     };
     builder
         .enable_all()
+        // Frames claimed for direct writes are written before a worker parks, so a busy one may
+        // keep a lone frame for a few polls (see outbox::Batching).
+        .on_thread_park(server::outbox::before_park)
         .build()
         .expect("start the tokio runtime")
 }
