@@ -22,7 +22,10 @@
 //! [`Batching`] task's poll, a publish) the frames it claims wait, those pushed behind them queue
 //! up, and each client gets everything in one `writev` when the scope ends. At full speed a
 //! publisher handles many messages per wake-up, and a system call per message and client would
-//! cost far more than the wake-ups saved.
+//! cost far more than the wake-ups saved (full-speed broadcast to 100 clients: 0.66 s of server
+//! CPU written per scope, 3.96 s written at every push). A busy worker thread also keeps a frame
+//! nothing was queued behind for a few polls, so that a client's messages from several publishers
+//! share a `writev`, and writes everything before it parks ([`before_park`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
