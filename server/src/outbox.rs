@@ -863,6 +863,16 @@ mod tests {
         outbox.take_all(batch).now_or_never().map(Result::unwrap)
     }
 
+    const TWO_FRAMES: QueueLimits = QueueLimits {
+        frames: 2,
+        bytes: u32::MAX,
+    };
+
+    /// Text frames "0", "1", … up to `count`.
+    fn numbered(count: usize) -> Vec<Frame> {
+        (0..count).map(|n| Frame::text(n.to_string())).collect()
+    }
+
     /// The wire bytes of `frames`, one after the other.
     fn wire(frames: &[&Frame]) -> Vec<u8> {
         frames
@@ -1008,13 +1018,9 @@ mod tests {
     #[tokio::test]
     async fn a_queue_full_behind_this_threads_claim_is_written_rather_than_evicted() {
         let (outbox, mut client) = served().await;
-        let mut batch = VecDeque::new();
-        writer_takes(&outbox, &mut batch);
-        let two = QueueLimits {
-            frames: 2,
-            bytes: u32::MAX,
-        };
-        let frames: Vec<Frame> = (0..6).map(|n| Frame::text(n.to_string())).collect();
+        writer_takes(&outbox, &mut VecDeque::new());
+        let two = TWO_FRAMES;
+        let frames = numbered(6);
         let scope = BatchScope::enter();
         for frame in &frames {
             outbox
@@ -1066,13 +1072,9 @@ mod tests {
     #[tokio::test]
     async fn a_queue_full_behind_another_threads_claim_holds_up_to_twice_its_limits() {
         let (outbox, mut client) = served().await;
-        let mut batch = VecDeque::new();
-        writer_takes(&outbox, &mut batch);
-        let two = QueueLimits {
-            frames: 2,
-            bytes: u32::MAX,
-        };
-        let frames: Vec<Frame> = (0..5).map(|n| Frame::text(n.to_string())).collect();
+        writer_takes(&outbox, &mut VecDeque::new());
+        let two = TWO_FRAMES;
+        let frames = numbered(5);
         // Another thread claims the socket and has not written yet when this one pushes.
         let (claimed, claim_made) = std::sync::mpsc::channel();
         let (write, written) = std::sync::mpsc::channel::<()>();
