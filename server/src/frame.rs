@@ -112,26 +112,42 @@ impl Frame {
 
     /// The payload of the (first) frame.
     pub fn payload(&self) -> &[u8] {
-        let Some(&length_code) = self.0.get(1) else {
-            return &[];
-        };
-        let (start, len) = match length_code & 0x7f {
-            126 if self.0.len() >= 4 => (
-                4usize,
-                u64::from(u16::from_be_bytes([self.0[2], self.0[3]])),
-            ),
-            127 if self.0.len() >= 10 => {
-                let bytes: [u8; 8] = self.0[2..10].try_into().expect("8 bytes");
-                (10, u64::from_be_bytes(bytes))
-            }
-            126 | 127 => return &[],
-            len => (2, u64::from(len)),
-        };
-        let end = usize::try_from(len)
-            .map_or(self.0.len(), |len| start.saturating_add(len))
-            .min(self.0.len());
-        &self.0[start.min(end)..end]
+        let (start, end) = payload_range(&self.0);
+        &self.0[start..end]
     }
+
+    /// The frames of `wire`, whole frames of this server's written end to end, each on its own
+    /// (sharing `wire`'s memory).
+    pub fn split(mut wire: Bytes) -> impl Iterator<Item = Frame> {
+        std::iter::from_fn(move || {
+            if wire.is_empty() {
+                return None;
+            }
+            let (_, end) = payload_range(&wire);
+            Some(Frame(wire.split_to(end.max(1))))
+        })
+    }
+}
+
+/// Where, in `wire`, the payload of the frame it begins with starts and ends (both at most its
+/// length, for a frame cut short).
+fn payload_range(wire: &[u8]) -> (usize, usize) {
+    let Some(&length_code) = wire.get(1) else {
+        return (wire.len(), wire.len());
+    };
+    let (start, len) = match length_code & 0x7f {
+        126 if wire.len() >= 4 => (4usize, u64::from(u16::from_be_bytes([wire[2], wire[3]]))),
+        127 if wire.len() >= 10 => {
+            let bytes: [u8; 8] = wire[2..10].try_into().expect("8 bytes");
+            (10, u64::from_be_bytes(bytes))
+        }
+        126 | 127 => return (wire.len(), wire.len()),
+        len => (2, u64::from(len)),
+    };
+    let end = usize::try_from(len)
+        .map_or(wire.len(), |len| start.saturating_add(len))
+        .min(wire.len());
+    (start.min(end), end)
 }
 
 impl fmt::Debug for Frame {
@@ -262,6 +278,22 @@ mod tests {
         assert!(!frame.is_data());
         assert_eq!(parsed(&Frame::close_empty()).1, b"");
         assert_eq!(parsed(&Frame::ping()).1, b"");
+    }
+
+    #[test]
+    fn frames_written_end_to_end_split_apart_again() {
+        let frames = [
+            Frame::text("a"),
+            Frame::binary(vec![1; 126]),
+            Frame::pong(b""),
+            Frame::text("é".repeat(40_000)),
+            Frame::close(1000, "bye"),
+        ];
+        let wire: Vec<u8> = frames
+            .iter()
+            .flat_map(|frame| frame.wire().to_vec())
+            .collect();
+        assert_eq!(Frame::split(wire.into()).collect::<Vec<_>>(), frames);
     }
 
     #[test]

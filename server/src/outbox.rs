@@ -29,7 +29,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -60,6 +60,9 @@ pub struct Outbox {
     /// The connection's socket, once the outbox serves one: the reader and the writer use it
     /// from here, and producers write to it directly.
     attached: OnceLock<Attached>,
+    /// Which thread's claim on the socket takes this thread's next frames without the lock, and
+    /// where in that thread's list ([`claim_word`]); 0 when none does.
+    open_claim: AtomicU64,
 }
 
 /// What an outbox serving a connection writes to, and counts in.
@@ -204,8 +207,14 @@ impl Sent {
 }
 
 thread_local! {
-    /// Frames claimed on this thread for direct writes and not yet written, each with its outbox.
-    static CLAIMED: RefCell<Vec<(Arc<Outbox>, Frame)>> = const { RefCell::new(Vec::new()) };
+    /// Sockets claimed on this thread for direct writes, with the frames to write there.
+    static CLAIMED: RefCell<Vec<Claim>> = const { RefCell::new(Vec::new()) };
+    /// Buffers of claims written, for the next ones.
+    static SPARE_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Where [`try_write_gathered`] copies frames.
+    static GATHER_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// This thread's part of an [`Outbox::open_claim`].
+    static THREAD_TOKEN: u64 = NEXT_THREAD_TOKEN.fetch_add(1, Ordering::Relaxed);
     /// When the oldest of them was claimed.
     static CLAIMED_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Whether a [`BatchScope`] is open on this thread.
@@ -217,6 +226,127 @@ thread_local! {
     static WRITES_AT_PARK: Cell<bool> = const { Cell::new(false) };
     /// [`Batching`] polls ended since this thread last wrote all its claimed frames.
     static POLLS_HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Writes as much of `frames` as `socket` takes now: copied into one buffer when they are small,
+/// which the kernel copies faster than as many slices of a `writev`; or the slices, when copying
+/// them would cost more than it saves.
+pub fn try_write_gathered<'a>(
+    socket: &TcpStream,
+    frames: impl Iterator<Item = &'a [u8]> + Clone,
+) -> io::Result<usize> {
+    let total: usize = frames.clone().take(MAX_SLICES).map(<[u8]>::len).sum();
+    if total <= CLAIM_BUFFER {
+        return GATHER_BUFFER.with_borrow_mut(|buffer| {
+            buffer.clear();
+            for frame in frames.take(MAX_SLICES) {
+                buffer.extend_from_slice(frame);
+            }
+            socket.try_write(buffer)
+        });
+    }
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+    let mut count = 0;
+    for (slice, frame) in slices.iter_mut().zip(frames) {
+        *slice = IoSlice::new(frame);
+        count += 1;
+    }
+    socket.try_write_vectored(&slices[..count])
+}
+
+/// Tokens of the threads that claimed sockets, from 1 (0 is no claim).
+static NEXT_THREAD_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// A socket this thread claimed, and what it writes there when its scope ends.
+///
+/// While nothing is queued in the outbox behind the claim, this thread's next frames for the
+/// client are copied here without taking the outbox's lock ([`Outbox::open_claim`]): a broadcast
+/// pushes one frame per client per message, and the lock and the frame's reference count were
+/// four atomic operations each, about a sixth of the server's CPU at full-speed broadcast. Copied
+/// end to end, the frames also go to the kernel as one buffer, which it copies faster than many
+/// small slices of a `writev` (full-speed broadcast to 100 clients: 0.58 s of server CPU with
+/// 128-byte messages in slices, 0.52 s copied).
+struct Claim {
+    outbox: Arc<Outbox>,
+    /// The claimed frame, when it is too large to copy; it goes first.
+    large: Option<Frame>,
+    /// Small frames, the claimed one and those this thread pushed behind it, end to end.
+    copied: Vec<u8>,
+    /// Frames in `copied`.
+    copied_frames: usize,
+    /// Payload bytes in `copied`, as counted against `QueueLimits::bytes`.
+    copied_bytes: u32,
+    /// What `copied` counts once written.
+    copied_sent: Sent,
+}
+
+/// Frames copied into a claim are at most this long (larger ones keep their shared bytes, and the
+/// queue), and a claim copies at most [`CLAIM_BUFFER`] bytes.
+const COPIED_FRAME: usize = 1024;
+const CLAIM_BUFFER: usize = 16 * 1024;
+
+/// Buffers a thread keeps for its next claims.
+const SPARE_BUFFERS_KEPT: usize = 1024;
+
+/// Keeps a written claim's buffer for the thread's next claim.
+fn recycle(mut buffer: Vec<u8>) {
+    buffer.clear();
+    SPARE_BUFFERS.with_borrow_mut(|spare| {
+        if buffer.capacity() <= CLAIM_BUFFER && spare.len() < SPARE_BUFFERS_KEPT {
+            spare.push(buffer);
+        }
+    });
+}
+
+/// The value of [`Outbox::open_claim`] for a claim of this thread at `slot` in its list.
+fn claim_word(slot: usize) -> u64 {
+    THREAD_TOKEN.with(|token| token << 32 | slot as u64)
+}
+
+impl Claim {
+    fn new(outbox: &Arc<Outbox>, frame: &Frame) -> Claim {
+        let mut claim = Claim {
+            outbox: Arc::clone(outbox),
+            large: None,
+            copied: SPARE_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_default(),
+            copied_frames: 0,
+            copied_bytes: 0,
+            copied_sent: Sent::default(),
+        };
+        if frame.wire().len() <= COPIED_FRAME {
+            claim.copy(frame);
+        } else {
+            claim.large = Some(frame.clone());
+        }
+        claim
+    }
+
+    fn copy(&mut self, frame: &Frame) {
+        self.copied.extend_from_slice(frame.wire());
+        self.copied_frames += 1;
+        self.copied_bytes = self.copied_bytes.saturating_add(payload_bytes(frame));
+        self.copied_sent.add(Sent::of([frame]));
+    }
+
+    /// Copies `frame` if it is small and fits beside what this claim holds in `limits` (the
+    /// frames behind the claimed one count as the queue); returns whether it did.
+    fn take(&mut self, frame: &Frame, limits: &QueueLimits) -> bool {
+        let len = frame.wire().len();
+        let behind = self.copied_frames - usize::from(self.large.is_none());
+        let fits = len <= COPIED_FRAME
+            && self.copied.len() + len <= CLAIM_BUFFER
+            && behind < limits.frames
+            && self.copied_bytes.saturating_add(payload_bytes(frame)) <= limits.bytes;
+        if fits {
+            self.copy(frame);
+        }
+        fits
+    }
+
+    /// Whether it holds only the claimed frame.
+    fn is_lone(&self) -> bool {
+        self.copied_frames + usize::from(self.large.is_some()) == 1
+    }
 }
 
 /// Publishes (inner scopes) a scope lets wait before it writes what they claimed. Frames pushed
@@ -339,12 +469,18 @@ impl<F: Future> Future for Batching<F> {
 
 /// Writes a frame claimed for a direct write: now outside a [`BatchScope`], when the scope ends
 /// inside one.
-fn claimed(outbox: &Arc<Outbox>, frame: Frame) {
+fn claimed(outbox: &Arc<Outbox>, frame: &Frame) {
+    let claim = Claim::new(outbox, frame);
     CLAIMED.with_borrow_mut(|claimed| {
         if claimed.is_empty() {
             CLAIMED_SINCE.set(Some(Instant::now()));
         }
-        claimed.push((Arc::clone(outbox), frame));
+        debug_assert_eq!(
+            outbox.open_claim.load(Ordering::Relaxed),
+            claim_word(claimed.len()),
+            "opened for this slot"
+        );
+        claimed.push(claim);
     });
     if !BATCHING.get() {
         write_claimed_frames(Keep::Nothing);
@@ -367,12 +503,14 @@ fn write_claimed_frames(keep: Keep) {
     // Every outbox of a process counts in the same metrics: added up, they touch the shared
     // counters once per scope rather than once per client.
     let mut counting: Option<(Arc<Metrics>, Sent)> = None;
-    for (outbox, frame) in claimed.drain(..) {
-        if keep == Keep::Lone && outbox.nothing_queued() {
-            kept.push((outbox, frame));
+    for (slot, claim) in claimed.drain(..).enumerate() {
+        // Still open, nothing was queued behind it.
+        if keep == Keep::Lone && claim.is_lone() && claim.outbox.move_open_claim(slot, kept.len()) {
+            kept.push(claim);
             continue;
         }
-        let sent = outbox.write_claimed(frame);
+        let outbox = Arc::clone(&claim.outbox);
+        let sent = outbox.write_claimed(claim);
         let metrics = &outbox.attached().metrics;
         match &mut counting {
             Some((counted, total)) if Arc::ptr_eq(counted, metrics) => total.add(sent),
@@ -460,27 +598,68 @@ impl Outbox {
 
     /// Writes `frame` to the socket if nothing is queued and the writer waits (at the end of the
     /// [`BatchScope`], if one is open), or queues it if it fits in `limits`. A full outbox is evicted instead, and stays so: `Err` from then on.
-    pub fn push(self: &Arc<Self>, frame: Frame, limits: &QueueLimits) -> Result<(), Evicted> {
-        if let Some(frame) = self.queue_or_claim(frame, limits)? {
+    ///
+    /// Borrowed: most pushes copy a small frame into a claim, and the frame's shared reference
+    /// count, touched twice per recipient, is then left alone.
+    pub fn push(self: &Arc<Self>, frame: &Frame, limits: &QueueLimits) -> Result<(), Evicted> {
+        if !self.add_to_open_claim(frame, limits) && self.queue_or_claim(frame, limits)? {
             claimed(self, frame);
         }
         Ok(())
     }
 
-    /// Queues `frame` as [`push`](Self::push) does, or hands it back to be written directly.
+    /// Copies `frame` into this thread's claim on the socket, if it has one that nothing was
+    /// queued behind (so it goes out in push order) and it takes the frame; returns whether it
+    /// did.
+    fn add_to_open_claim(self: &Arc<Self>, frame: &Frame, limits: &QueueLimits) -> bool {
+        let word = self.open_claim.load(Ordering::Acquire);
+        // Another thread's claim, or none: never this thread's token.
+        if word >> 32 != THREAD_TOKEN.with(|token| *token) {
+            return false;
+        }
+        CLAIMED.with_borrow_mut(
+            |claimed| match claimed.get_mut((word & 0xffff_ffff) as usize) {
+                Some(claim) if Arc::ptr_eq(&claim.outbox, self) => claim.take(frame, limits),
+                _ => false,
+            },
+        )
+    }
+
+    /// Whoever queues a frame behind a claim closes it to lock-free additions: what its thread
+    /// pushes from then on must queue behind that frame.
+    fn close_claim(&self, state: &State) {
+        if matches!(state.holder, Holder::Producer { .. }) {
+            self.open_claim.store(0, Ordering::Release);
+        }
+    }
+
+    /// Moves this thread's open claim from `from` to `to` in its list; false if it was closed.
+    fn move_open_claim(&self, from: usize, to: usize) -> bool {
+        self.open_claim
+            .compare_exchange(
+                claim_word(from),
+                claim_word(to),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Queues `frame` as [`push`](Self::push) does, or claims the socket for it (true).
     fn queue_or_claim(
         self: &Arc<Self>,
-        frame: Frame,
+        frame: &Frame,
         limits: &QueueLimits,
-    ) -> Result<Option<Frame>, Evicted> {
-        let bytes = payload_bytes(&frame);
+    ) -> Result<bool, Evicted> {
+        let bytes = payload_bytes(frame);
         let mut state = self.lock();
         if state.evicted {
             return Err(Evicted);
         }
         if self.claim(&mut state) {
-            return Ok(Some(frame));
+            return Ok(true);
         }
+        self.close_claim(&state);
         if !state.has_room_for(limits, bytes) && matches!(state.holder, Holder::Producer { .. }) {
             drop(state);
             if self.write_claim_made_here() {
@@ -492,7 +671,7 @@ impl Outbox {
                     return Err(Evicted);
                 }
                 if self.claim(&mut state) {
-                    return Ok(Some(frame));
+                    return Ok(true);
                 }
             } else {
                 // Full behind another thread's claim, which that thread writes once its publish
@@ -506,8 +685,8 @@ impl Outbox {
                 if matches!(state.holder, Holder::Producer { .. })
                     && state.has_room_for(&doubled, bytes)
                 {
-                    state.append(frame, bytes);
-                    return Ok(None);
+                    state.append(frame.clone(), bytes);
+                    return Ok(false);
                 }
             }
         }
@@ -517,17 +696,12 @@ impl Outbox {
             self.ready.wake();
             return Err(Evicted);
         }
-        let wake = state.append(frame, bytes);
+        let wake = state.append(frame.clone(), bytes);
         drop(state);
         if wake {
             self.ready.wake();
         }
-        Ok(None)
-    }
-
-    /// Whether nothing is queued (behind a claimed frame, when there is one).
-    fn nothing_queued(&self) -> bool {
-        self.lock().frames.is_empty()
+        Ok(false)
     }
 
     /// Writes the frame of this outbox this thread claimed and has yet to write, if there is one;
@@ -536,13 +710,17 @@ impl Outbox {
         let mine = CLAIMED.with_borrow_mut(|claimed| {
             let index = claimed
                 .iter()
-                .position(|(outbox, _)| Arc::ptr_eq(outbox, self))?;
-            Some(claimed.swap_remove(index).1)
+                .position(|claim| Arc::ptr_eq(&claim.outbox, self))?;
+            let last = claimed.len() - 1;
+            if index != last {
+                claimed[last].outbox.move_open_claim(last, index);
+            }
+            Some(claimed.swap_remove(index))
         });
-        let Some(frame) = mine else {
+        let Some(claim) = mine else {
             return false;
         };
-        self.write_claimed(frame).count_in(&self.attached().metrics);
+        self.write_claimed(claim).count_in(&self.attached().metrics);
         true
     }
 
@@ -551,15 +729,27 @@ impl Outbox {
         let free = state.free() && self.attached.get().is_some();
         if free {
             state.holder = Holder::Producer { awaited: false };
+            // Opened under the lock, so that a frame queued behind the claim after it closes it.
+            // Its place: the end of this thread's list, where `claimed` puts it next.
+            let slot = CLAIMED.with_borrow(Vec::len);
+            self.open_claim.store(claim_word(slot), Ordering::Release);
         }
         free
     }
 
-    /// Writes a frame this producer claimed the socket for, and the frames queued behind it
+    /// Writes what this producer claimed the socket for, and the frames queued behind it
     /// meanwhile, as far as the socket takes them without waiting, and gives the socket back. The
     /// rest, if any, goes back in front of the queue, for the writer (which meets the socket's
     /// error, if that was why). Returns what to count: the frames that began.
-    fn write_claimed(&self, mut first: Frame) -> Sent {
+    fn write_claimed(&self, claim: Claim) -> Sent {
+        // Only this thread adds to its open claim, and it is here.
+        self.open_claim.store(0, Ordering::Relaxed);
+        let Claim {
+            large,
+            copied,
+            copied_sent,
+            ..
+        } = claim;
         let socket = &self.attached().socket;
         let mut behind = {
             let mut state = self.lock();
@@ -569,29 +759,36 @@ impl Outbox {
         };
         // Frames taken from the queue make room in it, as the writer's taking does.
         let took = !behind.is_empty();
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        slices[0] = IoSlice::new(first.wire());
-        let mut count = 1;
-        for (slice, frame) in slices[1..].iter_mut().zip(&behind) {
-            *slice = IoSlice::new(frame.wire());
-            count += 1;
+        let claimed = large
+            .iter()
+            .map(Frame::wire)
+            .chain((!copied.is_empty()).then_some(&copied[..]));
+        let total: usize = claimed.clone().map(<[u8]>::len).sum::<usize>()
+            + behind.iter().map(|frame| frame.wire().len()).sum::<usize>();
+        let written = if behind.is_empty() && large.is_none() {
+            socket.try_write(&copied)
+        } else {
+            try_write_gathered(socket, claimed.chain(behind.iter().map(Frame::wire)))
         }
-        let mut written = socket.try_write_vectored(&slices[..count]).unwrap_or(0);
+        .unwrap_or(0);
 
         let mut sent = Sent::default();
-        let mut rest_of_first = None;
         let mut begun = false;
-        if written > 0 {
-            sent.add(Sent::of([&first]));
-        }
-        if written < first.wire().len() {
-            first.consume(written);
-            begun = written > 0;
-            rest_of_first = Some(first);
+        if written == total {
+            sent = Sent::of(large.iter().chain(&behind));
+            sent.add(copied_sent);
+            behind.clear();
+            recycle(copied);
         } else {
-            written -= first.wire().len();
+            // Rare (a client that does not keep up): the unwritten rest as frames again.
+            let mut pending: VecDeque<Frame> = large
+                .into_iter()
+                .chain(Frame::split(copied.into()))
+                .chain(behind.drain(..))
+                .collect();
+            let mut written = written;
             while written > 0
-                && let Some(front) = behind.front_mut()
+                && let Some(front) = pending.front_mut()
             {
                 sent.add(Sent::of([&*front]));
                 let len = front.wire().len();
@@ -601,19 +798,17 @@ impl Outbox {
                     break;
                 }
                 written -= len;
-                behind.pop_front();
+                pending.pop_front();
             }
+            behind = pending;
         }
 
         let mut state = self.lock();
         let awaited = state.holder == Holder::Producer { awaited: true };
         state.holder = Holder::Free;
-        if rest_of_first.is_some() || !behind.is_empty() {
+        if !behind.is_empty() {
             // In order: the rest of what this producer wrote, then what was pushed meanwhile.
             behind.extend(state.frames.drain(..));
-            if let Some(first) = rest_of_first {
-                behind.push_front(first);
-            }
             state.frames = behind;
             state.front_begun = begun;
             state.recount();
@@ -647,9 +842,10 @@ impl Outbox {
         }
         if self.claim(&mut state) {
             drop(state);
-            claimed(self, frame);
+            claimed(self, &frame);
             return Ok(());
         }
+        self.close_claim(&state);
         if frame.is_pong() {
             if state.pongs >= MAX_QUEUED_CONTROL_FRAMES {
                 // Not a frame that has begun: its first bytes are on the wire already.
@@ -693,9 +889,10 @@ impl Outbox {
         let mut state = self.lock();
         if self.claim(&mut state) {
             drop(state);
-            claimed(self, frame);
+            claimed(self, &frame);
             return Ok(());
         }
+        self.close_claim(&state);
         if !state.has_room_for(limits, bytes) {
             return Err(frame);
         }
@@ -897,6 +1094,21 @@ mod tests {
         matches!(client.try_read(&mut [0; 1]), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock)
     }
 
+    /// Writes what the writer took, as the writer does.
+    async fn write_as_the_writer(outbox: &Outbox, batch: &mut VecDeque<Frame>) {
+        let socket = &outbox.attached().socket;
+        for frame in batch {
+            while !frame.wire().is_empty() {
+                socket.writable().await.unwrap();
+                match socket.try_write(frame.wire()) {
+                    Ok(written) => frame.consume(written),
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(err) => panic!("{err}"),
+                }
+            }
+        }
+    }
+
     fn delivered(outbox: &Outbox) -> u64 {
         outbox.attached().metrics.messages_delivered.get()
     }
@@ -907,7 +1119,7 @@ mod tests {
         let mut batch = VecDeque::new();
         assert_eq!(writer_takes(&outbox, &mut batch), None);
         let hello = Frame::text("hello");
-        outbox.push(hello.clone(), &ROOMY).unwrap();
+        outbox.push(&hello, &ROOMY).unwrap();
         assert_eq!(read(&mut client, hello.wire().len()).await, hello.wire());
         assert_eq!(
             writer_takes(&outbox, &mut batch),
@@ -920,11 +1132,11 @@ mod tests {
     #[tokio::test]
     async fn the_writer_has_the_socket_until_it_comes_back_empty_handed() {
         let (outbox, client) = served().await;
-        outbox.push(Frame::text("1"), &ROOMY).unwrap();
+        outbox.push(&Frame::text("1"), &ROOMY).unwrap();
         let mut batch = VecDeque::new();
         writer_takes(&outbox, &mut batch).unwrap();
         // The writer holds a batch it has not written: a frame pushed now must wait behind it.
-        outbox.push(Frame::text("2"), &ROOMY).unwrap();
+        outbox.push(&Frame::text("2"), &ROOMY).unwrap();
         assert!(nothing_arrived(&client).await);
         assert_eq!(batch, [Frame::text("1")]);
     }
@@ -936,8 +1148,8 @@ mod tests {
         writer_takes(&outbox, &mut batch);
         let frames = [Frame::text("1"), Frame::binary([2]), Frame::pong(b"3")];
         let scope = BatchScope::enter();
-        outbox.push(frames[0].clone(), &ROOMY).unwrap();
-        outbox.push(frames[1].clone(), &ROOMY).unwrap();
+        outbox.push(&frames[0], &ROOMY).unwrap();
+        outbox.push(&frames[1], &ROOMY).unwrap();
         outbox.push_control(frames[2].clone()).unwrap();
         assert!(
             nothing_arrived(&client).await,
@@ -967,8 +1179,8 @@ mod tests {
             frames: 4,
             bytes: u32::MAX,
         };
-        outbox.push(large.clone(), &limits).unwrap();
-        outbox.push(small.clone(), &limits).unwrap();
+        outbox.push(&large, &limits).unwrap();
+        outbox.push(&small, &limits).unwrap();
         let taken = writer_takes(&outbox, &mut batch).expect("the rest is the writer's");
         assert_eq!(
             taken.frames, 1,
@@ -978,17 +1190,7 @@ mod tests {
         let expected = wire(&[&large, &small]);
         let reading =
             tokio::spawn(async move { read(&mut client, expected.len()).await == expected });
-        let socket = &outbox.attached().socket;
-        for frame in &mut batch {
-            while !frame.wire().is_empty() {
-                socket.writable().await.unwrap();
-                match socket.try_write(frame.wire()) {
-                    Ok(written) => frame.consume(written),
-                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(err) => panic!("{err}"),
-                }
-            }
-        }
+        write_as_the_writer(&outbox, &mut batch).await;
         outbox.wrote(taken);
         assert!(reading.await.unwrap(), "every byte once, in order");
         assert_eq!((outbox.sent(), delivered(&outbox)), (2, 2));
@@ -1001,7 +1203,7 @@ mod tests {
         writer_takes(&outbox, &mut batch);
         let scope = BatchScope::enter();
         let first = Frame::text("before the close");
-        outbox.push(first.clone(), &ROOMY).unwrap();
+        outbox.push(&first, &ROOMY).unwrap();
         assert!(
             outbox.reclaim(&mut batch).now_or_never().is_none(),
             "a claimed frame is not written yet"
@@ -1010,7 +1212,7 @@ mod tests {
         assert!(outbox.reclaim(&mut batch).now_or_never().is_some());
         assert_eq!(read(&mut client, first.wire().len()).await, first.wire());
         outbox
-            .push(Frame::text("queued for the close"), &ROOMY)
+            .push(&Frame::text("queued for the close"), &ROOMY)
             .unwrap();
         assert!(nothing_arrived(&client).await);
     }
@@ -1024,7 +1226,7 @@ mod tests {
         let scope = BatchScope::enter();
         for frame in &frames {
             outbox
-                .push(frame.clone(), &two)
+                .push(frame, &two)
                 .expect("the client reads: not evicted");
         }
         drop(scope);
@@ -1043,9 +1245,9 @@ mod tests {
         before_park();
         let (first, second) = (Frame::text("1"), Frame::text("2"));
         Batching::new(async {
-            lone.push(first.clone(), &ROOMY).unwrap();
-            busy.push(first.clone(), &ROOMY).unwrap();
-            busy.push(second.clone(), &ROOMY).unwrap();
+            lone.push(&first, &ROOMY).unwrap();
+            busy.push(&first, &ROOMY).unwrap();
+            busy.push(&second, &ROOMY).unwrap();
         })
         .await;
         let both = wire(&[&first, &second]);
@@ -1061,7 +1263,7 @@ mod tests {
     #[tokio::test]
     async fn a_ping_goes_ahead_of_a_backlog() {
         let (outbox, _client) = served().await;
-        outbox.push(Frame::text("1"), &ROOMY).unwrap();
+        outbox.push(&Frame::text("1"), &ROOMY).unwrap();
         outbox.push_control(Frame::pong(b"p")).unwrap();
         outbox.push_control(Frame::ping()).unwrap();
         let mut batch = VecDeque::new();
@@ -1082,7 +1284,7 @@ mod tests {
             let (outbox, first) = (Arc::clone(&outbox), frames[0].clone());
             move || {
                 let scope = BatchScope::enter();
-                outbox.push(first, &two).unwrap();
+                outbox.push(&first, &two).unwrap();
                 claimed.send(()).unwrap();
                 written.recv().unwrap();
                 drop(scope);
@@ -1091,11 +1293,11 @@ mod tests {
         claim_made.recv().unwrap();
         for frame in &frames[1..] {
             outbox
-                .push(frame.clone(), &two)
+                .push(frame, &two)
                 .expect("not the client's fault yet");
         }
         assert_eq!(
-            outbox.push(Frame::text("5"), &two),
+            outbox.push(&Frame::text("5"), &two),
             Err(Evicted),
             "past twice the limits"
         );
@@ -1122,8 +1324,8 @@ mod tests {
         let large = Frame::binary(vec![1; 32 << 20]);
         {
             let _scope = BatchScope::enter();
-            outbox.push(large.clone(), &ROOMY).unwrap();
-            outbox.push(Frame::text("next"), &ROOMY).unwrap();
+            outbox.push(&large, &ROOMY).unwrap();
+            outbox.push(&Frame::text("next"), &ROOMY).unwrap();
         }
         let (batch, taken) = tokio::time::timeout(Duration::from_secs(5), writer)
             .await
@@ -1132,6 +1334,76 @@ mod tests {
         assert_eq!(batch.len(), 2);
         assert_eq!(taken.frames, 1, "the first began, and was counted then");
         assert_eq!(read(&mut client, 2).await, large.wire()[..2]);
+    }
+
+    #[tokio::test]
+    async fn a_frame_queued_behind_a_claim_goes_before_what_the_claiming_thread_pushes_next() {
+        let (outbox, mut client) = served().await;
+        writer_takes(&outbox, &mut VecDeque::new());
+        let frames = numbered(4);
+        let (pushed, other_pushed) = std::sync::mpsc::channel();
+        let (go_on, next) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn({
+            let (outbox, frames) = (Arc::clone(&outbox), frames.clone());
+            move || {
+                let scope = BatchScope::enter();
+                // Claimed, then one copied into the claim without the lock.
+                outbox.push(&frames[0], &ROOMY).unwrap();
+                outbox.push(&frames[1], &ROOMY).unwrap();
+                pushed.send(()).unwrap();
+                next.recv().unwrap();
+                // Pushed after this thread's "2": it must not overtake it.
+                outbox.push(&frames[3], &ROOMY).unwrap();
+                drop(scope);
+            }
+        });
+        other_pushed.recv().unwrap();
+        outbox.push(&frames[2], &ROOMY).unwrap();
+        go_on.send(()).unwrap();
+        other.join().unwrap();
+        let all = wire(&frames.iter().collect::<Vec<_>>());
+        assert_eq!(read(&mut client, all.len()).await, all);
+        assert_eq!((outbox.sent(), delivered(&outbox)), (4, 4));
+    }
+
+    #[tokio::test]
+    async fn copied_frames_the_socket_does_not_take_go_to_the_writer_whole_and_counted_once() {
+        let (outbox, mut client) = served().await;
+        let mut batch = VecDeque::new();
+        writer_takes(&outbox, &mut batch);
+        let many = QueueLimits {
+            frames: 1 << 20,
+            bytes: u32::MAX,
+        };
+        // Scope after scope of small frames, copied into claims, until the client (reading
+        // nothing) leaves some for the writer.
+        let mut frames = Vec::new();
+        let taken = loop {
+            let scope = BatchScope::enter();
+            for _ in 0..64 {
+                let frame = Frame::binary(frames.len().to_be_bytes().repeat(16));
+                outbox.push(&frame, &many).unwrap();
+                frames.push(frame);
+            }
+            drop(scope);
+            if let Some(taken) = writer_takes(&outbox, &mut batch) {
+                break taken;
+            }
+            assert!(frames.len() < 1 << 20, "the socket takes everything");
+        };
+        assert!(batch.len() > 1, "the rest as frames again: {}", batch.len());
+        assert!(
+            batch.iter().skip(1).all(|frame| frames.contains(frame)),
+            "whole frames behind the begun one"
+        );
+        let expected = wire(&frames.iter().collect::<Vec<_>>());
+        let reading =
+            tokio::spawn(async move { read(&mut client, expected.len()).await == expected });
+        write_as_the_writer(&outbox, &mut batch).await;
+        outbox.wrote(taken);
+        assert!(reading.await.unwrap(), "every byte once, in order");
+        let count = frames.len() as u64;
+        assert_eq!((outbox.sent(), delivered(&outbox)), (count, count));
     }
 
     const ROOMY: QueueLimits = QueueLimits {
@@ -1147,8 +1419,8 @@ mod tests {
     #[tokio::test]
     async fn hands_over_everything_queued_in_order() {
         let outbox = Arc::new(Outbox::new());
-        outbox.push(Frame::text("1"), &ROOMY).unwrap();
-        outbox.push(Frame::text("2"), &ROOMY).unwrap();
+        outbox.push(&Frame::text("1"), &ROOMY).unwrap();
+        outbox.push(&Frame::text("2"), &ROOMY).unwrap();
         let mut batch = VecDeque::new();
         outbox.take_all(&mut batch).await.unwrap();
         assert_eq!(batch, [Frame::text("1"), Frame::text("2")]);
@@ -1157,24 +1429,24 @@ mod tests {
     #[tokio::test]
     async fn a_push_into_a_full_outbox_evicts_it_for_good() {
         let outbox = Arc::new(Outbox::new());
-        outbox.push(Frame::text("1"), &ONE_FRAME).unwrap();
-        assert_eq!(outbox.push(Frame::text("2"), &ONE_FRAME), Err(Evicted));
+        outbox.push(&Frame::text("1"), &ONE_FRAME).unwrap();
+        assert_eq!(outbox.push(&Frame::text("2"), &ONE_FRAME), Err(Evicted));
         outbox.evicted().await;
         assert_eq!(outbox.take_all(&mut VecDeque::new()).await, Err(Evicted));
-        assert_eq!(outbox.push(Frame::text("3"), &ONE_FRAME), Err(Evicted));
+        assert_eq!(outbox.push(&Frame::text("3"), &ONE_FRAME), Err(Evicted));
     }
 
     #[tokio::test]
     async fn bytes_bound_the_queue_but_an_empty_one_takes_any_frame() {
         let outbox = Arc::new(Outbox::new());
         outbox
-            .push(Frame::text("x".repeat(25)), &TEN_BYTES)
+            .push(&Frame::text("x".repeat(25)), &TEN_BYTES)
             .unwrap();
-        assert_eq!(outbox.push(Frame::text("y"), &TEN_BYTES), Err(Evicted));
+        assert_eq!(outbox.push(&Frame::text("y"), &TEN_BYTES), Err(Evicted));
 
         let outbox = Arc::new(Outbox::new());
-        outbox.push(Frame::text("123456"), &TEN_BYTES).unwrap();
-        outbox.push(Frame::text("7890"), &TEN_BYTES).unwrap();
+        outbox.push(&Frame::text("123456"), &TEN_BYTES).unwrap();
+        outbox.push(&Frame::text("7890"), &TEN_BYTES).unwrap();
         assert!(outbox.try_push(Frame::text("!"), &TEN_BYTES).is_err());
         outbox.take_all(&mut VecDeque::new()).await.unwrap();
         assert!(outbox.try_push(Frame::text("!"), &TEN_BYTES).is_ok());
@@ -1183,7 +1455,7 @@ mod tests {
     #[tokio::test]
     async fn control_frames_pass_data_limits_and_the_newest_replaces_the_last_past_theirs() {
         let outbox = Arc::new(Outbox::new());
-        outbox.push(Frame::text("1"), &ONE_FRAME).unwrap();
+        outbox.push(&Frame::text("1"), &ONE_FRAME).unwrap();
         let pong = |n: u16| Frame::pong(&n.to_be_bytes());
         for n in 0..MAX_QUEUED_CONTROL_FRAMES + 10 {
             outbox.push_control(pong(n)).unwrap();
@@ -1208,7 +1480,7 @@ mod tests {
     #[tokio::test]
     async fn push_when_room_waits_for_the_writer() {
         let outbox = Arc::new(Outbox::with_backpressure());
-        outbox.push(Frame::text("1"), &ONE_FRAME).unwrap();
+        outbox.push(&Frame::text("1"), &ONE_FRAME).unwrap();
         let producer = tokio::spawn({
             let outbox = Arc::clone(&outbox);
             async move { outbox.push_when_room(Frame::text("2"), &ONE_FRAME).await }
@@ -1235,7 +1507,7 @@ mod tests {
         let mut batch = VecDeque::new();
         let burst = |outbox: &Arc<Outbox>| {
             for _ in 0..1_000 {
-                outbox.push(Frame::text("x"), &limits).unwrap();
+                outbox.push(&Frame::text("x"), &limits).unwrap();
             }
         };
         burst(&outbox);
@@ -1265,7 +1537,7 @@ mod tests {
             }
         });
         tokio::task::yield_now().await;
-        outbox.push(Frame::text("1"), &ROOMY).unwrap();
+        outbox.push(&Frame::text("1"), &ROOMY).unwrap();
         assert_eq!(writer.await.unwrap(), Ok(1));
     }
 }

@@ -9,25 +9,20 @@
 //! full-speed broadcast), and would frame every message again in every connection.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::task::Poll;
 
 use tokio::net::TcpStream;
 
-use crate::frame::{Frame, MAX_SLICES};
+use crate::frame::Frame;
+use crate::outbox::try_write_gathered;
 
 /// Writes every frame of `batch`, emptying it, with as few `writev` calls as the socket allows.
 /// Only whoever holds the socket (see [`outbox`](crate::outbox)) may call this.
 pub async fn write_frames(socket: &TcpStream, batch: &mut VecDeque<Frame>) -> io::Result<()> {
     std::future::poll_fn(|cx| {
         while !batch.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slice, frame) in slices.iter_mut().zip(batch.iter()) {
-                *slice = IoSlice::new(frame.wire());
-                count += 1;
-            }
-            let mut written = match socket.try_write_vectored(&slices[..count]) {
+            let mut written = match try_write_gathered(socket, batch.iter().map(Frame::wire)) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(written) => written,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {

@@ -190,13 +190,12 @@ impl Frames {
         channel: &ChannelName,
         data: &str,
         offset: Option<Offset>,
-    ) -> Frame {
+    ) -> &Frame {
         let slot = match form {
             Form::Wss => &mut self.wss,
             Form::V1 => &mut self.v1,
         };
         slot.get_or_insert_with(|| frame(form, channel, data, offset))
-            .clone()
     }
 }
 

@@ -228,7 +228,7 @@ impl Hub {
                         // Lost already: the member goes live with the resume's answer.
                     } else if held.frames.len() < limits.frames {
                         let frame = frames.get(member.form, channel, data, offset);
-                        held.frames.push((offset, frame));
+                        held.frames.push((offset, frame.clone()));
                     } else {
                         held.frames = Vec::new();
                         held.overflowed = true;
@@ -454,9 +454,9 @@ impl Subscriber {
         } else {
             Vec::new()
         };
-        self.outbox.push(first(recovered), limits)?;
+        self.outbox.push(&first(recovered), limits)?;
         for frame in replay.into_iter().flatten().chain(held) {
-            self.outbox.push(frame, limits)?;
+            self.outbox.push(&frame, limits)?;
         }
         Ok(recovered)
     }
@@ -513,7 +513,7 @@ impl Subscriber {
         let member = self.member(&mut state.channels, channel)?;
         member.state = MemberState::Live;
         match first {
-            Some(frame) => self.outbox.push(frame, &self.hub.queue_limits),
+            Some(frame) => self.outbox.push(&frame, &self.hub.queue_limits),
             None => Ok(()),
         }
     }
@@ -530,7 +530,7 @@ impl Subscriber {
         match last {
             Some(frame) => self
                 .outbox
-                .push(frame, &self.hub.queue_limits)
+                .push(&frame, &self.hub.queue_limits)
                 .map(|()| true),
             None => Ok(true),
         }
@@ -538,7 +538,7 @@ impl Subscriber {
 
     /// Queues a frame of the subscriber's own (a reply) behind what is already queued.
     pub fn send(&self, frame: Frame) -> Result<(), Evicted> {
-        self.outbox.push(frame, &self.hub.queue_limits)
+        self.outbox.push(&frame, &self.hub.queue_limits)
     }
 
     fn remove_from(&self, state: &mut State, channel: &ChannelName) {
