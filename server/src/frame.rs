@@ -2,10 +2,10 @@
 //!
 //! A server's frames are never masked (RFC 6455, 5.1), so a message published to 10,000
 //! subscribers is the same bytes, header and payload, on every one of their sockets. A [`Frame`]
-//! holds those bytes, reference-counted: queuing it for a subscriber costs a reference count, and
-//! the writer hands the kernel everything queued in one vectored write (`writev`) without copying
-//! it into a buffer of its own. Framing and copying every broadcast again for every recipient was
-//! about a sixth of the server's CPU at full-speed broadcast.
+//! holds those bytes, reference-counted: queuing it for a subscriber costs a reference count, or,
+//! for a small frame written to an idle client, one copy of its bytes into the buffer the client's
+//! next write hands the kernel (see [`outbox`](crate::outbox)). Framing every broadcast again for
+//! every recipient was about a sixth of the server's CPU at full-speed broadcast.
 
 use std::fmt;
 

@@ -4,7 +4,7 @@
 //! holds ([`socket`]): the [`reader`] takes each frame the client sends from [`incoming`], holds
 //! each message to the connection's rate limits and hands it to its route's
 //! [`protocol`](crate::protocol), which says what it means (a broadcast, an echo); the [`writer`]
-//! drains what the connection's queue holds in batches (everything queued, in as few `writev`
+//! drains what the connection's queue holds in batches (everything queued, in as few system
 //! calls as the socket takes; a frame pushed while it waits with nothing queued is written by its
 //! producer, see [`outbox`](crate::outbox)), keeps the heartbeat, and watches for the three things
 //! that end a connection from the server's side: the drain, eviction as a slow consumer, and a

@@ -1,4 +1,4 @@
-//! Writing to the connection's socket: frames the hub encoded once, many per `writev`.
+//! Writing to the connection's socket: frames the hub encoded once, many per system call.
 //!
 //! The reader ([`incoming`](super::incoming)), the writer and the producers that write to an idle
 //! connection directly (see [`outbox`](crate::outbox)) share the TCP socket without a lock around
@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use crate::frame::Frame;
 use crate::outbox::try_write_gathered;
 
-/// Writes every frame of `batch`, emptying it, with as few `writev` calls as the socket allows.
+/// Writes every frame of `batch`, emptying it, with as few system calls as the socket allows.
 /// Only whoever holds the socket (see [`outbox`](crate::outbox)) may call this.
 pub async fn write_frames(socket: &TcpStream, batch: &mut VecDeque<Frame>) -> io::Result<()> {
     std::future::poll_fn(|cx| {
