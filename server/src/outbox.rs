@@ -228,6 +228,8 @@ thread_local! {
     static WRITES_AT_PARK: Cell<bool> = const { Cell::new(false) };
     /// [`Batching`] polls ended since this thread last wrote all its claimed frames.
     static POLLS_HELD: Cell<usize> = const { Cell::new(0) };
+    /// Runs when this thread's outermost scope ends, before it writes.
+    static BEFORE_SCOPE_ENDS: Cell<Option<fn()>> = const { Cell::new(None) };
 }
 
 /// Writes as much of `frames` as `socket` takes now: copied into one buffer when they are small,
@@ -380,6 +382,17 @@ pub fn before_park() {
     write_claimed_frames(Keep::Nothing);
 }
 
+/// Whether a [`BatchScope`] is open on this thread.
+pub fn in_batch_scope() -> bool {
+    BATCHING.get()
+}
+
+/// Runs `hook` when this thread's outermost [`BatchScope`] ends, before it writes what was
+/// claimed: for frames a producer let wait, to go out with the rest.
+pub fn before_scope_ends(hook: fn()) {
+    BEFORE_SCOPE_ENDS.set(Some(hook));
+}
+
 /// What a write of the claimed frames leaves for later.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Keep {
@@ -398,6 +411,8 @@ enum Keep {
 #[must_use]
 pub struct BatchScope {
     outermost: bool,
+    /// Publishes an inner scope counts as (see [`PUBLISHES_PER_WRITE`]).
+    publishes: usize,
     /// A [`Batching`] task's poll, which a busy thread may leave lone frames after.
     polling: bool,
 }
@@ -405,8 +420,14 @@ pub struct BatchScope {
 impl BatchScope {
     /// Opens a scope on this thread.
     pub fn enter() -> BatchScope {
+        BatchScope::enter_for(1)
+    }
+
+    /// Opens a scope on this thread for `publishes` publishes.
+    pub fn enter_for(publishes: usize) -> BatchScope {
         BatchScope {
             outermost: !BATCHING.replace(true),
+            publishes,
             polling: false,
         }
     }
@@ -415,13 +436,16 @@ impl BatchScope {
 impl Drop for BatchScope {
     fn drop(&mut self) {
         if !self.outermost {
-            let ended = ENDED_INSIDE.get() + 1;
+            let ended = ENDED_INSIDE.get() + self.publishes;
             if ended < PUBLISHES_PER_WRITE {
                 ENDED_INSIDE.set(ended);
                 return;
             }
             write_claimed_frames(Keep::Lone);
             return;
+        }
+        if let Some(hook) = BEFORE_SCOPE_ENDS.take() {
+            hook();
         }
         BATCHING.set(false);
         let held = POLLS_HELD.get() + 1;
@@ -464,6 +488,7 @@ impl<F: Future> Future for Batching<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let _scope = BatchScope {
             outermost: !BATCHING.replace(true),
+            publishes: 1,
             polling: true,
         };
         self.project().task.poll(cx)

@@ -54,9 +54,26 @@ impl Fanout {
     /// included. For the same reason the relay send, several times an idle connection's state, is
     /// boxed.
     pub fn publish(&self, publication: Publication) -> impl Future<Output = ()> + Send + '_ {
+        self.hand_over(publication, |hub, publication| {
+            hub.publish(&publication.channel, &publication.data);
+        })
+    }
+
+    /// Publishes one message, which this process's hub may deliver a little later: with the
+    /// messages published around it, before this thread's batch scope ends (see
+    /// [`Hub::publish_soon`]). For a publisher that takes no answer and is told nothing of it.
+    pub fn publish_soon(&self, publication: Publication) -> impl Future<Output = ()> + Send + '_ {
+        self.hand_over(publication, Hub::publish_soon)
+    }
+
+    fn hand_over(
+        &self,
+        publication: Publication,
+        local: fn(&Arc<Hub>, Publication),
+    ) -> impl Future<Output = ()> + Send + '_ {
         let relayed = match self {
             Fanout::Local(hub) => {
-                hub.publish(&publication.channel, &publication.data);
+                local(hub, publication);
                 None
             }
             Fanout::Relay(queue) => Some(Box::pin(queue.send(Relayed {

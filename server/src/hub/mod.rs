@@ -4,14 +4,16 @@
 //! connection, route or protocol; they, and the backplane, depend on it.
 //!
 //! A message is the publisher's JSON, validated once. For each protocol among its recipients the
-//! hub builds the frame once ([`channel`]); every recipient gets a clone of the same frame, whose
-//! bytes are reference-counted, so a message to N clients copies no payload per client. Each
+//! hub builds the frame once ([`channel`]); every recipient's queue gets a clone of the same frame,
+//! whose bytes are reference-counted, or a small frame for an idle recipient is copied straight
+//! into the buffer its next write hands the kernel ([`outbox`](crate::outbox)). Each
 //! subscriber has one bounded queue for all its channels. The hub never waits on a queue: a
 //! subscriber whose queue is full is evicted on the spot and told so, so a slow client never slows
 //! the publisher or anyone else, and the memory a client can pin is bounded by its queue. One lock
 //! around the channels gives every subscriber of a channel the same order of messages. A frame for
 //! a subscriber whose writer is idle is written by the publisher itself ([`outbox`](crate::outbox)),
-//! after that lock is released.
+//! after that lock is released. A `/wss` client's burst of messages is delivered under one hold of
+//! that lock ([`Hub::publish_soon`]).
 //!
 //! A subscriber enters a channel in two steps, so that a relay can be told first: reserved (it
 //! counts as interest in the channel but receives nothing yet), then live (its first frame, the
@@ -28,6 +30,7 @@
 pub mod channel;
 mod fanout;
 mod history;
+mod soon;
 
 pub use channel::{ChannelName, Form};
 pub use fanout::{Fanout, Interest, Publication, Relayed};
@@ -188,9 +191,18 @@ impl Hub {
         // Ended after the lock: a broadcast to a thousand idle clients is a thousand system calls,
         // which must not hold up every other publisher.
         let _batch = BatchScope::enter();
-        let mut state = self.lock();
+        self.publish_under(&mut self.lock(), channel, data)
+    }
+
+    /// [`publish`](Self::publish), under the lock `state` is from.
+    fn publish_under(
+        &self,
+        state: &mut State,
+        channel: &ChannelName,
+        data: &str,
+    ) -> Option<Offset> {
         let offset = state.history.record(channel, data, Instant::now());
-        self.deliver(&mut state, channel, data, offset);
+        self.deliver(state, channel, data, offset);
         offset
     }
 
@@ -284,7 +296,16 @@ impl Hub {
             .map_or(0, |c| c.members.len())
     }
 
+    /// The hub's state, once the messages this thread let wait ([`Hub::publish_soon`]) are
+    /// delivered: whatever the thread does next with the hub comes after them.
     fn lock(&self) -> MutexGuard<'_, State> {
+        let mut state = self.lock_alone();
+        self.deliver_waiting_under(&mut state, usize::MAX);
+        state
+    }
+
+    /// The hub's state, with nothing delivered first.
+    fn lock_alone(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves the map consistent (no partial updates).
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

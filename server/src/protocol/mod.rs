@@ -96,12 +96,16 @@ impl<'a> Inbound<'a> {
 }
 
 impl<'a> Handover<'a> {
-    /// Hands the message over at once where it can; the future completes once it is taken, and
-    /// holds only what waiting needs: a publish waits only for a full Redis publish queue, an echo
-    /// for room in its own outbox (backpressure on a client that does not read).
+    /// Hands the message over at once where it can (a publish to this process's hub may be
+    /// delivered with the rest of the client's burst, when the task's poll ends); the future
+    /// completes once it is taken, and holds only what waiting needs: a publish waits only for a
+    /// full Redis publish queue, an echo for room in its own outbox (backpressure on a client that
+    /// does not read).
     pub fn deliver(self) -> impl Future<Output = ()> + Send + 'a {
         match self {
-            Handover::Publish(fanout, publication) => Either::Left(fanout.publish(publication)),
+            Handover::Publish(fanout, publication) => {
+                Either::Left(fanout.publish_soon(publication))
+            }
             Handover::Echo(outbox, limits, frame) => {
                 Either::Right(echo::deliver(outbox, limits, frame))
             }
