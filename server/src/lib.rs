@@ -31,6 +31,7 @@ pub mod connection;
 pub mod demo;
 pub mod frame;
 pub mod healthcheck;
+pub mod http_socket;
 pub mod hub;
 pub mod limits;
 pub mod logging;

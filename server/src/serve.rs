@@ -37,6 +37,7 @@ use warp::Filter;
 use warp::http::{Request, header};
 use warp::reply::Response;
 
+use crate::http_socket::HttpSocket;
 use crate::metrics::Metrics;
 use crate::outbox::Batching;
 use crate::shutdown::Shutdown;
@@ -136,7 +137,7 @@ pub async fn serve<F>(
             })
         };
         let connection = http
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(HttpSocket::new(stream)), service)
             .with_upgrades();
         let metrics = Arc::clone(&metrics);
         let mut shutdown = shutdown.clone();

@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 
 use hyper::upgrade::{OnUpgrade, Parts};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, info};
 
 use crate::auth::{Authenticator, Grant};
 use crate::frame::Frame;
+use crate::http_socket::HttpSocket;
 use crate::hub::{self, ChannelName, Fanout, Form, Hub};
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
@@ -177,15 +177,15 @@ impl Context {
             };
             // In a block: what only the start needs keeps no room in the task for the
             // connection's life.
-            let (stream, early, id) = {
+            let (stream, switching, early, id) = {
                 // Every connection is served on a plain TCP socket (serve.rs): TLS ends at the
                 // load balancer.
-                let Ok(Parts { io, read_buf, .. }) = upgraded.downcast::<TokioIo<TcpStream>>()
+                let Ok(Parts { io, read_buf, .. }) = upgraded.downcast::<TokioIo<HttpSocket>>()
                 else {
                     error!("an upgraded connection is not a TCP socket");
                     return;
                 };
-                let stream = io.into_inner();
+                let (stream, switching) = io.into_inner().into_parts();
                 // Bytes the client sent right behind its upgrade request, read with the request:
                 // the reader starts with them. Copied out (there are none, nearly always), so that
                 // the HTTP server's 8 KiB read buffer is let go.
@@ -195,7 +195,7 @@ impl Context {
                 self.metrics.connections.inc();
                 let subject = grant.as_ref().and_then(|grant| grant.subject.as_deref());
                 info!(conn = id, client = %client, route = route.label(), sub = subject, "connection opened");
-                (stream, early, id)
+                (stream, switching, early, id)
             };
 
             let activity = Activity::new();
@@ -242,11 +242,13 @@ impl Context {
                 activity: &activity,
                 context: &self,
             };
-            let reason = if route == Route::Broadcast
-                && socket::write_frame(socket, Frame::text(wss::GREETING))
-                    .await
-                    .is_err()
-            {
+            // The 101 hyper left for this first write (see `http_socket`), with the `/wss`
+            // greeting: one segment.
+            let mut first = switching;
+            if route == Route::Broadcast {
+                first.extend_from_slice(Frame::text(wss::GREETING).wire());
+            }
+            let reason = if socket::write_all(socket, &first).await.is_err() {
                 CloseReason::Abnormal
             } else {
                 // Built in place: a named local would keep its own slot in the task beside the

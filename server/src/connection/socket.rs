@@ -46,6 +46,19 @@ pub async fn write_frames(socket: &TcpStream, batch: &mut VecDeque<Frame>) -> io
     .await
 }
 
+/// Writes `bytes` whole (nothing, when there are none).
+pub async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match socket.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => bytes = &bytes[written..],
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 /// Writes one frame whole.
 pub async fn write_frame(socket: &TcpStream, frame: Frame) -> io::Result<()> {
     write_frames(socket, &mut VecDeque::from([frame])).await
