@@ -656,7 +656,11 @@ impl Outbox {
     /// Whoever queues a frame behind a claim closes it to lock-free additions: what its thread
     /// pushes from then on must queue behind that frame.
     fn close_claim(&self, state: &State) {
-        if matches!(state.holder, Holder::Producer { .. }) {
+        // Looked at first: a store would take the cache line from the claiming thread's core at
+        // every frame another thread queues behind its claim.
+        if matches!(state.holder, Holder::Producer { .. })
+            && self.open_claim.load(Ordering::Relaxed) != 0
+        {
             self.open_claim.store(0, Ordering::Release);
         }
     }

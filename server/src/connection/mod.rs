@@ -242,13 +242,11 @@ impl Context {
                 activity: &activity,
                 context: &self,
             };
-            // The 101 hyper left for this first write (see `http_socket`), with the `/wss`
-            // greeting: one segment.
-            let mut first = switching;
-            if route == Route::Broadcast {
-                first.extend_from_slice(Frame::text(wss::GREETING).wire());
-            }
-            let reason = if socket::write_all(socket, &first).await.is_err() {
+            // A temporary of the condition: gone once written, not kept for the connection's life.
+            let reason = if socket::write_all(socket, &first_write(switching, route))
+                .await
+                .is_err()
+            {
                 CloseReason::Abnormal
             } else {
                 // Built in place: a named local would keep its own slot in the task beside the
@@ -297,4 +295,14 @@ impl Context {
             drop(permit);
         }
     }
+}
+
+/// What a connection writes first: the 101 hyper left for it (see
+/// [`http_socket`](crate::http_socket)), with the `/wss` greeting, in one segment.
+fn first_write(switching: Vec<u8>, route: Route) -> Vec<u8> {
+    let mut first = switching;
+    if route == Route::Broadcast {
+        first.extend_from_slice(Frame::text(wss::GREETING).wire());
+    }
+    first
 }
