@@ -325,6 +325,32 @@ async fn server_close_code(stream: &mut tokio::net::tcp::OwnedReadHalf) -> u16 {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_publishes_and_closes_at_once_gets_its_own_message_before_the_close() {
+    let server = TestServer::start(&[]).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = upgrade_request("/wss", "HTTP/1.1", true, KEY, "13");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 101"));
+    assert_eq!(
+        server_frame(&mut stream).await,
+        (1, br#"{"connection":"ok"}"#.to_vec())
+    );
+    // The message and the close in one segment: read in one poll.
+    let mut both = client_frame(true, 1, b"[1]");
+    both.extend(client_frame(true, 8, &1000u16.to_be_bytes()));
+    stream.write_all(&both).await.unwrap();
+    for expected in [
+        (1, &br#"{"message":[1]}"#[..]),
+        (8, &1000u16.to_be_bytes()[..]),
+    ] {
+        let frame = tokio::time::timeout(PATIENCE, server_frame(&mut stream))
+            .await
+            .expect("a frame");
+        assert_eq!((frame.0, &frame.1[..]), expected);
+    }
+}
+
 #[tokio::test]
 async fn frames_sent_along_with_the_upgrade_request_are_read_after_it() {
     // A client may send its first frames without waiting for the 101 (they arrive in the same

@@ -265,6 +265,9 @@ impl Context {
                     }.run(&mut incoming) => reason,
                     reason = writer.run(&mut shutdown) => reason,
                 };
+                // What the client published in this poll is delivered before its close, so that it
+                // gets its own messages too, as every other subscriber does.
+                hub::deliver_waiting();
                 // Boxed: only a closing connection needs this state.
                 Box::pin(close(
                     Unsent {

@@ -35,6 +35,7 @@ mod soon;
 pub use channel::{ChannelName, Form};
 pub use fanout::{Fanout, Interest, Publication, Relayed};
 pub use history::{HistoryLimits, InvalidOffset, Offset, POSITION_TTL};
+pub use soon::deliver_waiting;
 
 /// What a channel's history held after an offset: every message that followed it, in order; or
 /// `None` when some of that is gone.

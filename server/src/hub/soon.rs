@@ -78,8 +78,8 @@ impl Hub {
 }
 
 /// Delivers every message this thread let wait, hub by hub, [`DELIVERIES_PER_HOLD`] per hold of
-/// a hub's lock.
-fn deliver_waiting() {
+/// a hub's lock: at the end of the poll, or before a connection of the thread closes.
+pub fn deliver_waiting() {
     while let Some(hub) =
         WAITING.with_borrow(|waiting| waiting.first().map(|(hub, _)| Arc::clone(hub)))
     {
