@@ -653,8 +653,14 @@ impl Outbox {
         )
     }
 
-    /// Whoever queues a frame behind a claim closes it to lock-free additions: what its thread
-    /// pushes from then on must queue behind that frame.
+    /// Queues `frame` behind what is queued (see [`State::append`]), closing a claim open on the
+    /// socket first: what its thread pushes from then on must queue behind this frame.
+    fn queue(&self, state: &mut State, frame: Frame, bytes: u32) -> bool {
+        self.close_claim(state);
+        state.append(frame, bytes)
+    }
+
+    /// Closes the claim on the socket to lock-free additions, if one is open.
     fn close_claim(&self, state: &State) {
         // Looked at first: a store would take the cache line from the claiming thread's core at
         // every frame another thread queues behind its claim.
@@ -691,7 +697,6 @@ impl Outbox {
         if self.claim(&mut state) {
             return Ok(true);
         }
-        self.close_claim(&state);
         if !state.has_room_for(limits, bytes) && matches!(state.holder, Holder::Producer { .. }) {
             drop(state);
             if self.write_claim_made_here() {
@@ -705,15 +710,11 @@ impl Outbox {
                 if self.claim(&mut state) {
                     return Ok(true);
                 }
-                // Another thread may have claimed the socket meanwhile.
-                self.close_claim(&state);
             } else {
                 // Full behind another thread's claim, which that thread writes once its publish
                 // is done: the client has not been written to meanwhile, so its queue may hold up
                 // to twice its limits until then.
                 state = self.lock();
-                // The claim may have been written, and another made, meanwhile.
-                self.close_claim(&state);
                 let doubled = QueueLimits {
                     frames: limits.frames.saturating_mul(2),
                     bytes: limits.bytes.saturating_mul(2),
@@ -721,7 +722,7 @@ impl Outbox {
                 if matches!(state.holder, Holder::Producer { .. })
                     && state.has_room_for(&doubled, bytes)
                 {
-                    state.append(frame.clone(), bytes);
+                    self.queue(&mut state, frame.clone(), bytes);
                     return Ok(false);
                 }
             }
@@ -732,7 +733,7 @@ impl Outbox {
             self.ready.wake();
             return Err(Evicted);
         }
-        let wake = state.append(frame.clone(), bytes);
+        let wake = self.queue(&mut state, frame.clone(), bytes);
         drop(state);
         if wake {
             self.ready.wake();
@@ -881,7 +882,6 @@ impl Outbox {
             claimed(self, &frame);
             return Ok(());
         }
-        self.close_claim(&state);
         if frame.is_pong() {
             if state.pongs >= MAX_QUEUED_CONTROL_FRAMES {
                 // Not a frame that has begun: its first bytes are on the wire already.
@@ -898,7 +898,7 @@ impl Outbox {
                 return Ok(());
             }
             state.pongs += 1;
-            let wake = state.append(frame, 0);
+            let wake = self.queue(&mut state, frame, 0);
             drop(state);
             if wake {
                 self.ready.wake();
@@ -910,6 +910,7 @@ impl Outbox {
         // ping still queued behind a backlog.
         let was_empty = state.frames.is_empty();
         let first = usize::from(state.front_begun);
+        self.close_claim(&state);
         state.frames.insert(first, frame);
         let wake = was_empty && !matches!(state.holder, Holder::Producer { .. });
         drop(state);
@@ -928,11 +929,10 @@ impl Outbox {
             claimed(self, &frame);
             return Ok(());
         }
-        self.close_claim(&state);
         if !state.has_room_for(limits, bytes) {
             return Err(frame);
         }
-        let wake = state.append(frame, bytes);
+        let wake = self.queue(&mut state, frame, bytes);
         drop(state);
         if wake {
             self.ready.wake();
