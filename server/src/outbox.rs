@@ -1403,6 +1403,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn past_what_a_claim_copies_frames_queue_behind_it_in_order() {
+        let (outbox, mut client) = served().await;
+        writer_takes(&outbox, &mut VecDeque::new());
+        let many = QueueLimits {
+            frames: 1 << 20,
+            bytes: u32::MAX,
+        };
+        // Twice what one claim copies, in frames it would copy one by one, then one too large.
+        let mut frames: Vec<Frame> = (0..2 * CLAIM_BUFFER / 128)
+            .map(|n| Frame::binary(n.to_be_bytes().repeat(16)))
+            .collect();
+        frames.push(Frame::binary(vec![7; COPIED_FRAME + 1]));
+        let scope = BatchScope::enter();
+        for frame in &frames {
+            outbox.push(frame, &many).unwrap();
+        }
+        drop(scope);
+        // One write takes at most `MAX_SLICES` pieces: what is left is the writer's.
+        let mut batch = VecDeque::new();
+        if let Some(taken) = writer_takes(&outbox, &mut batch) {
+            write_as_the_writer(&outbox, &mut batch).await;
+            outbox.wrote(taken);
+        }
+        let all = wire(&frames.iter().collect::<Vec<_>>());
+        assert_eq!(read(&mut client, all.len()).await, all);
+        let count = frames.len() as u64;
+        assert_eq!((outbox.sent(), delivered(&outbox)), (count, count));
+    }
+
+    #[tokio::test]
     async fn copied_frames_the_socket_does_not_take_go_to_the_writer_whole_and_counted_once() {
         let (outbox, mut client) = served().await;
         let mut batch = VecDeque::new();
