@@ -598,3 +598,40 @@ async fn connection_limits_are_fitted_to_the_open_file_limit() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn log_lines_logged_thousands_a_second_are_all_written_whole_up_to_the_exit() {
+    const CONNECTIONS: usize = 2_000;
+    const AT_ONCE: usize = 50;
+    let env = [("LOG_FORMAT", "json"), ("EMF_INTERVAL", "0")];
+    let server = Process::start(&env).await;
+    let url = server.url("/wss");
+    for _ in 0..CONNECTIONS / AT_ONCE {
+        let clients = (0..AT_ONCE).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut client = connect(&url).await;
+                next_text(&mut client).await;
+                client.close(None).await.unwrap();
+                // Until the server's close frame: its side is closed and logged by then.
+                while let Some(Ok(_)) = client.next().await {}
+            })
+        });
+        for client in futures_util::future::join_all(clients).await {
+            client.unwrap();
+        }
+    }
+    // At once: the last lines are still waiting to be written when the signal comes.
+    server.signal("TERM");
+    let exit = server.wait(Duration::from_secs(10)).await;
+    assert_eq!(exit.code, Some(0));
+    let lines: Vec<serde_json::Value> = exit
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect();
+    let count = |message: &str| lines.iter().filter(|l| l["message"] == message).count();
+    assert_eq!(count("connection opened"), CONNECTIONS);
+    assert_eq!(count("connection closed"), CONNECTIONS);
+    assert_eq!(lines.last().unwrap()["message"], "stopped");
+}
