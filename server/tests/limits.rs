@@ -352,41 +352,6 @@ async fn a_client_that_publishes_and_closes_at_once_gets_its_own_message_before_
 }
 
 #[tokio::test]
-async fn echoes_still_queued_when_the_client_closes_come_before_the_close_reply() {
-    let server = TestServer::start(&["--max-messages-per-second", "0"]).await;
-    let mut stream = small_buffer_socket(server.addr).await;
-    let request = upgrade_request("/echo", "HTTP/1.1", true, KEY, "13");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 101"));
-    // Far more echo than the socket buffers hold while the client reads nothing (but within the
-    // queue's 1,024 frames): most of it waits in the outbox when the close frame comes.
-    const MESSAGES: usize = 1_000;
-    let message = |n: usize| format!("{n:04}{}", "x".repeat(120));
-    let mut all = Vec::new();
-    for n in 0..MESSAGES {
-        all.extend(client_frame(true, 1, message(n).as_bytes()));
-    }
-    all.extend(client_frame(true, 8, &1000u16.to_be_bytes()));
-    stream.write_all(&all).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for n in 0..MESSAGES {
-        let (opcode, payload) = tokio::time::timeout(PATIENCE, server_frame(&mut stream))
-            .await
-            .expect("an echo");
-        assert!(
-            opcode == 1 && payload == message(n).as_bytes(),
-            "echo {n}: opcode {opcode}, {:?}",
-            String::from_utf8_lossy(&payload)
-        );
-    }
-    let close = tokio::time::timeout(PATIENCE, server_frame(&mut stream))
-        .await
-        .expect("the close reply");
-    assert_eq!((close.0, &close.1[..]), (8, &1000u16.to_be_bytes()[..]));
-    server.stop().await;
-}
-
-#[tokio::test]
 async fn frames_sent_along_with_the_upgrade_request_are_read_after_it() {
     // A client may send its first frames without waiting for the 101 (they arrive in the same
     // segment as the request head): the HTTP server has read them already, and they must not be

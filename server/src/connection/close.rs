@@ -103,17 +103,16 @@ impl CloseReason {
         }
     }
 
-    /// Whether the client is owed what is queued for it before the close frame: when the client
-    /// closes (what was queued before its close frame was read, echoes and messages, goes out as
-    /// it would from a server whose socket buffer had held it; RFC 6455, 5.5.1 lets an endpoint
-    /// finish sending before its close frame), or the server ends a connection that still reads
-    /// (the drain, a client's bad frame or expired token), but not one that fell behind, stopped
-    /// answering, or floods.
+    /// Whether the client is owed what is queued for it before the close frame: when the server
+    /// ends a connection that still reads (the drain, a client's bad frame or expired token), but
+    /// not one that fell behind, stopped answering, or floods. Nor one that closed itself: its
+    /// close is answered "as soon as practical" (RFC 6455, 5.5.1), not after a backlog of up to
+    /// `CLIENT_QUEUE_BYTES` that a slow reader might not take within the close handshake's
+    /// timeout, and that a browser which called `close()` drops unread.
     fn delivers_queued(self) -> bool {
         matches!(
             self,
-            CloseReason::ClientClosed
-                | CloseReason::ServerShutdown
+            CloseReason::ServerShutdown
                 | CloseReason::ServiceRestart
                 | CloseReason::ProtocolError
                 | CloseReason::InvalidUtf8

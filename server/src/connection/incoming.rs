@@ -755,6 +755,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_that_fills_the_room_reads_on_until_the_socket_is_empty() {
+        let (mut client, mut incoming) = pair(LIMITS).await;
+        // Far more than one read's room (READ_CHUNK), in one write: reads that fill their room
+        // leave the socket's readiness set, so the reader goes on without a new edge.
+        let payload = vec![b'a'; 20 * READ_CHUNK];
+        let mut bytes = frame(true, BINARY, &payload);
+        bytes.extend(frame(true, TEXT, b"after"));
+        client.write_all(&bytes).await.unwrap();
+        for (expected, payload) in [(Received::Binary, &payload[..]), (Received::Text, b"after")] {
+            let received = tokio::time::timeout(std::time::Duration::from_secs(5), incoming.next())
+                .await
+                .expect("read without waiting for more bytes");
+            assert_eq!(received, Ok(expected));
+            assert_eq!(incoming.payload(), payload);
+        }
+    }
+
+    #[tokio::test]
     async fn the_room_a_large_frame_grew_is_let_go_when_a_few_bytes_are_left() {
         let (mut client, mut incoming) = pair(LARGEST).await;
         let big = frame(true, BINARY, &vec![7; 8 << 20]);
