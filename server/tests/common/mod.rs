@@ -183,22 +183,40 @@ pub struct Process {
     stderr: Collected,
 }
 
-type Collected = Arc<Mutex<Vec<u8>>>;
+/// What the process wrote to one pipe so far, read by a thread of its own until end-of-file.
+struct Collected {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
 
 fn collect(mut pipe: impl Read + Send + 'static) -> Collected {
-    let buffer = Collected::default();
-    let sink = Arc::clone(&buffer);
-    std::thread::spawn(move || {
+    let bytes = Arc::<Mutex<Vec<u8>>>::default();
+    let sink = Arc::clone(&bytes);
+    let reader = std::thread::spawn(move || {
         let mut chunk = [0u8; 8192];
         while let Ok(n @ 1..) = pipe.read(&mut chunk) {
             sink.lock().unwrap().extend_from_slice(&chunk[..n]);
         }
     });
-    buffer
+    Collected { bytes, reader }
 }
 
 fn text(collected: &Collected) -> String {
-    String::from_utf8_lossy(&collected.lock().unwrap()).into_owned()
+    String::from_utf8_lossy(&collected.bytes.lock().unwrap()).into_owned()
+}
+
+/// Waits until the pipe's reader has seen end-of-file (the process is gone), so that nothing the
+/// process wrote is missing: the last lines it writes as it exits are the ones tests read most.
+async fn finished(collected: &Collected) -> &Collected {
+    let started = Instant::now();
+    while !collected.reader.is_finished() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the pipe stays open after the exit"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    collected
 }
 
 /// What a finished process left.
@@ -290,9 +308,7 @@ impl Process {
                 break (addr, admin);
             }
             if let Some(status) = child.try_wait().unwrap() {
-                // Let the collecting threads read what the process wrote last.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let stderr = text(&stderr);
+                let stderr = text(finished(&stderr).await);
                 if status.code() == Some(1) && stderr.contains("cannot listen on") {
                     return Err(PortTaken(stderr.trim_end().to_owned()));
                 }
@@ -385,9 +401,8 @@ impl Process {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let code = self.child.wait().unwrap().code();
-        // The collecting threads see end-of-file once the process is gone.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let stdout = String::from_utf8(self.stdout.lock().unwrap().clone()).unwrap();
+        let stdout =
+            String::from_utf8(finished(&self.stdout).await.bytes.lock().unwrap().clone()).unwrap();
         Exit {
             code,
             stdout,
