@@ -635,3 +635,48 @@ async fn log_lines_logged_thousands_a_second_are_all_written_whole_up_to_the_exi
     assert_eq!(count("connection closed"), CONNECTIONS);
     assert_eq!(lines.last().unwrap()["message"], "stopped");
 }
+
+#[tokio::test]
+async fn what_the_drain_writes_to_a_slow_reader_is_counted_in_its_close_line() {
+    // More than the kernel buffers for a socket (4 MB at most here): when the drain starts, the
+    // writer is in the middle of a batch and more is queued; the close writes both.
+    const MESSAGES: usize = 100;
+    let env = [
+        ("LOG_FORMAT", "json"),
+        ("EMF_INTERVAL", "0"),
+        ("DRAIN_TIMEOUT", "10s"),
+        ("CLIENT_QUEUE_BYTES", "67108864"),
+        ("MAX_BYTES_PER_SECOND", "0"),
+    ];
+    let server = Process::start(&env).await;
+    let url = server.url("/wss");
+    let mut slow = small_buffer_client(server.addr, &url).await;
+    next_text(&mut slow).await;
+    let mut publisher = connect(&url).await;
+    next_text(&mut publisher).await;
+    let filler = "x".repeat(60 * 1024);
+    for seq in 0..MESSAGES {
+        send_text(&mut publisher, format!(r#"{{"seq":{seq},"f":"{filler}"}}"#)).await;
+    }
+    for _ in 0..MESSAGES {
+        next_text(&mut publisher).await;
+    }
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..MESSAGES {
+        next_text(&mut slow).await;
+    }
+    assert_eq!(close_code(&mut slow).await, 1001);
+    assert_eq!(close_code(&mut publisher).await, 1001);
+    drop((slow, publisher));
+    let exit = server.wait(Duration::from_secs(15)).await;
+    let sent: Vec<u64> = exit
+        .stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "connection closed")
+        .map(|line| line["sent"].as_u64().unwrap())
+        .collect();
+    // Each: the messages (the greeting goes out with the 101; a close frame is not a message).
+    assert_eq!(sent, [MESSAGES as u64; 2]);
+}

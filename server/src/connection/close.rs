@@ -11,7 +11,7 @@ use tokio::time::sleep;
 use super::incoming::{Incoming, Received};
 use super::socket::{write_frame, write_frames};
 use crate::frame::Frame;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Sent};
 use crate::shutdown::Shutdown;
 
 /// How long a close handshake the server starts (other than on drain) may take before the socket
@@ -136,6 +136,8 @@ impl CloseReason {
 pub(super) struct Unsent<'a> {
     pub(super) socket: &'a TcpStream,
     pub(super) batch: VecDeque<Frame>,
+    /// What the batch counts in the metrics once written (the writer counts a batch it finishes).
+    pub(super) interrupted: Sent,
     pub(super) outbox: &'a Outbox,
 }
 
@@ -152,6 +154,7 @@ pub(super) async fn close(
     let Unsent {
         socket,
         mut batch,
+        interrupted,
         outbox,
     } = unsent;
     let handshake = async {
@@ -166,11 +169,16 @@ pub(super) async fn close(
             if write_frames(socket, &mut batch).await.is_err() {
                 return;
             }
+            // Counted as the writer counts what it writes: in the client's `sent` and the
+            // process's metrics.
+            outbox.wrote(interrupted);
             if reason.delivers_queued()
-                && let Some(Ok(_)) = outbox.take_all(&mut batch).now_or_never()
-                && write_frames(socket, &mut batch).await.is_err()
+                && let Some(Ok(owed)) = outbox.take_all(&mut batch).now_or_never()
             {
-                return;
+                if write_frames(socket, &mut batch).await.is_err() {
+                    return;
+                }
+                outbox.wrote(owed);
             }
         }
         match reason.close_code() {

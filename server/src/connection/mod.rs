@@ -37,7 +37,7 @@ use crate::http_socket::HttpSocket;
 use crate::hub::{self, ChannelName, Fanout, Form, Hub};
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, QueueLimits};
+use crate::outbox::{Outbox, QueueLimits, Sent};
 use crate::protocol::v1::Session;
 use crate::protocol::{Route, wss};
 use crate::shutdown::Shutdown;
@@ -256,14 +256,14 @@ impl Context {
                     Place::Channels(session) => Handler::Channels(session),
                     Place::Echo(echo) => Handler::Echo(echo),
                 };
-                let reason = tokio::select! {
+                let (reason, interrupted) = tokio::select! {
                     reason = Reader {
                         context: &self,
                         activity: &activity,
                         handler,
                         replies: &outbox,
-                    }.run(&mut incoming) => reason,
-                    reason = writer.run(&mut shutdown) => reason,
+                    }.run(&mut incoming) => (reason, Sent::default()),
+                    ended = writer.run(&mut shutdown) => ended,
                 };
                 // What the client published in this poll is delivered before its close, so that it
                 // gets its own messages too, as every other subscriber does.
@@ -273,6 +273,7 @@ impl Context {
                     Unsent {
                         socket,
                         batch: writer.batch,
+                        interrupted,
                         outbox: &outbox,
                     },
                     incoming,

@@ -32,7 +32,9 @@ pub(super) struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    pub(super) async fn run(&mut self, shutdown: &mut Shutdown) -> CloseReason {
+    /// Writes until the connection ends; returns why, and what the batch it was in the middle of
+    /// counts (nothing if none), for the close to count once it has written the rest.
+    pub(super) async fn run(&mut self, shutdown: &mut Shutdown) -> (CloseReason, Sent) {
         // One wait for the drain for the connection's whole life: made anew at every batch, it
         // would join and leave the drain signal's waiters each time (a tenth of the server's CPU
         // at a steady 50,000 deliveries/s: 1.65 s against 1.48 s).
@@ -42,31 +44,33 @@ impl Writer<'_> {
                 biased;
                 // Once leaving, `draining` would complete at every turn of the loop.
                 _ = draining.as_mut(), if self.departure != Departure::Leaving => match self.departure.drain_started(self.context.drain_spread, &mut self.heartbeat) {
-                    Some(reason) => return reason,
+                    Some(reason) => return (reason, Sent::default()),
                     None => continue,
                 },
                 _ = self.heartbeat.timer.as_mut() => match self.departure {
-                    Departure::Leaving => return CloseReason::ServiceRestart,
+                    Departure::Leaving => return (CloseReason::ServiceRestart, Sent::default()),
                     _ => match self.heartbeat.beat(&self.context.heartbeat, self.activity) {
-                        Beat::Dead => return CloseReason::PongTimeout,
+                        Beat::Dead => return (CloseReason::PongTimeout, Sent::default()),
                         Beat::Alive => continue,
                         // Through the outbox, like every frame: written at once if nothing is
                         // queued, else behind what is.
                         Beat::Ping => match self.outbox.push_control(Frame::ping()) {
                             Ok(()) => continue,
-                            Err(_) => return CloseReason::SlowConsumer,
+                            Err(_) => return (CloseReason::SlowConsumer, Sent::default()),
                         },
                     },
                 },
                 taken = self.outbox.take_all(&mut self.batch) => match taken {
                     Ok(taken) => taken,
-                    Err(_) => return CloseReason::SlowConsumer,
+                    Err(_) => return (CloseReason::SlowConsumer, Sent::default()),
                 },
             };
             // Boxed: a batch in flight needs far more state than an idle connection, and every
             // connection's task is allocated at its largest state's size.
+            // Interrupted, the batch goes to the close with what it counts, counted once the close
+            // has written the rest.
             if let Err(reason) = Box::pin(self.write(draining.as_mut(), taken)).await {
-                return reason;
+                return (reason, taken);
             }
         }
     }
