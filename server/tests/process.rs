@@ -57,11 +57,7 @@ async fn sigterm_drains_clients_with_1001_then_exits_0() {
         "exited {waited:?} after the drain started"
     );
 
-    let stdout = exit.stdout;
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
-        .collect();
+    let lines = exit.json_lines();
     let counts: Vec<i64> = lines
         .iter()
         .filter(|line| line.get("_aws").is_some())
@@ -102,7 +98,10 @@ async fn sigterm_drains_clients_with_1001_then_exits_0() {
             .count(),
         2
     );
-    assert!(!stdout.contains("hello"), "no message content in the logs");
+    assert!(
+        !exit.stdout.contains("hello"),
+        "no message content in the logs"
+    );
 }
 
 /// What a `/v1/ws` subscriber saw of the drain.
@@ -285,11 +284,7 @@ async fn sigterm_closes_v1_clients_with_1012_spread_over_drain_spread() {
         exited < last + Duration::from_secs(2) && exited < DRAIN,
         "exited {exited:?} into the drain, the last close at {last:?}"
     );
-    let lines: Vec<serde_json::Value> = exit
-        .stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let lines = exit.json_lines();
     let draining = lines
         .iter()
         .find(|line| line["message"] == "draining")
@@ -538,10 +533,9 @@ async fn connection_logs_name_the_client_from_trusted_x_forwarded_for_entries() 
         server.signal("TERM");
         let exit = server.wait(Duration::from_secs(10)).await;
         let opened: Vec<serde_json::Value> = exit
-            .stdout
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .filter(|line: &serde_json::Value| line["message"] == "connection opened")
+            .json_lines()
+            .into_iter()
+            .filter(|line| line["message"] == "connection opened")
             .collect();
         assert_eq!(opened.len(), 1);
         let client = opened[0]["client"].as_str().unwrap();
@@ -625,11 +619,7 @@ async fn log_lines_logged_thousands_a_second_are_all_written_whole_up_to_the_exi
     server.signal("TERM");
     let exit = server.wait(Duration::from_secs(10)).await;
     assert_eq!(exit.code, Some(0));
-    let lines: Vec<serde_json::Value> = exit
-        .stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
-        .collect();
+    let lines = exit.json_lines();
     let count = |message: &str| lines.iter().filter(|l| l["message"] == message).count();
     assert_eq!(count("connection opened"), CONNECTIONS);
     assert_eq!(count("connection closed"), CONNECTIONS);
@@ -671,9 +661,8 @@ async fn what_the_drain_writes_to_a_slow_reader_is_counted_in_its_close_line() {
     drop((slow, publisher));
     let exit = server.wait(Duration::from_secs(15)).await;
     let sent: Vec<u64> = exit
-        .stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .json_lines()
+        .into_iter()
         .filter(|line| line["message"] == "connection closed")
         .map(|line| line["sent"].as_u64().unwrap())
         .collect();

@@ -717,18 +717,11 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_that_come_after_a_read_emptied_the_socket_wake_the_reader() {
+        const TEXT_SENT: &[u8] = b"sent in pieces, each after the reader found none left";
         let (mut client, mut incoming) = pair(LIMITS).await;
-        let whole = frame(
-            true,
-            TEXT,
-            b"sent in pieces, each after the reader found none left",
-        );
-        let (last, pieces) = whole
-            .chunks(7)
-            .collect::<Vec<_>>()
-            .split_last()
-            .map(|(l, p)| (l.to_vec(), p.to_vec()))
-            .unwrap();
+        let whole = frame(true, TEXT, TEXT_SENT);
+        let pieces: Vec<&[u8]> = whole.chunks(7).collect();
+        let (last, pieces) = pieces.split_last().unwrap();
         for piece in pieces {
             client.write_all(piece).await.unwrap();
             // Until the driver has seen the bytes; then the reader reads them (a read that
@@ -737,15 +730,12 @@ mod tests {
             assert!(waits(&mut incoming).await);
             assert!(!incoming.buffer.is_empty(), "a piece of a frame is kept");
         }
-        client.write_all(&last).await.unwrap();
+        client.write_all(last).await.unwrap();
         let received = tokio::time::timeout(std::time::Duration::from_secs(5), incoming.next())
             .await
             .expect("the last piece wakes the reader");
         assert_eq!(received, Ok(Received::Text));
-        assert_eq!(
-            incoming.payload(),
-            b"sent in pieces, each after the reader found none left"
-        );
+        assert_eq!(incoming.payload(), TEXT_SENT);
         assert!(waits(&mut incoming).await);
         assert_eq!(
             incoming.buffer.capacity(),

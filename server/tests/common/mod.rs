@@ -226,6 +226,16 @@ pub struct Exit {
     pub waited: Duration,
 }
 
+impl Exit {
+    /// Standard output as JSON lines (`LOG_FORMAT=json`: every line the process writes is one).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+            .collect()
+    }
+}
+
 pub const BINARY: &str = env!("CARGO_BIN_EXE_websocket-server");
 
 /// The start-up lines the server logs once each listener is bound, with its `address`.
