@@ -16,14 +16,15 @@ server's CPU time and memory are read from /proc), and stops the server. The ser
 The backplane case runs ours alone, alone with Redis, and as two processes sharing one Redis. The
 channels case (`/v1/ws`) runs ours only: the references have no channels. The scale case holds as
 many idle connections to ours as one process may open here (19,000), through two heartbeat rounds.
-Results go to .artifacts/bench/results.json and between the markers in BENCHMARKS.md, with the
-machine, the commands and the performance targets. `make bench` builds everything first; this
-script only checks that the binaries are there.
+Results go to .artifacts/bench/results.json (a partial run's to results-partial.json) and between
+the markers in BENCHMARKS.md, with the machine, the commands and the performance targets. `make
+bench` builds everything first; this script only checks that the binaries are there.
 """
 
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -182,9 +183,25 @@ def primary(result, case):
 
 
 def median_run(case, runs):
-    """The run whose primary figure is the median of the repeats."""
+    """The run whose primary figure is the median of the repeats, with every repeat under
+    `repeats` (in the order they ran): the targets pair each round's runs, and a loss in any run
+    shows."""
     ordered = sorted(runs, key=lambda run: primary(run, case))
-    return ordered[len(ordered) // 2]
+    return dict(ordered[len(ordered) // 2], repeats=runs)
+
+
+def repeats_of(result):
+    """Every run behind a result (results saved before runs were kept hold only the median)."""
+    return result.get("repeats", [result])
+
+
+def say_if_unclean(medians):
+    """Names, on the console, the servers (or setups) with a run that lost, duplicated or failed
+    something, whichever run was the median."""
+    unclean = [f"{name} {sum(run['exit_code'] != 0 for run in repeats_of(result))} of {len(repeats_of(result))} runs"
+               for name, result in medians.items() if any(run["exit_code"] != 0 for run in repeats_of(result))]
+    if unclean:
+        print(f"  NOT CLEAN: {', '.join(unclean)}", flush=True)
 
 
 def run_case(case, kinds, repeat):
@@ -201,6 +218,7 @@ def run_case(case, kinds, repeat):
     medians = {kind: median_run(case, runs[kind]) for kind in kinds}
     for kind, result in medians.items():
         print(f"  {kind:7} {summary(case, result)}", flush=True)
+    say_if_unclean(medians)
     return medians
 
 
@@ -227,6 +245,7 @@ def run_backplane(repeat):
     results = {label: median_run(BACKPLANE, label_runs) for label, label_runs in runs.items()}
     for label, result in results.items():
         print(f"  {label:22} {summary(BACKPLANE, result)}", flush=True)
+    say_if_unclean(results)
     return results
 
 
@@ -270,6 +289,17 @@ def fmt(value, unit=""):
     if isinstance(value, float) and value < 100:
         return f"{value:.2f}{unit}"
     return f"{value:,.0f}{unit}"
+
+
+def shown(value, at_least):
+    """A target's figure, rounded toward missing it (down for an "at least", up for an "at
+    most"), ratios to three decimals: a figure that misses never prints as the bound."""
+    if value is None:
+        return "n/a"
+    digits = 3 if value < 10 else 0
+    scaled = value * 10**digits
+    rounded = (math.floor(scaled) if at_least else math.ceil(scaled)) / 10**digits
+    return f"{rounded:,.{digits}f}"
 
 
 def ratio(a, b):
@@ -335,43 +365,71 @@ def table(columns, results):
 
 def targets(results, backplane):
     """The performance targets the server is held to (each a ratio to a reference server or a
-    budget), each with the measured figure and a verdict."""
-    def get(case, server, path):
-        value = results[case][server]
-        for key in path.split("."):
-            value = value[key]
+    budget), each with its figure round by round (in each round the servers run one after
+    another, so a ratio pairs runs made moments apart): the median, which the verdict is on, the
+    range, and how many rounds met it. A target met in some rounds and missed in others is inside
+    this machine's run-to-run spread."""
+    def get(path):
+        def value(result):
+            for key in path.split("."):
+                result = result[key]
+            return result
         return value
 
-    def cost(case, server):
-        return ns_per_delivery(results[case][server])
+    def of(case, server, figure):
+        return lambda run: figure(run(case, server))
 
+    def versus(case, figure, other):
+        return lambda run: ratio(figure(run(case, "ours")), figure(run(case, other)))
+
+    deliveries, p99, cpu = get("deliveries_per_s"), get("latency.p99_ms"), get("usage.server_cpu_s")
     checks = [
-        ("broadcast_full: server CPU per delivery ≤ 0.75 × lean", cost("broadcast_full", "ours") / cost("broadcast_full", "lean"), 0.75, False),
-        ("broadcast_full: deliveries/s ≥ 1.0 × lean", get("broadcast_full", "ours", "deliveries_per_s") / get("broadcast_full", "lean", "deliveries_per_s"), 1.0, True),
-        ("broadcast_full: deliveries/s ≥ 1.0 × bun", get("broadcast_full", "ours", "deliveries_per_s") / get("broadcast_full", "bun", "deliveries_per_s"), 1.0, True),
-        ("broadcast_wide: server CPU per delivery ≤ 1.0 × lean", cost("broadcast_wide", "ours") / cost("broadcast_wide", "lean"), 1.0, False),
-        ("broadcast_wide: deliveries/s ≥ 1.0 × lean", get("broadcast_wide", "ours", "deliveries_per_s") / get("broadcast_wide", "lean", "deliveries_per_s"), 1.0, True),
-        ("broadcast_steady: p99 ≤ 1.0 × lean", get("broadcast_steady", "ours", "latency.p99_ms") / get("broadcast_steady", "lean", "latency.p99_ms"), 1.0, False),
-        ("broadcast_steady: server CPU ≤ 1.0 × bun", get("broadcast_steady", "ours", "usage.server_cpu_s") / get("broadcast_steady", "bun", "usage.server_cpu_s"), 1.0, False),
-        ("idle: ≤ 2,048 B per connection at 10,000", get("idle", "ours", "server_bytes_per_connection"), 2048, False),
+        ("broadcast_full: server CPU per delivery ≤ 0.75 × lean", versus("broadcast_full", ns_per_delivery, "lean"), 0.75, False),
+        ("broadcast_full: deliveries/s ≥ 1.0 × lean", versus("broadcast_full", deliveries, "lean"), 1.0, True),
+        ("broadcast_full: deliveries/s ≥ 1.0 × bun", versus("broadcast_full", deliveries, "bun"), 1.0, True),
+        ("broadcast_wide: server CPU per delivery ≤ 1.0 × lean", versus("broadcast_wide", ns_per_delivery, "lean"), 1.0, False),
+        ("broadcast_wide: deliveries/s ≥ 1.0 × lean", versus("broadcast_wide", deliveries, "lean"), 1.0, True),
+        ("broadcast_steady: p99 ≤ 1.0 × lean", versus("broadcast_steady", p99, "lean"), 1.0, False),
+        ("broadcast_steady: server CPU ≤ 1.0 × bun", versus("broadcast_steady", cpu, "bun"), 1.0, False),
+        ("idle: ≤ 2,048 B per connection at 10,000", of("idle", "ours", get("server_bytes_per_connection")), 2048, False),
     ]
     if SCALE.key in results:
         checks.append((f"idle: ≤ 2,048 B per connection at {SCALE_CONNECTIONS:,}",
-                       get(SCALE.key, "ours", "server_bytes_per_connection"), 2048, False))
-    ours_churn = get("churn", "ours", "handshakes_per_s")
-    checks.append(("churn: handshakes/s ≥ 3 × node", ours_churn / get("churn", "node", "handshakes_per_s"), 3, True))
-    checks.append(("churn: handshakes/s ≥ 1.0 × lean", ours_churn / get("churn", "lean", "handshakes_per_s"), 1.0, True))
+                       of(SCALE.key, "ours", get("server_bytes_per_connection")), 2048, False))
+    handshakes = get("handshakes_per_s")
+    checks.append(("churn: handshakes/s ≥ 3 × node", versus("churn", handshakes, "node"), 3, True))
+    checks.append(("churn: handshakes/s ≥ 1.0 × lean", versus("churn", handshakes, "lean"), 1.0, True))
+    by_case = dict(results)
     if backplane:
-        checks.append(("backplane, two processes: ≥ 1,500,000 deliveries/s", backplane["2 processes + Redis"]["deliveries_per_s"], 1_500_000, True))
-    unclean = [f"{case}/{server}" for case, by_server in results.items() for server, result in by_server.items()
-               if result["exit_code"] != 0]
-    unclean += [f"backplane/{label}" for label, result in (backplane or {}).items() if result["exit_code"] != 0]
-    lines = ["| Target | Measured | Met |", "|---|---|---|"]
-    for label, value, bound, at_least in checks:
-        met = value >= bound if at_least else value <= bound
-        lines.append(f"| {label} | {fmt(value)} | {'yes' if met else '**no**'} |")
-    lines.append(f"| nothing lost, duplicated or failed, every case and server | "
-                 f"{'all clean' if not unclean else 'not clean: ' + ', '.join(unclean)} | {'yes' if not unclean else '**no**'} |")
+        by_case["backplane"] = dict(backplane)
+        checks.append(("backplane, two processes: ≥ 1,500,000 deliveries/s",
+                       of("backplane", "2 processes + Redis", deliveries), 1_500_000, True))
+
+    every_result = [result for by_server in by_case.values() for result in by_server.values()]
+    # Results saved before every run was kept have only the median runs, so one "round" of those.
+    kept = all("repeats" in result for result in every_result)
+    rounds = [lambda case, server, i=i: repeats_of(by_case[case][server])[i]
+              for i in range(min(len(repeats_of(result)) for result in every_result))]
+
+    def met(value, bound, at_least):
+        return value is not None and (value >= bound if at_least else value <= bound)
+
+    lines = ["| Target | Measured (median of rounds) | Rounds: range | Rounds met | Met |", "|---|---|---|---|---|"]
+    for label, measure, bound, at_least in checks:
+        per_round = [measure(run) for run in rounds]
+        known = sorted(v for v in per_round if v is not None)
+        value = known[len(known) // 2] if len(known) == len(per_round) else None
+        spread = f"{shown(known[0], at_least)}–{shown(known[-1], at_least)}" if kept and known else "—"
+        rounds_met = f"{sum(met(v, bound, at_least) for v in per_round)} of {len(per_round)}" if kept else "—"
+        lines.append(f"| {label} | {shown(value, at_least)} | {spread} | {rounds_met} | "
+                     f"{'yes' if met(value, bound, at_least) else '**no**'} |")
+    runs = [(f"{case}/{server}", run) for case, by_server in by_case.items() for server, result in by_server.items()
+            for run in repeats_of(result)]
+    unclean = sorted({name for name, run in runs if run["exit_code"] != 0})
+    clean = sum(run["exit_code"] == 0 for _, run in runs)
+    lines.append(f"| nothing lost, duplicated or failed, every run of every case and server | "
+                 f"{'all clean' if not unclean else 'not clean: ' + ', '.join(unclean)} | | "
+                 f"{clean} of {len(runs)} {'runs' if kept else 'median runs'} clean | {'yes' if not unclean else '**no**'} |")
     return "\n".join(lines)
 
 
@@ -401,7 +459,9 @@ def settings(case):
 
 def render(results, backplane, info, repeat):
     out = [BEGIN, "", f"Measured {info['date']} by `make bench` (median of {repeat} run{'s' if repeat > 1 else ''} "
-           "per figure; a fresh server process per run).", "",
+           "per figure; a fresh server process per run). The tables show each server's median run; a target's figure is "
+           "the median of its rounds (each round runs every server once, so a ratio pairs runs made moments apart), "
+           "beside its range over the rounds and how many of them met it.", "",
            f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Linux {info['kernel']}; "
            f"{info['rustc']}; Node {info['node']}; Bun {info['bun']}; {info['redis']}. The load generator runs on the same two cores "
            "as the server, so every figure is the pair's, and the load generator's CPU seconds are shown beside the "
@@ -450,6 +510,8 @@ def main():
                         help="write BENCHMARKS.md again from the last full run's results (after a change to the report)")
     options = parser.parse_args()
     if options.report_only:
+        if not (ARTIFACTS / "results.json").exists():
+            sys.exit(f"bench: {ARTIFACTS / 'results.json'} is missing: run `make bench` first")
         saved = json.loads((ARTIFACTS / "results.json").read_text())
         write_report(render(saved["cases"], saved["backplane"], saved["machine"], saved.get("repeat", options.repeat)))
         print(f"wrote {REPORT.relative_to(ROOT)} from {ARTIFACTS / 'results.json'}")
@@ -481,10 +543,13 @@ def main():
         results[SCALE.key] = run_case(SCALE, ["ours"], options.repeat)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "results.json").write_text(json.dumps({"machine": machine(), "cases": results, "backplane": backplane,
-                                                           "repeat": options.repeat}, indent=2))
-    if options.only or options.server:
-        print(f"partial run: results in {ARTIFACTS / 'results.json'}; BENCHMARKS.md unchanged")
+    partial = bool(options.only or options.server)
+    # A partial run keeps its own file, so that --report-only still finds the last full run.
+    saved = ARTIFACTS / ("results-partial.json" if partial else "results.json")
+    saved.write_text(json.dumps({"machine": machine(), "cases": results, "backplane": backplane,
+                                 "repeat": options.repeat}, indent=2))
+    if partial:
+        print(f"partial run: results in {saved}; BENCHMARKS.md unchanged")
         return
     write_report(render(results, backplane, machine(), options.repeat))
     print(f"wrote {REPORT.relative_to(ROOT)}")
