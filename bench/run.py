@@ -313,16 +313,27 @@ def ns_per_delivery(result):
     return result["usage"]["server_cpu_s"] * 1e9 / delivered if delivered else None
 
 
+def cores_busy(result):
+    """The share of the machine's cores the server and the load generator kept busy together:
+    near 100 %, the pair is bound by the machine, and a server's figures move with the CPU it
+    leaves the load generator."""
+    cores = os.cpu_count() or 1
+    usage = result["usage"]
+    return cores, (usage["server_cpu_s"] + usage["loadgen_cpu_s"]) / (cores * result["seconds"]) * 100
+
+
 def rows_for(result):
     """The figures of one result, as (label, value, unit)."""
     usage = result["usage"]
     if result["scenario"] in ("broadcast", "channels"):
+        cores, busy = cores_busy(result)
         lat = result["latency"]
         rows = [("deliveries/s", result["deliveries_per_s"], ""), ("latency p50", lat["p50_ms"], " ms"),
                 ("latency p90", lat["p90_ms"], " ms"), ("latency p99", lat["p99_ms"], " ms"),
                 ("latency max", lat["max_ms"], " ms"), ("server CPU", usage["server_cpu_s"], " s"),
                 ("server CPU per delivery", ns_per_delivery(result), " ns"),
                 ("load generator CPU", usage["loadgen_cpu_s"], " s"),
+                (f"the {cores} cores busy with server and load generator", busy, " %"),
                 ("delivered / expected", f"{result['delivered']:,} / {result['expected_deliveries']:,}", ""),
                 ("lost / duplicated / errors", f"{result['lost']} / {result['duplicated']} / {result['errors']}", "")]
         if result["scenario"] == "channels":
@@ -339,13 +350,12 @@ def rows_for(result):
                  None if idle_cpu is None else idle_cpu * 1000, " ms"),
                 ("connected / errors", f"{result['connected']:,} / {result['errors']}", "")]
     lat = result["handshake_latency"]
-    cores = os.cpu_count() or 1
-    busy = (usage["server_cpu_s"] + usage["loadgen_cpu_s"]) / (cores * result["seconds"])
+    cores, busy = cores_busy(result)
     return [("handshakes/s", result["handshakes_per_s"], ""), ("handshake p50", lat["p50_ms"], " ms"),
             ("handshake p99", lat["p99_ms"], " ms"), ("server CPU", usage["server_cpu_s"], " s"),
             ("server CPU per handshake", usage["server_cpu_s"] / result["handshakes"] * 1e6, " µs"),
             ("load generator CPU", usage["loadgen_cpu_s"], " s"),
-            (f"the {cores} cores busy with server and load generator", busy * 100, " %"),
+            (f"the {cores} cores busy with server and load generator", busy, " %"),
             ("handshakes / errors", f"{result['handshakes']:,} / {result['errors']}", "")]
 
 
