@@ -29,6 +29,21 @@ async fn wait_for_backplane(admin: SocketAddr, up: bool) {
     }
 }
 
+/// Starts `N` server processes with `env` and waits until the backplane of each is up.
+async fn tasks_up<const N: usize>(env: &[(&str, &str)]) -> [Process; N] {
+    let mut tasks = Vec::with_capacity(N);
+    for _ in 0..N {
+        tasks.push(Process::start(env).await);
+    }
+    for task in &tasks {
+        wait_for_backplane(task.admin(), true).await;
+    }
+    match tasks.try_into() {
+        Ok(tasks) => tasks,
+        Err(_) => unreachable!("{N} tasks were started"),
+    }
+}
+
 /// Every client sends `each` messages tagged with its index; returns, per receiving client, the
 /// sequence numbers it got from each sender, after reading exactly `clients × each` messages.
 async fn exchange(
@@ -92,10 +107,7 @@ async fn messages_cross_tasks_exactly_once_and_survive_a_redis_outage() {
     let mut redis = Redis::start();
     let url = redis.url();
     let env = [("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")];
-    let mut task_a = Process::start(&env).await;
-    let mut task_b = Process::start(&env).await;
-    wait_for_backplane(task_a.admin(), true).await;
-    wait_for_backplane(task_b.admin(), true).await;
+    let [mut task_a, mut task_b] = tasks_up(&env).await;
 
     // Clients 0 and 1 on task A, 2 and 3 on task B.
     let mut clients = Vec::new();
@@ -234,10 +246,7 @@ async fn rediss_with_an_auth_token() {
         ("SSL_CERT_FILE", ca.as_str()),
         ("EMF_INTERVAL", "0"),
     ];
-    let task_a = Process::start(&env).await;
-    let task_b = Process::start(&env).await;
-    wait_for_backplane(task_a.admin(), true).await;
-    wait_for_backplane(task_b.admin(), true).await;
+    let [task_a, task_b] = tasks_up(&env).await;
     let mut clients = vec![
         connect(&task_a.url("/wss")).await,
         connect(&task_b.url("/wss")).await,
@@ -324,10 +333,7 @@ async fn idle_keepalive_periods_cost_nothing() {
         ("EMF_INTERVAL", "0"),
         ("DRAIN_TIMEOUT", "1s"),
     ];
-    let task_a = Process::start(&env).await;
-    let task_b = Process::start(&env).await;
-    wait_for_backplane(task_a.admin(), true).await;
-    wait_for_backplane(task_b.admin(), true).await;
+    let [task_a, task_b] = tasks_up(&env).await;
 
     // Clients 0 and 1 on task A, 2 and 3 on task B; clients 0 (on A) and 2 (on B) also send.
     const SENDERS: [usize; 2] = [0, 2];
@@ -466,12 +472,7 @@ async fn channels_cross_tasks_and_each_task_subscribes_only_to_what_its_clients_
         ("EMF_INTERVAL", "0"),
         ("PUBLISH_API_KEYS", key),
     ];
-    let task_a = Process::start(&env).await;
-    let task_b = Process::start(&env).await;
-    let task_c = Process::start(&env).await;
-    for task in [&task_a, &task_b, &task_c] {
-        wait_for_backplane(task.admin(), true).await;
-    }
+    let [task_a, task_b, task_c] = tasks_up(&env).await;
     // Every task holds `broadcast`, for /wss; nothing else yet.
     assert_eq!(subscribers_in_redis(&redis, "websocket:broadcast").await, 3);
     assert_eq!(subscribers_in_redis(&redis, "websocket:room").await, 0);
@@ -566,8 +567,7 @@ fn previous_version_message(envelope: &str) -> Vec<u8> {
 async fn broadcast_keeps_the_previous_versions_redis_channel_and_format() {
     let redis = Redis::start();
     let url = redis.url();
-    let task = Process::start(&[("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")]).await;
-    wait_for_backplane(task.admin(), true).await;
+    let [task] = tasks_up(&[("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")]).await;
     let mut wss = connect(&task.url("/wss")).await;
     assert_eq!(next_text(&mut wss).await, r#"{"connection":"ok"}"#);
     let mut v1 = connect(&task.url("/v1/ws")).await;
@@ -615,13 +615,12 @@ async fn a_first_subscribe_racing_a_publish_on_the_same_task_never_delivers_twic
     let redis = Redis::start();
     let url = redis.url();
     // Two frames a round from the publisher: no rate limit, so none is dropped.
-    let task = Process::start(&[
+    let [task] = tasks_up(&[
         ("REDIS_URL", url.as_str()),
         ("EMF_INTERVAL", "0"),
         ("MAX_MESSAGES_PER_SECOND", "0"),
     ])
     .await;
-    wait_for_backplane(task.admin(), true).await;
     let mut publisher = connect(&task.url("/v1/ws")).await;
     let mut subscriber = connect(&task.url("/v1/ws")).await;
     let mut twice = 0;
@@ -684,9 +683,7 @@ async fn a_batch_sent_again_after_a_redis_timeout_is_delivered_once_on_other_tas
         Redis::start_with(&["--enable-debug-command", "local"]).expect("redis-server starts");
     let url = redis.url();
     let env = [("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")];
-    let (task_a, task_b) = (Process::start(&env).await, Process::start(&env).await);
-    wait_for_backplane(task_a.admin(), true).await;
-    wait_for_backplane(task_b.admin(), true).await;
+    let [task_a, task_b] = tasks_up(&env).await;
     let mut publisher = connect(&task_a.url("/v1/ws")).await;
     let mut subscriber = connect(&task_b.url("/v1/ws")).await;
     v1_subscribe(&mut subscriber, "slow").await;
@@ -733,8 +730,7 @@ async fn subscribed_waits_until_redis_has_confirmed() {
     const PAUSE: Duration = Duration::from_millis(1500);
     let redis = Redis::start();
     let url = redis.url();
-    let task = Process::start(&[("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")]).await;
-    wait_for_backplane(task.admin(), true).await;
+    let [task] = tasks_up(&[("REDIS_URL", url.as_str()), ("EMF_INTERVAL", "0")]).await;
     let mut client = connect(&task.url("/v1/ws")).await;
     // Redis answers no command for a while: the subscription to a new channel waits for it.
     let admin = redis::Client::open(url.as_str()).unwrap();
@@ -788,11 +784,7 @@ async fn a_client_holding_more_channels_than_one_redis_command_carries_gets_ever
         ("CLIENT_QUEUE_SIZE", "20000"),
         ("PUBLISH_MESSAGES_PER_SECOND", "0"),
     ];
-    let holder = Process::start(&env).await;
-    let publisher = Process::start(&env).await;
-    for task in [&holder, &publisher] {
-        wait_for_backplane(task.admin(), true).await;
-    }
+    let [holder, publisher] = tasks_up(&env).await;
     let mut client = connect(&holder.url("/v1/ws")).await;
     let mut frames = Vec::with_capacity(CHANNELS);
     for n in 0..CHANNELS {
@@ -881,13 +873,12 @@ async fn past_4096_publishing_tasks_the_copies_memory_starts_afresh_and_every_me
     let redis = Redis::start();
     let url = redis.url();
     // Room for all of them in the client's queue while the test is still publishing.
-    let task = Process::start(&[
+    let [task] = tasks_up(&[
         ("REDIS_URL", url.as_str()),
         ("EMF_INTERVAL", "0"),
         ("CLIENT_QUEUE_SIZE", "10000"),
     ])
     .await;
-    wait_for_backplane(task.admin(), true).await;
     let mut client = connect(&task.url("/v1/ws")).await;
     v1_subscribe(&mut client, "origins").await;
 
@@ -967,9 +958,7 @@ async fn a_client_resumes_on_another_task_with_every_message_once_in_order() {
         ("MAX_MESSAGES_PER_SECOND", "0"),
         ("HISTORY_SIZE", "1000"),
     ];
-    let (task_a, task_b) = (Process::start(&env).await, Process::start(&env).await);
-    wait_for_backplane(task_a.admin(), true).await;
-    wait_for_backplane(task_b.admin(), true).await;
+    let [task_a, task_b] = tasks_up(&env).await;
     // Every task hands out the same offset for a message.
     let mut on_a = connect(&task_a.url("/v1/ws")).await;
     let mut on_b = connect(&task_b.url("/v1/ws")).await;
@@ -1028,9 +1017,7 @@ async fn redis_history_is_trimmed_expires_and_holds_wss_messages() {
         ("HISTORY_SIZE", "5"),
         ("HISTORY_TTL", "3s"),
     ];
-    let (task_a, task_b) = (Process::start(&env).await, Process::start(&env).await);
-    wait_for_backplane(task_a.admin(), true).await;
-    wait_for_backplane(task_b.admin(), true).await;
+    let [task_a, task_b] = tasks_up(&env).await;
 
     // /wss messages are broadcast's history: sent on A, resumed on B.
     let mut reader = connect(&task_b.url("/v1/ws")).await;
