@@ -204,12 +204,21 @@ def say_if_unclean(medians):
         print(f"  NOT CLEAN: {', '.join(unclean)}", flush=True)
 
 
+def in_turn(items, round_number):
+    """The round's running order: each round starts one place further along, so that no server
+    always runs first or always follows the same one, and whatever a run leaves behind (sockets in
+    TIME_WAIT, a warm page cache, a CPU still busy with the last run's exit) falls on each alike."""
+    items = list(items)
+    start = round_number % len(items)
+    return items[start:] + items[:start]
+
+
 def run_case(case, kinds, repeat):
-    """Every server once per round, round after round, so that whatever the machine carries over
-    from one run to the next (sockets in TIME_WAIT, a warm page cache) falls on all of them alike."""
+    """Every server once per round, round after round, so that a target's ratio pairs runs made
+    moments apart."""
     runs = {kind: [] for kind in kinds}
-    for _ in range(repeat):
-        for kind in kinds:
+    for round_number in range(repeat):
+        for kind in in_turn(kinds, round_number):
             server, url = start_server(kind, limits=case.limits, path=case.path)
             try:
                 runs[kind].append(loadgen(case.args, [url], [server.pid]))
@@ -232,8 +241,9 @@ def run_backplane(repeat):
               "1 process, no Redis": (1, None)}
     runs = {label: [] for label in setups}
     try:
-        for _ in range(repeat):
-            for label, (processes, url) in setups.items():
+        for round_number in range(repeat):
+            for label in in_turn(setups, round_number):
+                processes, url = setups[label]
                 servers = [start_server("ours", url, BACKPLANE.limits) for _ in range(processes)]
                 try:
                     runs[label].append(loadgen(BACKPLANE.args, [u for _, u in servers], [s.pid for s, _ in servers]))
@@ -470,7 +480,7 @@ def settings(case):
 def render(results, backplane, info, repeat):
     out = [BEGIN, "", f"Measured {info['date']} by `make bench` (median of {repeat} run{'s' if repeat > 1 else ''} "
            "per figure; a fresh server process per run). The tables show each server's median run; a target's figure is "
-           "the median of its rounds (each round runs every server once, so a ratio pairs runs made moments apart), "
+           "the median of its rounds (each round runs every server once, each round starting with the next server, so a ratio pairs runs made moments apart and no server always runs first), "
            "beside its range over the rounds and how many of them met it.", "",
            f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Linux {info['kernel']}; "
            f"{info['rustc']}; Node {info['node']}; Bun {info['bun']}; {info['redis']}. The load generator runs on the same two cores "
