@@ -487,12 +487,15 @@ async fn a_message_that_never_ends_is_a_frame_flood_and_is_closed_with_1008() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_stalled_across_a_ping_gets_that_ping_once_it_reads() {
-    // Pings every second with a second to answer. The listener does not read for 1.5 s while 12 MB
-    // come its way (queues large enough to hold them), so the ping falls due while the server's
-    // write to it is stuck; then it reads everything, which answers any ping it got.
+    // Pings every second with three seconds to answer. The listener does not read for 1.5 s while
+    // 12 MB come its way (queues large enough to hold them), so the ping falls due while the
+    // server's write to it is stuck; then it reads everything, which answers any ping it got. Its
+    // pong deadline runs from the moment the ping was queued: the listener has 2.5 s to read the
+    // 12 MB ahead of it (with a one-second timeout, the half second left was not always enough
+    // for this debug build beside the browser tests on two cores).
     let server = Process::start(&[
         ("PING_INTERVAL", "1s"),
-        ("PONG_TIMEOUT", "1s"),
+        ("PONG_TIMEOUT", "3s"),
         ("CLIENT_QUEUE_BYTES", "67108864"),
         ("MAX_MESSAGES_PER_SECOND", "0"),
         ("MAX_BYTES_PER_SECOND", "0"),
@@ -514,9 +517,10 @@ async fn a_listener_stalled_across_a_ping_gets_that_ping_once_it_reads() {
     for _ in 0..200 {
         next_text(&mut listener).await;
     }
-    // Three more heartbeats while reading.
+    // More heartbeats while reading, and past the 4 s at which a ping that never reached the
+    // listener would have its pong deadline end.
     let reading = tokio::spawn(async move { while let Some(Ok(_)) = listener.next().await {} });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     for reason in ["pong_timeout", "slow_consumer"] {
         let series = format!(r#"websocket_connections_closed_total{{reason="{reason}"}}"#);
         assert_eq!(server.metric(&series).await, 0.0, "{reason}");
